@@ -1,0 +1,426 @@
+#!/usr/bin/env bash
+# Install (idempotently) and run, on loopback, the real services that Switchboard's
+# tests and demo talk to: redis-server, Dovecot IMAP, Postfix (SMTP delivering into
+# Dovecot's Maildirs) and a Synapse homeserver.
+#
+#   scripts/services.sh up      install what is missing, start what is not running, wait until ready
+#   scripts/services.sh down    stop everything this script started
+#   scripts/services.sh status  say what is running
+#   scripts/services.sh env     print the settings file path (source it to reach the services)
+#
+# All state lives under $SB_STATE_DIR (default /tmp/switchboard-services). Ports are
+# configurable: SB_REDIS_PORT, SB_IMAP_PORT, SB_SMTP_PORT, SB_SYNAPSE_PORT.
+set -euo pipefail
+
+STATE=${SB_STATE_DIR:-/tmp/switchboard-services}
+REDIS_PORT=${SB_REDIS_PORT:-16379}
+IMAP_PORT=${SB_IMAP_PORT:-10143}
+SMTP_PORT=${SB_SMTP_PORT:-10025}
+SYNAPSE_PORT=${SB_SYNAPSE_PORT:-18008}
+MAIL_DOMAIN=switchboard.test
+OTHER_DOMAIN=partner.test
+MATRIX_SERVER_NAME=switchboard.test
+MAIL_USERS="alice bob carol dave switchboard"
+MATRIX_USERS="alice bob carol dave"
+PASSWORD=${SB_TEST_PASSWORD:-correct-horse-battery}
+BOT_MATRIX_USER=switchboard
+VMAIL_USER=sbmail
+CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/switchboard
+SYNAPSE_VENV=$CACHE/synapse-venv
+SYNAPSE_VERSION_RANGE='matrix-synapse>=1.100,<2'
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+log() { printf '[services] %s\n' "$*" >&2; }
+die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+        die "need root to run: $* (run as root or install sudo)"; fi
+}
+
+# --- install -----------------------------------------------------------------
+
+install_packages() {
+    local missing=()
+    command -v redis-server >/dev/null || missing+=(redis-server redis-tools)
+    command -v dovecot >/dev/null || missing+=(dovecot-imapd)
+    command -v postfix >/dev/null || missing+=(postfix)
+    command -v openssl >/dev/null || missing+=(openssl)
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing ${missing[*]} with apt-get"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        # policy-rc.d keeps the packages' own system-wide daemons from starting: we
+        # run private instances on our own ports instead.
+        as_root env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 \
+            apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    if ! id "$VMAIL_USER" >/dev/null 2>&1; then
+        as_root useradd --system --no-create-home --shell /usr/sbin/nologin "$VMAIL_USER"
+    fi
+    if [ ! -x "$SYNAPSE_VENV/bin/synapse_homeserver" ]; then
+        log "installing Synapse into $SYNAPSE_VENV (pip; once per machine)"
+        mkdir -p "$CACHE"
+        python3 -m venv "$SYNAPSE_VENV"
+        "$SYNAPSE_VENV/bin/pip" install -q "$SYNAPSE_VERSION_RANGE"
+    fi
+}
+
+# --- readiness ---------------------------------------------------------------
+
+# Waits until a TCP port greets with the expected prefix (or, with no prefix, accepts).
+wait_for_banner() {
+    local name=$1 port=$2 expect=${3:-} tries=${4:-300} banner
+    for _ in $(seq "$tries"); do
+        if [ -z "$expect" ]; then
+            timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null && return 0
+        elif banner=$(timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port && head -c ${#expect} <&3" 2>/dev/null) \
+            && [ "$banner" = "$expect" ]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "$name did not answer on 127.0.0.1:$port (see its log under $STATE)"
+}
+
+wait_for_http() {
+    local name=$1 url=$2 tries=${3:-600}
+    for _ in $(seq "$tries"); do
+        if python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=2)" "$url" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "$name did not answer at $url (see its log under $STATE)"
+}
+
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# --- redis -------------------------------------------------------------------
+
+redis_up() {
+    mkdir -p "$STATE/redis"
+    if pid_alive "$STATE/redis/redis.pid"; then return; fi
+    log "starting redis-server on 127.0.0.1:$REDIS_PORT"
+    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$STATE/redis" \
+        --daemonize yes --pidfile "$STATE/redis/redis.pid" --logfile "$STATE/redis/redis.log" \
+        --appendonly yes --appendfsync everysec --save ''
+    wait_for_banner redis "$REDIS_PORT"
+    for _ in $(seq 100); do
+        [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] && return
+        sleep 0.1
+    done
+    die "redis-server did not answer PING on 127.0.0.1:$REDIS_PORT"
+}
+
+redis_down() {
+    if pid_alive "$STATE/redis/redis.pid"; then
+        redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || kill "$(cat "$STATE/redis/redis.pid")"
+    fi
+}
+
+# --- mail: shared users and Maildirs -----------------------------------------
+
+mail_users_setup() {
+    mkdir -p "$STATE/mail" "$STATE/dovecot" "$STATE/postfix/etc"
+    chmod 755 "$STATE"
+    : > "$STATE/dovecot/users"
+    : > "$STATE/postfix/etc/vmailbox"
+    for domain in "$MAIL_DOMAIN" "$OTHER_DOMAIN"; do
+        for user in $MAIL_USERS; do
+            printf '%s@%s:{PLAIN}%s\n' "$user" "$domain" "$PASSWORD" >> "$STATE/dovecot/users"
+            printf '%s@%s %s/%s/Maildir/\n' "$user" "$domain" "$domain" "$user" >> "$STATE/postfix/etc/vmailbox"
+            mkdir -p "$STATE/mail/$domain/$user/Maildir/"{cur,new,tmp}
+        done
+    done
+    chown -R "$VMAIL_USER:$VMAIL_USER" "$STATE/mail"
+}
+
+# --- dovecot -----------------------------------------------------------------
+
+dovecot_up() {
+    local conf=$STATE/dovecot/dovecot.conf
+    mkdir -p "$STATE/dovecot/run"
+    cat > "$conf" <<EOF
+base_dir = $STATE/dovecot/run
+state_dir = $STATE/dovecot/state
+instance_name = switchboard-test-dovecot
+log_path = $STATE/dovecot/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+mail_location = maildir:$STATE/mail/%d/%n/Maildir
+mail_uid = $VMAIL_USER
+mail_gid = $VMAIL_USER
+first_valid_uid = 1
+imap_id_send = name * version *
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u $STATE/dovecot/users
+}
+userdb {
+  driver = static
+  args = home=$STATE/mail/%d/%n
+}
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = $IMAP_PORT
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+protocol imap {
+  mail_max_userip_connections = 200
+}
+EOF
+    mkdir -p "$STATE/dovecot/state"
+    if pid_alive "$STATE/dovecot/run/master.pid"; then
+        doveadm -c "$conf" reload >/dev/null 2>&1 || true
+    else
+        log "starting Dovecot IMAP on 127.0.0.1:$IMAP_PORT"
+        dovecot -c "$conf"
+    fi
+    wait_for_banner dovecot "$IMAP_PORT" "* OK"
+}
+
+dovecot_down() {
+    if pid_alive "$STATE/dovecot/run/master.pid"; then
+        dovecot -c "$STATE/dovecot/dovecot.conf" stop 2>/dev/null || kill "$(cat "$STATE/dovecot/run/master.pid")"
+    fi
+}
+
+# --- postfix -----------------------------------------------------------------
+
+postfix_up() {
+    local etc=$STATE/postfix/etc
+    mkdir -p "$STATE/postfix/spool" "$STATE/postfix/data"
+    chown postfix "$STATE/postfix/data"
+    local vuid vgid
+    vuid=$(id -u "$VMAIL_USER"); vgid=$(id -g "$VMAIL_USER")
+    cat > "$etc/main.cf" <<EOF
+compatibility_level = 3.6
+queue_directory = $STATE/postfix/spool
+data_directory = $STATE/postfix/data
+command_directory = /usr/sbin
+daemon_directory = /usr/lib/postfix/sbin
+meta_directory = /etc/postfix
+shlib_directory = /usr/lib/postfix
+mail_owner = postfix
+setgid_group = postdrop
+maillog_file = $STATE/postfix/postfix.log
+maillog_file_prefixes = $STATE
+myhostname = mail.$MAIL_DOMAIN
+mydomain = $MAIL_DOMAIN
+myorigin = $MAIL_DOMAIN
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+smtpd_banner = \$myhostname ESMTP Postfix
+virtual_mailbox_domains = $MAIL_DOMAIN $OTHER_DOMAIN
+virtual_mailbox_base = $STATE/mail
+virtual_mailbox_maps = texthash:$etc/vmailbox
+virtual_uid_maps = static:$vuid
+virtual_gid_maps = static:$vgid
+virtual_minimum_uid = 1
+default_transport = error:this test mail server delivers only to $MAIL_DOMAIN and $OTHER_DOMAIN
+alias_maps =
+alias_database =
+local_recipient_maps =
+message_size_limit = 52428800
+virtual_mailbox_limit = 0
+smtputf8_enable = yes
+biff = no
+EOF
+    # The distribution's master.cf, moved to our port and out of the chroot (the chroot
+    # would need copies of /etc files inside our temporary queue directory).
+    sed -E -e "s/^smtp([[:space:]]+)inet/127.0.0.1:$SMTP_PORT\1inet/" \
+        -e 's/^([a-z0-9:.]+[[:space:]]+(inet|unix|fifo|unix-dgram|pass)[[:space:]]+[-ny][[:space:]]+[-ny][[:space:]]+)y/\1n/' \
+        /etc/postfix/master.cf > "$etc/master.cf"
+    if ! grep -q '^postlog' "$etc/master.cf"; then
+        printf 'postlog   unix-dgram n  -       n       -       1       postlogd\n' >> "$etc/master.cf"
+    fi
+    if postfix -c "$etc" status >/dev/null 2>&1; then
+        postfix -c "$etc" reload >/dev/null 2>&1
+    else
+        log "starting Postfix SMTP on 127.0.0.1:$SMTP_PORT"
+        postfix -c "$etc" check >/dev/null 2>&1 || postfix -c "$etc" set-permissions >/dev/null 2>&1 || true
+        postfix -c "$etc" start >/dev/null 2>&1 || die "postfix did not start: see $STATE/postfix/postfix.log"
+    fi
+    wait_for_banner postfix "$SMTP_PORT" "220"
+}
+
+postfix_down() {
+    local etc=$STATE/postfix/etc
+    if [ -f "$etc/main.cf" ] && postfix -c "$etc" status >/dev/null 2>&1; then
+        postfix -c "$etc" stop >/dev/null 2>&1 || true
+    fi
+}
+
+# --- synapse -----------------------------------------------------------------
+
+synapse_up() {
+    local dir=$STATE/synapse conf=$STATE/synapse/homeserver.yaml
+    mkdir -p "$dir/media_store"
+    if [ ! -f "$dir/secrets" ]; then
+        python3 -c "import secrets; print(secrets.token_hex(24)); print(secrets.token_hex(24)); print(secrets.token_hex(24))" > "$dir/secrets"
+    fi
+    local reg_secret macaroon form
+    { read -r reg_secret; read -r macaroon; read -r form; } < "$dir/secrets"
+    cat > "$dir/log.config" <<EOF
+version: 1
+formatters:
+  precise:
+    format: '%(asctime)s - %(name)s - %(lineno)d - %(levelname)s - %(message)s'
+handlers:
+  file:
+    class: logging.FileHandler
+    formatter: precise
+    filename: $dir/homeserver.log
+root:
+  level: WARNING
+  handlers: [file]
+disable_existing_loggers: false
+EOF
+    cat > "$conf" <<EOF
+server_name: "$MATRIX_SERVER_NAME"
+pid_file: $dir/homeserver.pid
+public_baseurl: http://127.0.0.1:$SYNAPSE_PORT/
+listeners:
+  - port: $SYNAPSE_PORT
+    bind_addresses: ['127.0.0.1']
+    type: http
+    tls: false
+    x_forwarded: false
+    resources:
+      - names: [client]
+        compress: false
+database:
+  name: sqlite3
+  args:
+    database: $dir/homeserver.db
+log_config: $dir/log.config
+media_store_path: $dir/media_store
+max_upload_size: 50M
+registration_shared_secret: "$reg_secret"
+macaroon_secret_key: "$macaroon"
+form_secret: "$form"
+signing_key_path: $dir/signing.key
+report_stats: false
+trusted_key_servers: []
+suppress_key_server_warning: true
+federation_domain_whitelist: []
+url_preview_enabled: false
+enable_metrics: false
+presence:
+  enabled: true
+# Synapse's default message limit (0.2/s, bursts of 10) stays on for people; the bot
+# is exempted through the admin API below, as a production bridge must be.
+rc_message:
+  per_second: 0.2
+  burst_count: 10
+# Tests log in and join far more often than people do.
+rc_login:
+  address: {per_second: 1000, burst_count: 1000}
+  account: {per_second: 1000, burst_count: 1000}
+  failed_attempts: {per_second: 1000, burst_count: 1000}
+rc_registration:
+  per_second: 1000
+  burst_count: 1000
+rc_joins:
+  local: {per_second: 1000, burst_count: 1000}
+  remote: {per_second: 1000, burst_count: 1000}
+rc_invites:
+  per_room: {per_second: 1000, burst_count: 1000}
+  per_user: {per_second: 1000, burst_count: 1000}
+  per_issuer: {per_second: 1000, burst_count: 1000}
+rc_presence:
+  per_user: {per_second: 1000, burst_count: 1000}
+EOF
+    if [ ! -f "$dir/signing.key" ]; then
+        "$SYNAPSE_VENV/bin/python" -m synapse.app.homeserver -c "$conf" --generate-keys >/dev/null
+    fi
+    if ! pid_alive "$dir/homeserver.pid"; then
+        log "starting Synapse on 127.0.0.1:$SYNAPSE_PORT"
+        "$SYNAPSE_VENV/bin/python" -m synapse.app.homeserver -c "$conf" --daemonize
+    fi
+    wait_for_http synapse "http://127.0.0.1:$SYNAPSE_PORT/_matrix/client/versions"
+    python3 "$HERE/matrix_users.py" "http://127.0.0.1:$SYNAPSE_PORT" "$reg_secret" "$PASSWORD" \
+        "$BOT_MATRIX_USER" $MATRIX_USERS
+}
+
+synapse_down() {
+    local pidfile=$STATE/synapse/homeserver.pid
+    if pid_alive "$pidfile"; then
+        local pid; pid=$(cat "$pidfile")
+        kill "$pid"
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+}
+
+# --- the settings file tests and the demo source -----------------------------
+
+write_env() {
+    cat > "$STATE/env" <<EOF
+# Written by scripts/services.sh: settings that reach the local services.
+export SWITCHBOARD_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
+export SWITCHBOARD_IMAP_HOST=127.0.0.1
+export SWITCHBOARD_IMAP_PORT=$IMAP_PORT
+export SWITCHBOARD_IMAP_USER=switchboard@$MAIL_DOMAIN
+export SWITCHBOARD_IMAP_PASSWORD=$PASSWORD
+export SWITCHBOARD_IMAP_TLS=off
+export SWITCHBOARD_SMTP_HOST=127.0.0.1
+export SWITCHBOARD_SMTP_PORT=$SMTP_PORT
+export SWITCHBOARD_SMTP_TLS=off
+export SWITCHBOARD_BOT_EMAIL=switchboard@$MAIL_DOMAIN
+export SWITCHBOARD_REPLY_DOMAIN=$MAIL_DOMAIN
+export SWITCHBOARD_MATRIX_HOMESERVER=http://127.0.0.1:$SYNAPSE_PORT
+export SWITCHBOARD_MATRIX_USER=@$BOT_MATRIX_USER:$MATRIX_SERVER_NAME
+export SWITCHBOARD_MATRIX_PASSWORD=$PASSWORD
+export SB_STATE_DIR=$STATE
+export SB_REDIS_PORT=$REDIS_PORT
+export SB_IMAP_PORT=$IMAP_PORT
+export SB_SMTP_PORT=$SMTP_PORT
+export SB_SYNAPSE_PORT=$SYNAPSE_PORT
+export SB_MAIL_DOMAIN=$MAIL_DOMAIN
+export SB_OTHER_MAIL_DOMAIN=$OTHER_DOMAIN
+export SB_MATRIX_SERVER_NAME=$MATRIX_SERVER_NAME
+export SB_TEST_PASSWORD=$PASSWORD
+export SB_MAIL_USERS="$MAIL_USERS"
+export SB_MATRIX_USERS="$MATRIX_USERS"
+EOF
+}
+
+status() {
+    local s
+    for s in redis:"$STATE/redis/redis.pid" dovecot:"$STATE/dovecot/run/master.pid" \
+        postfix:"$STATE/postfix/spool/pid/master.pid" synapse:"$STATE/synapse/homeserver.pid"; do
+        if pid_alive "${s#*:}"; then echo "${s%%:*}: running"; else echo "${s%%:*}: stopped"; fi
+    done
+}
+
+case "${1:-}" in
+    up)
+        mkdir -p "$STATE"
+        install_packages
+        mail_users_setup
+        redis_up
+        dovecot_up
+        postfix_up
+        synapse_up
+        write_env
+        log "all services ready; settings in $STATE/env"
+        ;;
+    down)
+        synapse_down; postfix_down; dovecot_down; redis_down
+        log "services stopped (state kept in $STATE; remove it for a clean start)"
+        ;;
+    status) status ;;
+    env) echo "$STATE/env" ;;
+    *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+esac
