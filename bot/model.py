@@ -1,0 +1,251 @@
+"""The domain: addresses, identities, history entries and deliveries.
+
+Plain frozen dataclasses with no I/O, shared by the flows, the bridges and the store.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from email.headerregistry import Address as _HeaderAddress
+from email.utils import parseaddr
+
+
+class AddressError(ValueError):
+    """Text that is not a usable email, Slack or Matrix address."""
+
+
+class Network(enum.StrEnum):
+    EMAIL = "email"
+    SLACK = "slack"
+    MATRIX = "matrix"
+
+
+_SLACK_ID = re.compile(r"^[TE][A-Z0-9]{2,}/[UW][A-Z0-9]{2,}$")
+# Matrix user ids: https://spec.matrix.org/latest/appendices/#user-identifiers
+_MATRIX_ID = re.compile(r"^@[a-z0-9._=\-/+]+:[a-z0-9.\-]+(:[0-9]{1,5})?$")
+_EMAIL_LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+$")
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?\.)*[a-z0-9]"
+                     r"(?:[a-z0-9\-]{0,61}[a-z0-9])?$")
+
+
+@dataclass(frozen=True, order=True)
+class Address:
+    """One way to reach a person: an email address, a Slack user or a Matrix user.
+
+    Always normalised, so two spellings of one address compare equal and share one
+    key in the store. ``str(address)`` is the canonical ``network:value`` form.
+    """
+
+    network: Network
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.network}:{self.value}"
+
+    @classmethod
+    def email(cls, text: str) -> Address:
+        """Normalise an email address: display name dropped, case folded.
+
+        The domain is case-insensitive by RFC 5321; the local part is folded too
+        because every mainstream provider treats it so, and a look-up that missed
+        ``Alice@`` for ``alice@`` would surprise every user.
+        """
+        _name, addr = parseaddr(text.strip())
+        if not addr or "@" not in addr:
+            raise AddressError(f"{text!r} is not an email address (expected name@domain)")
+        local, _, domain = addr.rpartition("@")
+        domain = domain.strip().lower().rstrip(".")
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise AddressError(f"{text!r} has an invalid domain {domain!r}") from exc
+        if not local or not _EMAIL_LOCAL.match(local) or local.startswith(".") \
+                or local.endswith(".") or ".." in local:
+            raise AddressError(f"{text!r} has an invalid local part {local!r}")
+        if not _DOMAIN.match(domain) or "." not in domain:
+            raise AddressError(f"{text!r} has an invalid domain {domain!r}")
+        return cls(Network.EMAIL, f"{local.lower()}@{domain}")
+
+    @classmethod
+    def slack(cls, team_id: str, user_id: str) -> Address:
+        value = f"{team_id.strip().upper()}/{user_id.strip().upper()}"
+        if not _SLACK_ID.match(value):
+            raise AddressError(f"{value!r} is not a Slack user (expected TEAM/USER ids, "
+                               "like T0123ABC/U0456DEF)")
+        return cls(Network.SLACK, value)
+
+    @classmethod
+    def matrix(cls, user_id: str) -> Address:
+        value = user_id.strip()
+        localpart, sep, server = value.partition(":")
+        value = f"{localpart.lower()}{sep}{server.lower()}"
+        if not _MATRIX_ID.match(value):
+            raise AddressError(f"{user_id!r} is not a Matrix user id (expected @user:server)")
+        return cls(Network.MATRIX, value)
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        """Read an address as a person types it, or in its canonical form.
+
+        ``email:a@b``, ``slack:T1/U1`` and ``matrix:@a:b`` are canonical; bare
+        ``@user:server`` is Matrix, bare ``T…/U…`` is Slack, anything else is email.
+        """
+        text = text.strip()
+        prefix, sep, rest = text.partition(":")
+        if sep and prefix in Network.__members__.values():
+            text, forced = rest, Network(prefix)
+        else:
+            forced = None
+        if forced is Network.MATRIX or (forced is None and text.startswith("@") and ":" in text):
+            return cls.matrix(text)
+        if forced is Network.SLACK or (forced is None and _SLACK_ID.match(text.upper())):
+            team, _, user = text.partition("/")
+            return cls.slack(team, user)
+        return cls.email(text)
+
+    def header_form(self, display_name: str = "") -> str:
+        """The address as an RFC 5322 header value, safe against header injection."""
+        if self.network is not Network.EMAIL:
+            raise AddressError(f"{self} is not an email address")
+        local, _, domain = self.value.rpartition("@")
+        name = " ".join(display_name.split())  # no CR/LF or tabs reach the header
+        return str(_HeaderAddress(display_name=name, username=local, domain=domain))
+
+
+class Provenance(enum.StrEnum):
+    """How Switchboard came to know that an address belongs to an identity."""
+
+    LEARNED = "learned"  # reported by a network (Slack profile, Matrix 3PID)
+    SELF_LINKED = "self-linked"  # the person proved it with an emailed code
+    IMPORTED = "imported"  # an administrator's import
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """One address of an identity, with where that knowledge came from."""
+
+    address: Address
+    provenance: Provenance
+    verified: bool
+    added_at: float
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A person: every address known to reach them."""
+
+    id: str
+    mappings: tuple[Mapping, ...]
+
+    def addresses(self, network: Network | None = None) -> list[Address]:
+        return [m.address for m in self.mappings if network is None or m.address.network is network]
+
+    def mapping(self, address: Address) -> Mapping | None:
+        return next((m for m in self.mappings if m.address == address), None)
+
+
+class EntryKind(enum.StrEnum):
+    EMAIL = "email"
+    CHAT = "chat"
+    ATTACHMENT = "attachment"
+
+
+@dataclass(frozen=True)
+class AttachmentRef:
+    """Where an attachment can be fetched again; the bytes are not kept in history."""
+
+    filename: str
+    content_type: str
+    size: int
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One exchange in a conversation: an email, a chat message or an attachment."""
+
+    id: str
+    conversation_id: str
+    kind: EntryKind
+    sender: Address
+    recipients: tuple[Address, ...]
+    at: float
+    text: str
+    subject: str = ""
+    attachments: tuple[AttachmentRef, ...] = ()
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def participants(self) -> tuple[Address, ...]:
+        seen: dict[Address, None] = dict.fromkeys((self.sender, *self.recipients))
+        return tuple(seen)
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    entries: tuple[HistoryEntry, ...]
+    page: int
+    page_size: int
+    has_more: bool
+
+
+class DeliveryState(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    QUEUED = "queued"
+    CANCELLED = "cancelled"
+    EMAILED = "emailed"
+    FAILED = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset({DeliveryState.DELIVERED, DeliveryState.CANCELLED, DeliveryState.EMAILED})
+
+# Which states a delivery may move to from each state. A failed delivery can be
+# retried (queued) or given up (cancelled); a queued one can be re-queued by a retry.
+ALLOWED_TRANSITIONS: dict[DeliveryState, frozenset[DeliveryState]] = {
+    DeliveryState.PENDING: frozenset({DeliveryState.DELIVERED, DeliveryState.QUEUED,
+                                      DeliveryState.CANCELLED, DeliveryState.EMAILED,
+                                      DeliveryState.FAILED}),
+    DeliveryState.QUEUED: frozenset({DeliveryState.QUEUED, DeliveryState.DELIVERED,
+                                     DeliveryState.CANCELLED, DeliveryState.EMAILED,
+                                     DeliveryState.FAILED}),
+    DeliveryState.FAILED: frozenset({DeliveryState.QUEUED, DeliveryState.CANCELLED,
+                                     DeliveryState.EMAILED}),
+    DeliveryState.DELIVERED: frozenset(),
+    DeliveryState.CANCELLED: frozenset(),
+    DeliveryState.EMAILED: frozenset(),
+}
+
+
+def sources_of(target: DeliveryState) -> frozenset[DeliveryState]:
+    """The states from which a delivery may move to ``target``."""
+    return frozenset(s for s, targets in ALLOWED_TRANSITIONS.items() if target in targets)
+
+
+@dataclass(frozen=True)
+class StateChange:
+    state: DeliveryState
+    at: float
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One outgoing message and everything that happened to it."""
+
+    id: str
+    conversation_id: str
+    sender: Address
+    recipient: Address
+    text: str
+    state: DeliveryState
+    created_at: float
+    changes: tuple[StateChange, ...] = ()
+    attempts: int = 0
+    meta: dict[str, str] = field(default_factory=dict)

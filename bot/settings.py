@@ -1,0 +1,339 @@
+"""Configuration: environment variables ``SWITCHBOARD_*`` over an optional TOML file.
+
+Every key is declared once in ``KEYS`` (name, type, default, help); the README's
+configuration reference is checked against that table by a test. Values are
+validated when loaded, and every problem is reported at once, naming the key.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from bot.model import Address, AddressError
+
+ENV_PREFIX = "SWITCHBOARD_"
+CONFIG_FILE_KEY = "SWITCHBOARD_CONFIG"
+SLACK_API_URL = "https://slack.com/api/"
+
+
+class SettingsError(Exception):
+    """The configuration cannot be used; ``problems`` lists each key and what is wrong."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class TlsMode(enum.StrEnum):
+    AUTO = "auto"  # STARTTLS when the server offers it, plain otherwise
+    STARTTLS = "starttls"  # STARTTLS required
+    IMPLICIT = "implicit"  # TLS from the first byte (IMAPS 993, SMTPS 465)
+    OFF = "off"  # never (loopback test servers only)
+
+
+Parser = Callable[[str], Any]
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str  # dotted: section.key; the env var is SWITCHBOARD_SECTION_KEY
+    parse: Parser
+    default: str | None
+    help: str
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.replace(".", "_").upper()
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 < port < 65536:
+        raise ValueError(f"{port} is not a TCP port (1-65535)")
+    return port
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(f"{value} must be a positive whole number")
+    return value
+
+
+def _url(*schemes: str) -> Parser:
+    def parse(text: str) -> str:
+        parts = urlsplit(text)
+        if parts.scheme not in schemes or not parts.netloc:
+            raise ValueError(f"{text!r} is not a URL starting with {' or '.join(schemes)}://")
+        return text
+
+    return parse
+
+
+def _email(text: str) -> str:
+    try:
+        return Address.email(text).value
+    except AddressError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def _domain(text: str) -> str:
+    try:
+        return Address.email(f"x@{text}").value.partition("@")[2]
+    except AddressError as exc:
+        raise ValueError(f"{text!r} is not a domain name") from exc
+
+
+def _matrix_user(text: str) -> str:
+    try:
+        return Address.matrix(text).value
+    except AddressError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{text!r} is not host:port")
+    return host.strip("[]"), _port(port)
+
+
+def _tls(text: str) -> TlsMode:
+    try:
+        return TlsMode(text.lower())
+    except ValueError:
+        raise ValueError(f"{text!r} is not one of {', '.join(m.value for m in TlsMode)}") from None
+
+
+def _text(text: str) -> str:
+    return text
+
+
+def _mailboxes(text: str) -> tuple[str, ...]:
+    boxes = tuple(b.strip() for b in text.split(",") if b.strip())
+    if not boxes:
+        raise ValueError("needs at least one mailbox name")
+    return boxes
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{text!r} is not true or false")
+
+
+def _log_level(text: str) -> str:
+    level = text.upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError(f"{text!r} is not DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+KEYS: tuple[Key, ...] = (
+    Key("redis_url", _url("redis", "rediss", "unix"), "redis://127.0.0.1:6379/0",
+        "Redis holding all state and the RQ queues (`rediss://` for TLS)."),
+    Key("redis_prefix", _text, "sb", "Prefix of every Redis key Switchboard writes."),
+    Key("imap.host", _text, None, "IMAP server to watch; unset disables IMAP ingest."),
+    Key("imap.port", _port, None, "IMAP port (default 993 with `implicit` TLS, else 143)."),
+    Key("imap.user", _text, None, "IMAP login (required with `imap.host`)."),
+    Key("imap.password", _text, None, "IMAP password (required with `imap.host`)."),
+    Key("imap.tls", _tls, "auto", "IMAP TLS: `auto`, `starttls`, `implicit` or `off`."),
+    Key("imap.mailboxes", _mailboxes, "INBOX", "Comma-separated mailboxes to watch."),
+    Key("smtp.host", _text, None, "SMTP submission server for outgoing mail."),
+    Key("smtp.port", _port, None, "SMTP port (default 465 with `implicit` TLS, else 587)."),
+    Key("smtp.user", _text, None, "SMTP login; unset sends without authentication."),
+    Key("smtp.password", _text, None, "SMTP password (required with `smtp.user`)."),
+    Key("smtp.tls", _tls, "auto", "SMTP TLS: `auto`, `starttls`, `implicit` or `off`."),
+    Key("bot_email", _email, None, "Switchboard's own From address."),
+    Key("reply_domain", _domain, None,
+        "Domain of reply addresses (`reply+TOKEN@domain`); defaults to the bot_email domain."),
+    Key("slack.bot_token", _text, None, "Slack bot token (`xoxb-…`); unset disables Slack."),
+    Key("slack.signing_secret", _text, None,
+        "Slack signing secret, checks every request (required with `slack.bot_token`)."),
+    Key("slack.api_url", _url("http", "https"), SLACK_API_URL,
+        "Slack Web API base URL (tests point it at the local Slack server)."),
+    Key("matrix.homeserver", _url("http", "https"), None,
+        "Matrix homeserver base URL; unset disables Matrix."),
+    Key("matrix.user", _matrix_user, None, "The bot's Matrix user id (`@switchboard:server`)."),
+    Key("matrix.password", _text, None, "The bot's Matrix password."),
+    Key("http.listen", _listen, "127.0.0.1:8080",
+        "Address of Switchboard's HTTP server (Slack endpoints, health, reports)."),
+    Key("log_level", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR."),
+    Key("require_tls", _bool, "false", "Refuse any remote link that cannot use TLS."),
+)
+
+KEYS_BY_NAME = {key.name: key for key in KEYS}
+
+
+@dataclass(frozen=True)
+class ImapSettings:
+    host: str
+    port: int
+    user: str
+    password: str
+    tls: TlsMode
+    mailboxes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    user: str | None
+    password: str | None
+    tls: TlsMode
+
+
+@dataclass(frozen=True)
+class SlackSettings:
+    bot_token: str
+    signing_secret: str
+    api_url: str
+
+
+@dataclass(frozen=True)
+class MatrixSettings:
+    homeserver: str
+    user: str
+    password: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str
+    redis_prefix: str
+    imap: ImapSettings | None
+    smtp: SmtpSettings | None
+    bot_email: str | None
+    reply_domain: str | None
+    slack: SlackSettings | None
+    matrix: MatrixSettings | None
+    http_listen: tuple[str, int]
+    log_level: str
+    require_tls: bool
+    source: str  # where the values came from, for messages
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None,
+             config_file: str | Path | None = None) -> Settings:
+        """Read and validate the configuration; raise SettingsError naming every problem."""
+        env = os.environ if environ is None else environ
+        raw: dict[str, str] = {}
+        problems: list[str] = []
+        path = config_file or env.get(CONFIG_FILE_KEY)
+        if path:
+            raw.update(_read_toml(Path(path), problems))
+        for key in KEYS:
+            if key.env in env and env[key.env] != "":
+                raw[key.name] = env[key.env]
+        unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k != CONFIG_FILE_KEY
+                         and k not in {key.env for key in KEYS})
+        problems += [f"{k}: unknown setting (see the README's configuration reference)"
+                     for k in unknown]
+        values = _parse_all(raw, problems)
+        settings = _assemble(values, problems, source=f"{path or 'environment'}")
+        if problems or settings is None:
+            raise SettingsError(problems)
+        return settings
+
+
+def _read_toml(path: Path, problems: list[str]) -> dict[str, str]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        problems.append(f"{CONFIG_FILE_KEY}: cannot read {path}: {exc.strerror}")
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(f"{CONFIG_FILE_KEY}: {path} is not valid TOML: {exc}")
+        return {}
+    flat: dict[str, str] = {}
+    for name, value in data.items():
+        if isinstance(value, dict):
+            flat.update({f"{name}.{k}": v for k, v in value.items()})
+        else:
+            flat[name] = value
+    out: dict[str, str] = {}
+    for name, value in flat.items():
+        if name not in KEYS_BY_NAME:
+            problems.append(f"{path}: unknown key {name!r}")
+        elif isinstance(value, list):
+            out[name] = ",".join(str(v) for v in value)
+        elif isinstance(value, bool):
+            out[name] = str(value).lower()
+        else:
+            out[name] = str(value)
+    return out
+
+
+def _parse_all(raw: dict[str, str], problems: list[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key in KEYS:
+        text = raw.get(key.name, key.default)
+        if text is None:
+            values[key.name] = None
+            continue
+        try:
+            values[key.name] = key.parse(text)
+        except ValueError as exc:
+            problems.append(f"{key.env}: {exc}")
+            values[key.name] = None
+    return values
+
+
+def _require(values: dict[str, Any], problems: list[str], when: str, *names: str) -> bool:
+    missing = [KEYS_BY_NAME[n].env for n in names if values.get(n) is None]
+    for env in missing:
+        problems.append(f"{env}: required when {KEYS_BY_NAME[when].env} is set")
+    return not missing
+
+
+def _default_port(tls: TlsMode, implicit: int, plain: int) -> int:
+    return implicit if tls is TlsMode.IMPLICIT else plain
+
+
+def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings | None:
+    imap = smtp = slack = matrix = None
+    if v["imap.host"] and _require(v, problems, "imap.host", "imap.user", "imap.password"):
+        port = v["imap.port"] or _default_port(v["imap.tls"], 993, 143)
+        imap = ImapSettings(v["imap.host"], port, v["imap.user"], v["imap.password"],
+                            v["imap.tls"], v["imap.mailboxes"])
+    if v["smtp.user"] and v["smtp.password"] is None:
+        problems.append(f"{KEYS_BY_NAME['smtp.password'].env}: required when "
+                        f"{KEYS_BY_NAME['smtp.user'].env} is set")
+    if v["smtp.host"]:
+        port = v["smtp.port"] or _default_port(v["smtp.tls"], 465, 587)
+        smtp = SmtpSettings(v["smtp.host"], port, v["smtp.user"], v["smtp.password"], v["smtp.tls"])
+        _require(v, problems, "smtp.host", "bot_email")
+    if v["slack.bot_token"] and _require(v, problems, "slack.bot_token", "slack.signing_secret"):
+        slack = SlackSettings(v["slack.bot_token"], v["slack.signing_secret"], v["slack.api_url"])
+    if v["matrix.homeserver"] and _require(v, problems, "matrix.homeserver", "matrix.user",
+                                           "matrix.password"):
+        matrix = MatrixSettings(v["matrix.homeserver"].rstrip("/"), v["matrix.user"],
+                                v["matrix.password"])
+    if v["require_tls"]:
+        for name in ("imap.tls", "smtp.tls"):
+            if v[name] in (TlsMode.OFF, TlsMode.AUTO) and v[name.split(".")[0] + ".host"]:
+                problems.append(f"{KEYS_BY_NAME[name].env}: is {v[name].value} but "
+                                f"{KEYS_BY_NAME['require_tls'].env} is true; "
+                                "use starttls or implicit")
+    reply_domain = v["reply_domain"]
+    if reply_domain is None and v["bot_email"]:
+        reply_domain = v["bot_email"].partition("@")[2]
+    if problems:
+        return None
+    return Settings(
+        redis_url=v["redis_url"], redis_prefix=v["redis_prefix"], imap=imap, smtp=smtp,
+        bot_email=v["bot_email"], reply_domain=reply_domain, slack=slack, matrix=matrix,
+        http_listen=v["http.listen"], log_level=v["log_level"], require_tls=v["require_tls"],
+        source=source,
+    )

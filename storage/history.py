@@ -1,0 +1,79 @@
+"""Conversations and their history on Redis.
+
+An entry is stored once, in its conversation's hash, and indexed by time in the
+conversation's timeline and in each participant's own timeline.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+
+from bot.model import Address, HistoryEntry, HistoryPage
+from storage.codec import dump_entry, load_entry
+from storage.connection import RedisBacked, text
+
+# KEYS: entries hash, timeline, participant timelines... ARGV: entry id, record, score.
+_APPEND = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+for i = 3, #KEYS do redis.call('ZADD', KEYS[i], ARGV[3], ARGV[4]) end
+return 1
+"""
+
+_SEP = "/"  # conversation ids and entry ids never contain it (see _check_id)
+
+
+def _check_id(kind: str, value: str) -> None:
+    if not value or _SEP in value:
+        raise ValueError(f"{kind} id {value!r} must be non-empty and contain no {_SEP!r}")
+
+
+class RedisHistory(RedisBacked):
+    async def append(self, entry: HistoryEntry) -> bool:
+        _check_id("conversation", entry.conversation_id)
+        _check_id("entry", entry.id)
+        cid = entry.conversation_id
+        keys = [self.keys.conversation_entries(cid), self.keys.conversation_timeline(cid),
+                *(self.keys.person_history(str(a)) for a in entry.participants)]
+        async with self._translated(f"recording history of conversation {cid}"):
+            added = await self.redis.eval(_APPEND, len(keys), *keys, entry.id, dump_entry(entry),
+                                          repr(entry.at), f"{cid}{_SEP}{entry.id}")
+        return bool(added)
+
+    async def count(self, conversation_id: str) -> int:
+        async with self._translated(f"counting history of {conversation_id}"):
+            return int(await self.redis.zcard(self.keys.conversation_timeline(conversation_id)))
+
+    async def conversation(self, conversation_id: str, page: int = 0,
+                           page_size: int = 20) -> HistoryPage:
+        start = page * page_size
+        async with self._translated(f"reading history of conversation {conversation_id}"):
+            found = await self.redis.zrevrange(
+                self.keys.conversation_timeline(conversation_id), start, start + page_size)
+            ids = [text(i) for i in found]
+            records = await self.redis.hmget(self.keys.conversation_entries(conversation_id),
+                                             ids[:page_size]) if ids else []
+        entries = tuple(load_entry(text(r)) for r in records if r is not None)
+        return HistoryPage(entries, page, page_size, has_more=len(ids) > page_size)
+
+    async def person(self, addresses: Sequence[Address], page: int = 0,
+                     page_size: int = 20) -> HistoryPage:
+        """Merges each address's timeline; reads only as deep as the page asked for."""
+        depth = (page + 1) * page_size + 1
+        async with self._translated("reading a person's history"):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for address in dict.fromkeys(addresses):
+                    pipe.zrevrange(self.keys.person_history(str(address)), 0, depth - 1,
+                                   withscores=True)
+                timelines: list[list[tuple[str, float]]] = await pipe.execute()
+            merged = heapq.merge(*timelines, key=lambda item: -item[1])
+            members = list(dict.fromkeys(member for member, _ in merged))
+            window = members[page * page_size:(page + 1) * page_size + 1]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for member in window[:page_size]:
+                    cid, _, eid = member.partition(_SEP)
+                    pipe.hget(self.keys.conversation_entries(cid), eid)
+                records: list[str | None] = await pipe.execute()
+        entries = tuple(load_entry(r) for r in records if r is not None)
+        return HistoryPage(entries, page, page_size, has_more=len(window) > page_size)

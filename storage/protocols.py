@@ -1,0 +1,67 @@
+"""What the core asks of the store. ``bot/`` depends on these, never on Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from bot.model import (
+    Address,
+    Delivery,
+    DeliveryState,
+    HistoryEntry,
+    HistoryPage,
+    Identity,
+    Provenance,
+)
+
+
+class AddressBook(Protocol):
+    async def resolve(self, address: Address) -> Identity | None:
+        """The identity that owns ``address``, with all its addresses; None if unknown."""
+
+    async def link(self, address: Address, *, provenance: Provenance, verified: bool,
+                   to: Address | None = None) -> Identity:
+        """Attach ``address`` to the identity owning ``to`` (a new identity when None).
+
+        Raises AddressTaken when it already belongs to another identity, NotFound
+        when ``to`` is unknown. Re-linking to the same identity updates the record.
+        """
+
+    async def unlink(self, address: Address) -> bool:
+        """Remove ``address``; an identity left with no address is deleted."""
+
+
+class History(Protocol):
+    async def append(self, entry: HistoryEntry) -> bool:
+        """Record an entry once; False when an entry with its id was already recorded."""
+
+    async def conversation(self, conversation_id: str, page: int = 0,
+                           page_size: int = 20) -> HistoryPage:
+        """The conversation's entries, newest first."""
+
+    async def person(self, addresses: Sequence[Address], page: int = 0,
+                     page_size: int = 20) -> HistoryPage:
+        """Entries involving any of ``addresses`` across conversations, newest first."""
+
+    async def count(self, conversation_id: str) -> int:
+        """How many entries the conversation has."""
+
+
+class Deliveries(Protocol):
+    async def create(self, delivery: Delivery) -> Delivery:
+        """Record a new delivery (state pending); an existing id returns the stored one."""
+
+    async def get(self, delivery_id: str) -> Delivery | None: ...
+
+    async def transition(self, delivery_id: str, to: DeliveryState, note: str = "",
+                         *, count_attempt: bool = False) -> Delivery:
+        """Move to ``to`` if allowed from the current state, keeping the change.
+
+        Raises InvalidTransition otherwise, NotFound for an unknown id.
+        """
+
+    async def in_state(self, state: DeliveryState, limit: int = 100) -> list[Delivery]: ...
+
+    async def from_sender(self, sender: Address, limit: int = 100) -> list[Delivery]:
+        """The sender's deliveries, newest first."""

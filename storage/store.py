@@ -1,0 +1,46 @@
+"""The store as a whole: one Redis client shared by the address book, history and deliveries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from storage.address_book import RedisAddressBook
+from storage.connection import Redis, connect, translated
+from storage.deliveries import RedisDeliveries
+from storage.history import RedisHistory
+from storage.keys import Keys
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    version: str
+    aof_enabled: bool
+    used_memory: int
+
+
+@dataclass
+class Store:
+    redis: Redis
+    keys: Keys
+    url: str
+    address_book: RedisAddressBook
+    history: RedisHistory
+    deliveries: RedisDeliveries
+
+    @classmethod
+    def open(cls, url: str, prefix: str = "sb") -> Store:
+        client = connect(url)
+        keys = Keys(prefix)
+        return cls(client, keys, url, RedisAddressBook(client, keys), RedisHistory(client, keys),
+                   RedisDeliveries(client, keys))
+
+    async def server_info(self) -> ServerInfo:
+        """Version and persistence of the Redis server; raises StoreUnavailable."""
+        async with translated(self.url, "asking Redis for its version"):
+            info = await self.redis.info()
+        return ServerInfo(version=str(info.get("redis_version", "?")),
+                          aof_enabled=bool(int(info.get("aof_enabled", 0))),
+                          used_memory=int(info.get("used_memory", 0)))
+
+    async def close(self) -> None:
+        await self.redis.aclose()
