@@ -12,9 +12,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from storage.store import Store
+from tests.slackapi.client import SlackControl
+from tests.slackapi.server import SlackServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ROOT / "scripts" / "services.sh"
@@ -81,3 +84,25 @@ async def store(services: Services) -> AsyncIterator[Store]:
     if keys:
         await s.redis.delete(*keys)
     await s.close()
+
+
+@pytest.fixture(scope="session")
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture(scope="session")
+async def slack_server() -> AsyncIterator[SlackServer]:
+    server = SlackServer()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def slack(slack_server: SlackServer, http: aiohttp.ClientSession) -> SlackControl:
+    """The local Slack server, emptied for this test."""
+    control = SlackControl(slack_server.base_url, http)
+    await control.reset()
+    return control
