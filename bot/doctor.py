@@ -1,0 +1,119 @@
+"""`switchboard doctor`: checks of the installation, each OK, WARN or FAIL with a fix.
+
+The checks that need a network live with their bridge (or the store) and are
+handed in as probes; this module runs them, adds the local ones (Python, packages)
+and turns the result into text or JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass
+from importlib import metadata
+
+from bot.settings import Settings
+
+
+class Status(enum.StrEnum):
+    OK = "OK"
+    WARN = "WARN"
+    FAIL = "FAIL"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+    version: str = ""
+
+    @classmethod
+    def ok(cls, name: str, detail: str, version: str = "") -> Check:
+        return cls(name, Status.OK, detail, version=version)
+
+    @classmethod
+    def warn(cls, name: str, detail: str, fix: str = "") -> Check:
+        return cls(name, Status.WARN, detail, fix)
+
+    @classmethod
+    def fail(cls, name: str, detail: str, fix: str) -> Check:
+        return cls(name, Status.FAIL, detail, fix)
+
+
+Probe = Callable[[Settings], Awaitable[list[Check]]]
+
+MIN_PYTHON = (3, 11)
+PROBE_TIMEOUT = 20.0
+
+# The distributions Switchboard needs, as `pyproject.toml` declares them.
+REQUIRED_PACKAGES = ("slack-bolt", "slack-sdk", "matrix-nio", "aiosmtplib", "aioimaplib",
+                     "aiosmtpd", "aiohttp", "redis", "rq", "jinja2", "nh3")
+
+
+def check_python() -> Check:
+    version = ".".join(map(str, sys.version_info[:3]))
+    if sys.version_info[:2] < MIN_PYTHON:
+        return Check.fail("python", f"Python {version} is too old",
+                          f"install Python {'.'.join(map(str, MIN_PYTHON))} or newer")
+    return Check.ok("python", f"Python {version}", version)
+
+
+def check_packages() -> list[Check]:
+    checks = []
+    for name in REQUIRED_PACKAGES:
+        try:
+            version = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            checks.append(Check.fail(f"package {name}", "not installed",
+                                     "pip install the switchboard package with its dependencies"))
+            continue
+        checks.append(Check.ok(f"package {name}", f"{name} {version}", version))
+    return checks
+
+
+async def _guarded(probe: Probe, settings: Settings) -> list[Check]:
+    name = getattr(probe, "check_name", probe.__name__)
+    try:
+        return await asyncio.wait_for(probe(settings), PROBE_TIMEOUT)
+    except TimeoutError:
+        return [Check.fail(name, f"no answer within {PROBE_TIMEOUT:.0f} s",
+                           "check the host, port and firewall")]
+
+
+async def run_checks(settings: Settings, probes: Sequence[Probe]) -> list[Check]:
+    """Every check, the local ones first; probes run concurrently."""
+    results = await asyncio.gather(*(_guarded(p, settings) for p in probes))
+    return [check_python(), *check_packages(), *(c for group in results for c in group)]
+
+
+def failed(checks: Sequence[Check]) -> bool:
+    return any(c.status is Status.FAIL for c in checks)
+
+
+def as_text(checks: Sequence[Check], verbose: bool = False) -> str:
+    lines = []
+    for c in checks:
+        if c.name.startswith("package ") and c.status is Status.OK and not verbose:
+            continue
+        line = f"{c.status.value:<5} {c.name:<10} {c.detail}"
+        if c.fix:
+            line += f"\n{'':16}fix: {c.fix}"
+        lines.append(line)
+    packages = [c for c in checks if c.name.startswith("package ")]
+    if not verbose and all(c.status is Status.OK for c in packages):
+        lines.insert(1, f"{'OK':<5} {'packages':<10} all {len(packages)} required packages "
+                        "installed")
+    summary = {s: sum(c.status is s for c in checks) for s in Status}
+    lines.append(f"\n{summary[Status.OK]} ok, {summary[Status.WARN]} warnings, "
+                 f"{summary[Status.FAIL]} failures")
+    return "\n".join(lines)
+
+
+def as_json(checks: Sequence[Check]) -> str:
+    return json.dumps({"ok": not failed(checks), "checks": [asdict(c) for c in checks]},
+                      indent=2)
