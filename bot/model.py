@@ -52,8 +52,12 @@ class Address:
         because every mainstream provider treats it so, and a look-up that missed
         ``Alice@`` for ``alice@`` would surprise every user.
         """
+        if any(ord(c) < 32 or ord(c) == 127 for c in text.strip()):
+            raise AddressError(f"{text!r} contains control characters")
         _name, addr = parseaddr(text.strip())
-        if not addr or "@" not in addr:
+        # parseaddr repairs what it cannot read (it drops inner spaces, for one);
+        # an address it had to rewrite is not the one the person typed.
+        if not addr or "@" not in addr or addr not in text:
             raise AddressError(f"{text!r} is not an email address (expected name@domain)")
         local, _, domain = addr.rpartition("@")
         domain = domain.strip().lower().rstrip(".")

@@ -66,11 +66,11 @@ def _wait_for_port(port: int, timeout: float = 15.0) -> None:
 
 
 async def run_cli(*args: str, env: dict[str, str],
-                  timeout: float = 120.0) -> tuple[int, str, str]:
+                  limit: float = 120.0) -> tuple[int, str, str]:
     """Run the `switchboard` command without blocking the test's event loop."""
     process = await asyncio.create_subprocess_exec(
         "switchboard", *args, env=env, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(process.communicate(), timeout)
+    out, err = await asyncio.wait_for(process.communicate(), limit)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import ssl
 
@@ -37,7 +36,7 @@ async def probe_imap(settings: Settings) -> list[Check]:
     client = _imap_client(cfg)
     try:
         await client.wait_hello_from_server()
-    except (OSError, TimeoutError, asyncio.TimeoutError, ssl.SSLError) as exc:
+    except (OSError, TimeoutError, ssl.SSLError) as exc:
         return [Check.fail("imap", f"cannot reach {where}: {exc}",
                            "start the IMAP server or correct SWITCHBOARD_IMAP_HOST/PORT")]
     try:
@@ -60,7 +59,7 @@ async def probe_imap(settings: Settings) -> list[Check]:
                                      "in clear", "set SWITCHBOARD_IMAP_TLS to implicit"))
         await client.logout()
         return checks
-    except (aioimaplib.AioImapException, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+    except (aioimaplib.AioImapException, OSError, TimeoutError) as exc:
         return [Check.fail("imap", f"{where} broke off the conversation: {exc!r}",
                            "check the IMAP server's log")]
 

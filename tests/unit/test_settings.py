@@ -1,0 +1,99 @@
+"""Settings: environment over TOML, validation naming every problem, README coverage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.settings import KEYS, SLACK_API_URL, Settings, SettingsError, TlsMode
+
+ROOT = Path(__file__).resolve().parents[2]
+
+FULL = {
+    "SWITCHBOARD_REDIS_URL": "redis://127.0.0.1:16379/0",
+    "SWITCHBOARD_IMAP_HOST": "imap.example.com",
+    "SWITCHBOARD_IMAP_USER": "bot@example.com",
+    "SWITCHBOARD_IMAP_PASSWORD": "pw",
+    "SWITCHBOARD_IMAP_TLS": "implicit",
+    "SWITCHBOARD_SMTP_HOST": "smtp.example.com",
+    "SWITCHBOARD_BOT_EMAIL": "Switchboard <Bot@Example.com>",
+    "SWITCHBOARD_SLACK_BOT_TOKEN": "xoxb-1",
+    "SWITCHBOARD_SLACK_SIGNING_SECRET": "s",
+    "SWITCHBOARD_MATRIX_HOMESERVER": "https://matrix.example.com/",
+    "SWITCHBOARD_MATRIX_USER": "@bot:example.com",
+    "SWITCHBOARD_MATRIX_PASSWORD": "pw",
+}
+
+
+def test_a_full_configuration_loads_with_defaults() -> None:
+    s = Settings.load(FULL)
+    assert s.imap is not None and s.imap.port == 993 and s.imap.tls is TlsMode.IMPLICIT
+    assert s.imap.mailboxes == ("INBOX",)
+    assert s.smtp is not None and s.smtp.port == 587 and s.smtp.tls is TlsMode.AUTO
+    assert s.bot_email == "bot@example.com"
+    assert s.reply_domain == "example.com"
+    assert s.slack is not None and s.slack.api_url == SLACK_API_URL
+    assert s.matrix is not None and s.matrix.homeserver == "https://matrix.example.com"
+    assert s.http_listen == ("127.0.0.1", 8080)
+
+
+def test_networks_are_optional() -> None:
+    s = Settings.load({})
+    assert (s.imap, s.smtp, s.slack, s.matrix) == (None, None, None, None)
+    assert s.redis_url == "redis://127.0.0.1:6379/0"
+
+
+def test_every_problem_is_reported_by_key() -> None:
+    with pytest.raises(SettingsError) as error:
+        Settings.load({"SWITCHBOARD_IMAP_HOST": "imap.example.com",
+                       "SWITCHBOARD_IMAP_PORT": "99999",
+                       "SWITCHBOARD_REDIS_URL": "http://wrong",
+                       "SWITCHBOARD_SLACK_BOT_TOKEN": "xoxb-1",
+                       "SWITCHBOARD_MATRIX_USER": "bot",
+                       "SWITCHBOARD_SMTP_TLS": "sometimes",
+                       "SWITCHBOARD_TYPO": "1"})
+    text = str(error.value)
+    for expected in ("SWITCHBOARD_IMAP_PORT: 99999 is not a TCP port",
+                     "SWITCHBOARD_REDIS_URL: 'http://wrong' is not a URL",
+                     "SWITCHBOARD_IMAP_USER: required when SWITCHBOARD_IMAP_HOST is set",
+                     "SWITCHBOARD_SLACK_SIGNING_SECRET: required",
+                     "SWITCHBOARD_MATRIX_USER: 'bot' is not a Matrix user id",
+                     "SWITCHBOARD_SMTP_TLS: 'sometimes' is not one of",
+                     "SWITCHBOARD_TYPO: unknown setting"):
+        assert expected in text
+
+
+def test_require_tls_refuses_plain_links() -> None:
+    with pytest.raises(SettingsError, match="SWITCHBOARD_IMAP_TLS: is off"):
+        Settings.load({**FULL, "SWITCHBOARD_IMAP_TLS": "off", "SWITCHBOARD_REQUIRE_TLS": "yes"})
+
+
+def test_toml_file_with_environment_overrides(tmp_path: Path) -> None:
+    config = tmp_path / "switchboard.toml"
+    config.write_text('redis_url = "redis://10.0.0.1:6379/1"\nbot_email = "bot@example.com"\n'
+                      '[imap]\nhost = "imap.example.com"\nuser = "u"\npassword = "p"\n'
+                      'port = 1143\nmailboxes = ["INBOX", "Support"]\n')
+    s = Settings.load({"SWITCHBOARD_CONFIG": str(config),
+                       "SWITCHBOARD_REDIS_URL": "redis://127.0.0.1:6379/2"})
+    assert s.redis_url == "redis://127.0.0.1:6379/2"
+    assert s.imap is not None and s.imap.port == 1143
+    assert s.imap.mailboxes == ("INBOX", "Support")
+
+
+def test_bad_toml_is_named(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("redis_url = \n[imap\n")
+    with pytest.raises(SettingsError, match="is not valid TOML"):
+        Settings.load({}, config_file=config)
+    config.write_text('[imap]\nhots = "x"\n')
+    with pytest.raises(SettingsError, match=r"unknown key 'imap\.hots'"):
+        Settings.load({}, config_file=config)
+    with pytest.raises(SettingsError, match="cannot read"):
+        Settings.load({}, config_file=tmp_path / "missing.toml")
+
+
+def test_readme_documents_every_key() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [key.env for key in KEYS if f"`{key.env}`" not in readme]
+    assert not missing, f"README's configuration reference lacks {missing}"
