@@ -23,15 +23,24 @@ def free_port() -> int:
 @dataclass
 class RedisProcess:
     port: int
-    process: subprocess.Popen[bytes]
     directory: Path
+    appendonly: bool
+    process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
+             "--dir", str(self.directory), "--appendonly", "yes" if self.appendonly else "no",
+             "--save", ""], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
     def stop(self) -> None:
-        if self.process.poll() is None:
+        """SIGTERM: Redis flushes its append-only file and exits."""
+        if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
 
@@ -39,22 +48,16 @@ class RedisProcess:
 @contextmanager
 def redis_server(appendonly: bool = True) -> Iterator[RedisProcess]:
     """A redis-server of the test's own, on a free loopback port."""
-    directory = Path(tempfile.mkdtemp(prefix="sb-redis-"))
-    port = free_port()
-    process = subprocess.Popen(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory),
-         "--appendonly", "yes" if appendonly else "no", "--save", ""],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = RedisProcess(port, process, directory)
+    server = RedisProcess(free_port(), Path(tempfile.mkdtemp(prefix="sb-redis-")), appendonly)
     try:
-        _wait_for_port(port)
+        server.start()
         yield server
     finally:
         server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+        shutil.rmtree(server.directory, ignore_errors=True)
 
 
-def _wait_for_port(port: int, timeout: float = 15.0) -> None:
+def wait_for_port(port: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
