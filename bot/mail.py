@@ -1,0 +1,65 @@
+"""An email as the core sees it: parsed, cleaned, with what could not be read noted."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from bot.model import Address
+
+
+@dataclass(frozen=True)
+class MailAttachment:
+    filename: str
+    content_type: str
+    size: int
+    content: bytes  # empty when the attachment was over the limit (see InboundMail.notes)
+    inline: bool = False
+    content_id: str = ""
+
+    @property
+    def dropped(self) -> bool:
+        return self.size > 0 and not self.content
+
+
+class BodyFormat(enum.StrEnum):
+    TEXT = "text"  # the sender's text/plain part
+    HTML = "html"  # converted from sanitised HTML
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class InboundMail:
+    """One received email. ``message_id`` is always set: a missing Message-ID is replaced
+    by one derived from the content, so a re-read of the same message is recognised."""
+
+    message_id: str
+    has_message_id: bool
+    sender: Address | None  # None when From is missing or unreadable
+    sender_name: str
+    to: tuple[Address, ...]
+    cc: tuple[Address, ...]
+    subject: str
+    date: float
+    body: str  # what is shown: quoted tail and signature folded away
+    quoted: str  # the folded quoted tail, kept
+    signature: str
+    body_format: BodyFormat
+    in_reply_to: str = ""
+    references: tuple[str, ...] = ()
+    attachments: tuple[MailAttachment, ...] = ()
+    notes: tuple[str, ...] = ()  # problems a reader should know about
+    headers: dict[str, str] = field(default_factory=dict)  # loop-relevant headers, lowercased
+    size: int = 0
+    envelope_recipients: tuple[Address, ...] = ()  # RCPT TO when received over SMTP
+
+    @property
+    def recipients(self) -> tuple[Address, ...]:
+        return tuple(dict.fromkeys((*self.envelope_recipients, *self.to, *self.cc)))
+
+    @property
+    def thread_ids(self) -> tuple[str, ...]:
+        """Message-IDs this one answers, most specific first (In-Reply-To, then References)."""
+        ids = [self.in_reply_to] if self.in_reply_to else []
+        ids += reversed(self.references)
+        return tuple(dict.fromkeys(i for i in ids if i))
