@@ -2,12 +2,115 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
 from bot.doctor import Probe
+from bot.flows.inbound_email import InboundEmailFlow, IngestOutcome, TransientFailure
+from bot.model import Address, Network
+from bot.settings import Settings
+from bridges.email.imap import ImapIngest, TransientIngestError
+from bridges.email.listener import BridgeHandler, start_listener
+from bridges.email.mime import parse
 from bridges.email.probe import probe_imap, probe_smtp
+from bridges.http import HttpServer
+from bridges.matrix.client import MatrixNetwork
 from bridges.matrix.probe import probe_matrix
+from bridges.matrix.sync import sync_forever
+from bridges.ports import ChatNetwork
 from bridges.slack.probe import probe_slack
+from bridges.slack.web import SlackNetwork, web_client
+from storage.errors import StoreError
 from storage.health import probe_redis
+from storage.store import Store
+
+log = logging.getLogger(__name__)
 
 
 def doctor_probes() -> list[Probe]:
     return [probe_redis, probe_imap, probe_smtp, probe_slack, probe_matrix]
+
+
+@dataclass
+class Runtime:
+    """Everything a Switchboard process holds: settings, store, network adapters, flows."""
+
+    settings: Settings
+    store: Store
+    networks: dict[Network, ChatNetwork]
+    inbound: InboundEmailFlow
+    matrix: MatrixNetwork | None = None
+    slack: SlackNetwork | None = None
+    ingests: list[ImapIngest] = field(default_factory=list)
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Runtime:
+        store = Store.open(settings.redis_url, settings.redis_prefix)
+        networks: dict[Network, ChatNetwork] = {}
+        slack = matrix = None
+        if settings.slack is not None:
+            slack = SlackNetwork(web_client(settings.slack.bot_token, settings.slack.api_url))
+            networks[Network.SLACK] = slack
+        if settings.matrix is not None:
+            matrix = await MatrixNetwork.connect(settings.matrix, store.matrix)
+            networks[Network.MATRIX] = matrix
+        own = [a for a in (settings.bot_email, settings.imap.user if settings.imap else None)
+               if a]
+        inbound = InboundEmailFlow(
+            routes=settings.routes, networks=networks, address_book=store.address_book,
+            history=store.history, conversations=store.conversations, ingest=store.ingest,
+            own_addresses=own)
+        return cls(settings, store, networks, inbound, matrix, slack)
+
+    async def close(self) -> None:
+        if self.matrix is not None:
+            await self.matrix.close()
+        await self.store.close()
+
+    async def ingest(self, raw: bytes, source: str,
+                     envelope: tuple[Address, ...] = ()) -> IngestOutcome:
+        """Parse and bridge one raw email; TransientIngestError means "retry later"."""
+        mail = parse(raw, max_attachment_bytes=self.settings.max_attachment_bytes,
+                     envelope_recipients=envelope)
+        try:
+            return await self.inbound.handle(mail, source)
+        except (TransientFailure, StoreError) as exc:
+            raise TransientIngestError(str(exc)) from exc
+
+    async def _deliver_imap(self, raw: bytes, source: str) -> None:
+        await self.ingest(raw, source)
+
+    async def _deliver_smtp(self, raw: bytes, recipients: tuple[Address, ...]) -> None:
+        await self.ingest(raw, "smtp", recipients)
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Run every loop this process is configured for until ``stop`` is set."""
+        s = self.settings
+        tasks: list[asyncio.Task[None]] = []
+        if s.imap is not None:
+            for mailbox in s.imap.mailboxes:
+                ingest = ImapIngest(s.imap, mailbox, self._deliver_imap, self.store.ingest)
+                self.ingests.append(ingest)
+                tasks.append(asyncio.create_task(ingest.run(stop), name=f"imap {mailbox}"))
+        if self.matrix is not None:
+            tasks.append(asyncio.create_task(sync_forever(self.matrix, stop), name="matrix"))
+        listener = None
+        if s.smtp_listen is not None:
+            handler = BridgeHandler(self.inbound.accepts, self._deliver_smtp)
+            listener = await start_listener(*s.smtp_listen, handler, s.smtp_listen_max_bytes,
+                                            s.reply_domain or "switchboard")
+            log.info("SMTP listener on %s:%d", *s.smtp_listen)
+        http = HttpServer(*s.http_listen)
+        await http.start()
+        log.info("Switchboard is running (HTTP on %s:%d)", *s.http_listen)
+        await stop.wait()
+        log.info("stopping")
+        if listener is not None:
+            listener.close()
+            await listener.wait_closed()
+        await http.stop()
+        for task in tasks:
+            with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+                await asyncio.wait_for(task, 15)

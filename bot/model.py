@@ -253,3 +253,46 @@ class Delivery:
     changes: tuple[StateChange, ...] = ()
     attempts: int = 0
     meta: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChatTarget:
+    """Where a post goes: a channel or room, or a person's direct messages."""
+
+    network: Network
+    room: str = ""  # Slack channel id or Matrix room id; empty for a DM
+    user: Address | None = None  # the person, for a DM
+
+    def __post_init__(self) -> None:
+        if bool(self.room) == bool(self.user):
+            raise ValueError("a chat target is either a room or a user")
+
+    @property
+    def key(self) -> str:
+        return f"{self.network}:room:{self.room}" if self.room else f"dm:{self.user}"
+
+    @classmethod
+    def dm(cls, user: Address) -> ChatTarget:
+        return cls(user.network, user=user)
+
+
+@dataclass(frozen=True)
+class ChatRef:
+    """Where a post landed: enough to thread a reply under it or to edit it."""
+
+    network: Network
+    room: str  # Slack channel id / Matrix room id
+    message: str  # Slack ts / Matrix event id
+    thread: str  # the thread's root (the message itself when it is a root)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An email that could not be bridged, kept with the reason for operators."""
+
+    at: float
+    source: str  # "imap:INBOX", "smtp"
+    message_id: str
+    sender: str
+    subject: str
+    reason: str

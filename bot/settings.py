@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -39,6 +40,15 @@ class TlsMode(enum.StrEnum):
 
 
 Parser = Callable[[str], Any]
+
+
+@dataclass(frozen=True)
+class Route:
+    """Mail to ``address`` goes to a Slack channel or Matrix room."""
+
+    address: str  # normalised email address
+    network: str  # "slack" or "matrix"
+    room: str  # Slack channel id, Matrix room id or alias
 
 
 @dataclass(frozen=True)
@@ -132,6 +142,22 @@ def _bool(text: str) -> bool:
     raise ValueError(f"{text!r} is not true or false")
 
 
+def _routes(text: str) -> tuple[Route, ...]:
+    routes = []
+    for item in (i.strip() for i in text.split(",") if i.strip()):
+        address, sep, target = item.partition("=")
+        network, _, room = target.strip().partition(":")
+        if not sep or network not in ("slack", "matrix") or not room:
+            raise ValueError(f"{item!r} is not address=slack:CHANNEL_ID or "
+                             "address=matrix:!ROOM_ID:server")
+        if network == "slack" and not re.fullmatch(r"[CGD][A-Z0-9]{2,}", room):
+            raise ValueError(f"{room!r} is not a Slack channel id (like C0123ABCD)")
+        if network == "matrix" and not re.fullmatch(r"[!#][^:\s]+:[^\s]+", room):
+            raise ValueError(f"{room!r} is not a Matrix room id (!id:server) or alias")
+        routes.append(Route(_email(address), network, room))
+    return tuple(routes)
+
+
 def _log_level(text: str) -> str:
     level = text.upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -166,6 +192,14 @@ KEYS: tuple[Key, ...] = (
         "Matrix homeserver base URL; unset disables Matrix."),
     Key("matrix.user", _matrix_user, None, "The bot's Matrix user id (`@switchboard:server`)."),
     Key("matrix.password", _text, None, "The bot's Matrix password."),
+    Key("routes", _routes, "",
+        "Shared mailboxes: `addr=slack:CHANNEL,addr2=matrix:!room:server` (comma-separated)."),
+    Key("max_attachment_bytes", _positive_int, "20000000",
+        "Attachments larger than this are not posted (the post says so)."),
+    Key("smtp_listen", _listen, None,
+        "Address for Switchboard's own SMTP listener (`host:port`); unset disables it."),
+    Key("smtp_listen_max_bytes", _positive_int, "30000000",
+        "Largest message the SMTP listener accepts."),
     Key("http.listen", _listen, "127.0.0.1:8080",
         "Address of Switchboard's HTTP server (Slack endpoints, health, reports)."),
     Key("log_level", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR."),
@@ -218,6 +252,10 @@ class Settings:
     reply_domain: str | None
     slack: SlackSettings | None
     matrix: MatrixSettings | None
+    routes: tuple[Route, ...]
+    max_attachment_bytes: int
+    smtp_listen: tuple[str, int] | None
+    smtp_listen_max_bytes: int
     http_listen: tuple[str, int]
     log_level: str
     require_tls: bool
@@ -320,6 +358,11 @@ def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings |
                                            "matrix.password"):
         matrix = MatrixSettings(v["matrix.homeserver"].rstrip("/"), v["matrix.user"],
                                 v["matrix.password"])
+    for route in v["routes"] or ():
+        enabled = {"slack": slack, "matrix": matrix}[route.network]
+        if enabled is None and not problems:
+            problems.append(f"{KEYS_BY_NAME['routes'].env}: {route.address} goes to "
+                            f"{route.network.title()}, which is not configured")
     if v["require_tls"]:
         for name in ("imap.tls", "smtp.tls"):
             if v[name] in (TlsMode.OFF, TlsMode.AUTO) and v[name.split(".")[0] + ".host"]:
@@ -334,6 +377,8 @@ def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings |
     return Settings(
         redis_url=v["redis_url"], redis_prefix=v["redis_prefix"], imap=imap, smtp=smtp,
         bot_email=v["bot_email"], reply_domain=reply_domain, slack=slack, matrix=matrix,
+        routes=v["routes"], max_attachment_bytes=v["max_attachment_bytes"],
+        smtp_listen=v["smtp_listen"], smtp_listen_max_bytes=v["smtp_listen_max_bytes"],
         http_listen=v["http.listen"], log_level=v["log_level"], require_tls=v["require_tls"],
         source=source,
     )

@@ -75,3 +75,14 @@ def shorten(text: str, limit: int, marker: str = "…") -> str:
     if cut < room * 0.8:
         cut = room
     return text[:cut].rstrip() + marker
+
+
+def human_size(size: int) -> str:
+    if size < 1000:
+        return f"{size} B"
+    for unit in ("kB", "MB", "GB"):
+        size_f = size / 1000
+        if size_f < 1000 or unit == "GB":
+            return f"{size_f:.1f} {unit}"
+        size = int(size_f)
+    return f"{size} B"

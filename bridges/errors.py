@@ -4,7 +4,15 @@ from __future__ import annotations
 
 
 class BridgeError(Exception):
-    """A network refused or failed an operation."""
+    """A network refused or failed an operation.
+
+    ``transient`` errors (rate limits, outages) are worth retrying later; the others
+    (unknown channel, missing permission) need a person to change something.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class MailError(BridgeError):
@@ -14,8 +22,8 @@ class MailError(BridgeError):
 class SlackError(BridgeError):
     """Slack's Web API answered ok:false, or could not be reached."""
 
-    def __init__(self, message: str, error: str = "") -> None:
-        super().__init__(message)
+    def __init__(self, message: str, error: str = "", *, transient: bool = False) -> None:
+        super().__init__(message, transient=transient)
         self.error = error  # Slack's error code, e.g. "channel_not_found"
 
 

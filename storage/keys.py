@@ -32,6 +32,42 @@ class Keys:
         """sorted set: ``conversation id / entry id`` scored by time, per participant."""
         return self._k("hist", address)
 
+    def message_index(self) -> str:
+        """hash: email Message-ID -> conversation id (threading by In-Reply-To/References)."""
+        return self._k("msgid")
+
+    def conversation_threads(self, conversation_id: str) -> str:
+        """hash: chat target key -> the conversation's thread root there (ChatRef)."""
+        return self._k("conv", conversation_id, "threads")
+
+    def posts(self) -> str:
+        """hash: ``message key|target key`` -> where it was posted (ChatRef).
+
+        Written right after a post succeeds and read before posting, so a re-read
+        email or a retried job never posts twice."""
+        return self._k("posts")
+
+    # ingest
+    def imap_checkpoint(self, account: str, mailbox: str) -> str:
+        """hash: uidvalidity, last_uid of one watched mailbox."""
+        return self._k("imap", account, mailbox)
+
+    def ingest_refusals(self) -> str:
+        """list: emails that could not be bridged, with the reason, newest last."""
+        return self._k("ingest", "refused")
+
+    def lease(self, name: str) -> str:
+        """string with expiry: which process holds a mailbox."""
+        return self._k("lease", name)
+
+    # matrix
+    def matrix_session(self, user_id: str) -> str:
+        return self._k("matrix", "session", user_id)
+
+    def matrix_dm_rooms(self) -> str:
+        """hash: Matrix user id -> the bot's direct-message room with them."""
+        return self._k("matrix", "dm")
+
     # deliveries
     def delivery(self, delivery_id: str) -> str:
         return self._k("dlv", delivery_id)

@@ -7,12 +7,14 @@ from typing import Protocol
 
 from bot.model import (
     Address,
+    ChatRef,
     Delivery,
     DeliveryState,
     HistoryEntry,
     HistoryPage,
     Identity,
     Provenance,
+    Refusal,
 )
 
 
@@ -65,3 +67,25 @@ class Deliveries(Protocol):
 
     async def from_sender(self, sender: Address, limit: int = 100) -> list[Delivery]:
         """The sender's deliveries, newest first."""
+
+
+class Conversations(Protocol):
+    async def conversation_of(self, message_ids: Sequence[str]) -> str | None:
+        """The conversation of the first known of ``message_ids`` (email threading)."""
+
+    async def remember_message(self, message_id: str, conversation_id: str) -> None: ...
+
+    async def threads(self, conversation_id: str) -> dict[str, ChatRef]:
+        """Chat target key -> the conversation's thread root there."""
+
+    async def posted(self, message_key: str, target_key: str) -> ChatRef | None:
+        """Where this message was already posted to this target, if it was."""
+
+    async def record_post(self, message_key: str, target_key: str, ref: ChatRef,
+                          conversation_id: str, message_id: str = "") -> None:
+        """Remember a post (and the thread root, and the Message-ID's conversation)."""
+
+
+class Ingest(Protocol):
+    async def refuse(self, refusal: Refusal) -> None:
+        """Keep an email that could not be bridged, with the reason, for operators."""

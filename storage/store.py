@@ -6,9 +6,12 @@ from dataclasses import dataclass
 
 from storage.address_book import RedisAddressBook
 from storage.connection import Redis, connect, translated
+from storage.conversations import RedisConversations
 from storage.deliveries import RedisDeliveries
 from storage.history import RedisHistory
+from storage.ingest import RedisIngest
 from storage.keys import Keys
+from storage.matrix_state import RedisMatrixState
 
 
 @dataclass(frozen=True)
@@ -26,13 +29,17 @@ class Store:
     address_book: RedisAddressBook
     history: RedisHistory
     deliveries: RedisDeliveries
+    conversations: RedisConversations
+    ingest: RedisIngest
+    matrix: RedisMatrixState
 
     @classmethod
     def open(cls, url: str, prefix: str = "sb") -> Store:
         client = connect(url)
         keys = Keys(prefix)
         return cls(client, keys, url, RedisAddressBook(client, keys), RedisHistory(client, keys),
-                   RedisDeliveries(client, keys))
+                   RedisDeliveries(client, keys), RedisConversations(client, keys),
+                   RedisIngest(client, keys), RedisMatrixState(client, keys))
 
     async def server_info(self) -> ServerInfo:
         """Version and persistence of the Redis server; raises StoreUnavailable."""

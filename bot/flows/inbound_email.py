@@ -1,0 +1,202 @@
+"""Email into chat: route a received email, post it, record it in history.
+
+Routing, in order:
+1. an email that answers one Switchboard already posted (In-Reply-To, then
+   References) goes into that conversation's thread(s);
+2. an email to a shared mailbox address with a configured route goes to that
+   channel or room;
+3. an email to a person whose address is in the address book goes to their DM.
+
+Posting is at-most-once per (email, target): what was posted is recorded right
+after it succeeds and checked before posting, and the network adapters carry an
+idempotency key, so a re-read email or a retry never posts twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from bot.mail import InboundMail
+from bot.model import (
+    Address,
+    AttachmentRef,
+    ChatRef,
+    ChatTarget,
+    EntryKind,
+    HistoryEntry,
+    Network,
+    Refusal,
+)
+from bot.settings import Route
+from bridges.errors import BridgeError
+from bridges.ports import ChatNetwork, EmailCard
+from storage.protocols import AddressBook, Conversations, History, Ingest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Posted:
+    conversation_id: str
+    refs: tuple[ChatRef, ...]
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    conversation_id: str
+
+
+@dataclass(frozen=True)
+class Refused:
+    reason: str
+
+
+IngestOutcome = Posted | Duplicate | Refused
+
+
+class TransientFailure(Exception):
+    """Posting failed for a reason that may pass (rate limit, outage): retry later."""
+
+
+def entry_id(message_id: str) -> str:
+    return "m" + hashlib.sha256(message_id.encode()).hexdigest()[:24]
+
+
+def new_conversation_id(message_id: str) -> str:
+    # Derived from the first email, so a re-read of it lands in the same conversation.
+    return "c" + hashlib.sha256(message_id.encode()).hexdigest()[:24]
+
+
+class InboundEmailFlow:
+    def __init__(self, *, routes: Sequence[Route], networks: Mapping[Network, ChatNetwork],
+                 address_book: AddressBook, history: History, conversations: Conversations,
+                 ingest: Ingest, own_addresses: Sequence[str] = ()) -> None:
+        self.routes = {r.address: r for r in routes}
+        self.networks = networks
+        self.address_book = address_book
+        self.history = history
+        self.conversations = conversations
+        self.ingest = ingest
+        self.own = {a.lower() for a in own_addresses}
+
+    async def accepts(self, recipient: Address) -> bool:
+        """Whether mail to ``recipient`` can be bridged (the SMTP listener asks)."""
+        if recipient.value in self.routes:
+            return True
+        identity = await self.address_book.resolve(recipient)
+        return identity is not None and any(
+            a.network in self.networks for a in identity.addresses() if a.network
+            is not Network.EMAIL)
+
+    async def handle(self, mail: InboundMail, source: str) -> IngestOutcome:
+        """Bridge one email. Raises TransientFailure when it should be retried later."""
+        existing = await self.conversations.conversation_of(mail.thread_ids)
+        cid = existing or await self.conversations.conversation_of([mail.message_id]) \
+            or new_conversation_id(mail.message_id)
+        targets = await self._targets(mail, existing)
+        if not targets:
+            return await self._refuse(mail, source, "no route: none of the recipients "
+                                      f"({', '.join(a.value for a in mail.recipients) or 'none'})"
+                                      " has a configured channel, room or chat account")
+        threads = await self.conversations.threads(cid)
+        key = mail.message_id
+        eid = entry_id(key)
+        card = EmailCard(
+            conversation_id=cid, entry_id=eid,
+            sender=self._sender_text(mail), subject=mail.subject, body=mail.body,
+            quoted_lines=len(mail.quoted.splitlines()) if mail.quoted else 0,
+            notes=mail.notes, attachments=mail.attachments, is_reply=existing is not None)
+        refs: list[ChatRef] = []
+        fresh = 0
+        for target in targets:
+            done = await self.conversations.posted(key, target.key)
+            if done is not None:
+                refs.append(done)
+                continue
+            network = self.networks.get(target.network)
+            if network is None:
+                log.warning("no %s connection for %s; skipped", target.network, target.key)
+                continue
+            try:
+                ref = await network.post_email(target, card, thread=threads.get(target.key),
+                                               key=f"{key}|{target.key}")
+            except BridgeError as exc:
+                if exc.transient:
+                    raise TransientFailure(str(exc)) from exc
+                await self._refuse(mail, source, f"{target.key}: {exc}")
+                continue
+            await self.conversations.record_post(key, target.key, ref, cid, mail.message_id)
+            refs.append(ref)
+            fresh += 1
+        if not refs:
+            return Refused(f"could not be posted to any of {len(targets)} targets")
+        await self.conversations.remember_message(mail.message_id, cid)
+        await self.history.append(self._entry(mail, cid, eid, refs))
+        if not fresh:
+            return Duplicate(cid)
+        log.info("email %s posted to %d place(s) in conversation %s", eid, fresh, cid)
+        return Posted(cid, tuple(refs))
+
+    async def _targets(self, mail: InboundMail, conversation: str | None) -> list[ChatTarget]:
+        if conversation is not None:
+            threads = await self.conversations.threads(conversation)
+            targets = [_target_of(key, ref) for key, ref in threads.items()]
+            if targets:
+                return targets
+        found: dict[str, ChatTarget] = {}
+        for recipient in mail.recipients:
+            if recipient.value in self.own:
+                continue
+            route = self.routes.get(recipient.value)
+            if route is not None:
+                target = ChatTarget(Network(route.network), room=route.room)
+                found.setdefault(target.key, target)
+                continue
+            identity = await self.address_book.resolve(recipient)
+            chat = [a for a in (identity.addresses() if identity else [])
+                    if a.network is not Network.EMAIL and a.network in self.networks]
+            if chat:
+                target = ChatTarget.dm(chat[0])
+                found.setdefault(target.key, target)
+        return list(found.values())
+
+    async def _refuse(self, mail: InboundMail, source: str, reason: str) -> Refused:
+        log.warning("email %s refused: %s", mail.message_id, reason)
+        await self.ingest.refuse(Refusal(time.time(), source, mail.message_id,
+                                         mail.sender.value if mail.sender else "",
+                                         mail.subject, reason))
+        return Refused(reason)
+
+    @staticmethod
+    def _sender_text(mail: InboundMail) -> str:
+        if mail.sender is None:
+            return "(unknown sender)"
+        if mail.sender_name:
+            return f"{mail.sender_name} <{mail.sender.value}>"
+        return mail.sender.value
+
+    @staticmethod
+    def _entry(mail: InboundMail, cid: str, eid: str, refs: list[ChatRef]) -> HistoryEntry:
+        meta = {"message_id": mail.message_id, "posted": " ".join(
+            f"{r.network}:{r.room}:{r.message}" for r in refs)}
+        if mail.quoted:
+            meta["quoted"] = mail.quoted
+        if mail.references:
+            meta["references"] = " ".join(mail.references)
+        sender = mail.sender or Address.email("unknown@switchboard.invalid")
+        return HistoryEntry(
+            id=eid, conversation_id=cid, kind=EntryKind.EMAIL, sender=sender,
+            recipients=mail.recipients, at=mail.date, text=mail.body, subject=mail.subject,
+            attachments=tuple(AttachmentRef(a.filename, a.content_type, a.size)
+                              for a in mail.attachments),
+            meta=meta)
+
+
+def _target_of(key: str, ref: ChatRef) -> ChatTarget:
+    if key.startswith("dm:"):
+        return ChatTarget.dm(Address.parse(key[len("dm:"):]))
+    return ChatTarget(ref.network, room=ref.room)

@@ -1,0 +1,50 @@
+"""Every outgoing text is a jinja2 template in ``templates/``; this module renders them.
+
+HTML templates are autoescaped. Slack's mrkdwn has its own escaping (``&``, ``<``,
+``>``), applied by the ``mrkdwn`` filter, so an email cannot smuggle ``<!channel>``
+or a disguised link into Slack.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from bot.text import human_size
+
+_CANDIDATES = (
+    Path(__file__).resolve().parents[1] / "templates",  # a source checkout
+    Path(sys.prefix) / "share" / "switchboard" / "templates",  # an installed wheel
+)
+
+
+def mrkdwn(text: object) -> str:
+    """Escape text for Slack's mrkdwn: control sequences like <!channel> become inert."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def no_mentions(text: object) -> str:
+    """Matrix: keep @room from notifying a whole room (a zero-width joiner breaks it)."""
+    return str(text).replace("@room", "@\u200droom")
+
+
+@cache
+def environment() -> Environment:
+    folder = next((p for p in _CANDIDATES if p.is_dir()), None)
+    if folder is None:
+        raise RuntimeError(f"templates not found in {', '.join(map(str, _CANDIDATES))}")
+    env = Environment(loader=FileSystemLoader(folder), undefined=StrictUndefined,
+                      autoescape=select_autoescape(["html", "html.j2"]),
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False)
+    env.filters["mrkdwn"] = mrkdwn
+    env.filters["no_mentions"] = no_mentions
+    env.globals["size"] = human_size
+    return env
+
+
+def render(name: str, **context: Any) -> str:
+    return environment().get_template(name).render(**context).strip()

@@ -1,0 +1,63 @@
+"""Switchboard's own SMTP listener (aiosmtpd), for a domain pointed at Switchboard.
+
+It accepts only recipients Switchboard bridges, enforces a size limit, and answers
+with SMTP codes that say why: 550 for an unknown recipient, 552 for a message
+over the limit, 451 (try again) when bridging fails for now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from bot.model import Address, AddressError
+from bridges.email.imap import TransientIngestError
+
+log = logging.getLogger(__name__)
+
+Accepts = Callable[[Address], Awaitable[bool]]
+DeliverSmtp = Callable[[bytes, tuple[Address, ...]], Awaitable[None]]
+
+
+class BridgeHandler:
+    def __init__(self, accepts: Accepts, deliver: DeliverSmtp) -> None:
+        self.accepts = accepts
+        self.deliver = deliver
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        try:
+            recipient = Address.email(address)
+        except AddressError:
+            return f"553 5.1.3 <{address}>: not a valid mailbox address"
+        if not await self.accepts(recipient):
+            return (f"550 5.1.1 <{address}>: no such recipient here; Switchboard accepts "
+                    "only its configured addresses")
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or envelope.content
+        data = raw if isinstance(raw, bytes) else str(raw).encode()
+        recipients = tuple(Address.email(r) for r in envelope.rcpt_tos)
+        try:
+            await self.deliver(data, recipients)
+        except TransientIngestError as exc:
+            log.warning("SMTP message deferred: %s", exc)
+            return "451 4.3.0 Temporarily unable to bridge this message; please try again later"
+        return "250 2.0.0 Message accepted for delivery"
+
+
+async def start_listener(host: str, port: int, handler: BridgeHandler, max_bytes: int,
+                         hostname: str) -> asyncio.Server:
+    loop = asyncio.get_running_loop()
+
+    def factory() -> Any:
+        return SMTP(handler, data_size_limit=max_bytes, hostname=hostname,
+                    ident="Switchboard", enable_SMTPUTF8=True, decode_data=False)
+
+    return await loop.create_server(factory, host, port)

@@ -1,0 +1,155 @@
+"""The Matrix side, on matrix-nio: login (kept across restarts), posts, threads, media."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from typing import Any
+
+from nio import (
+    AsyncClient,
+    AsyncClientConfig,
+    ErrorResponse,
+    LoginError,
+    RoomCreateError,
+    RoomPreset,
+    RoomResolveAliasError,
+    RoomSendError,
+    UploadError,
+    WhoamiError,
+)
+
+from bot.model import ChatRef, ChatTarget, Network
+from bot.render import render
+from bot.settings import MatrixSettings
+from bridges.errors import MatrixError
+from bridges.ports import EmailCard
+from storage.matrix_state import RedisMatrixState
+
+log = logging.getLogger(__name__)
+
+DEVICE_NAME = "switchboard"
+
+
+def txn_id(key: str) -> str:
+    """A transaction id derived from the post's key: the homeserver drops a repeat."""
+    return "sb" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _transient(response: ErrorResponse) -> bool:
+    status = getattr(response, "status_code", None) or ""
+    return str(status) in ("429", "500", "502", "503", "504", "") or \
+        getattr(response, "status_code", None) == "M_LIMIT_EXCEEDED"
+
+
+def thread_relation(root: str) -> dict[str, Any]:
+    return {"rel_type": "m.thread", "event_id": root, "is_falling_back": True,
+            "m.in_reply_to": {"event_id": root}}
+
+
+class MatrixNetwork:
+    network = Network.MATRIX
+
+    def __init__(self, client: AsyncClient, state: RedisMatrixState) -> None:
+        self.client = client
+        self.state = state
+        self._aliases: dict[str, str] = {}
+
+    @classmethod
+    async def connect(cls, settings: MatrixSettings, state: RedisMatrixState) -> MatrixNetwork:
+        """Log in, reusing the saved device so transaction ids stay meaningful."""
+        config = AsyncClientConfig(max_limit_exceeded=5, max_timeouts=3, request_timeout=30,
+                                   encryption_enabled=False, store_sync_tokens=False)
+        client = AsyncClient(settings.homeserver, settings.user, config=config)
+        saved = await state.session(settings.user)
+        if saved is not None:
+            client.restore_login(settings.user, saved[0], saved[1])
+            if not isinstance(await client.whoami(), WhoamiError):
+                return cls(client, state)
+            log.info("saved Matrix session is no longer valid; logging in again")
+        answer = await client.login(settings.password, device_name=DEVICE_NAME,
+                                    device_id=saved[0] if saved else None)
+        if isinstance(answer, LoginError):
+            await client.close()
+            raise MatrixError(f"{settings.homeserver} refused the login of {settings.user}: "
+                              f"{answer.message} (check SWITCHBOARD_MATRIX_PASSWORD)")
+        await state.save_session(settings.user, answer.device_id, answer.access_token)
+        return cls(client, state)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def _room_of(self, target: ChatTarget) -> str:
+        if target.room.startswith("#"):
+            room = self._aliases.get(target.room)
+            if room is None:
+                answer = await self.client.room_resolve_alias(target.room)
+                if isinstance(answer, RoomResolveAliasError):
+                    raise MatrixError(f"the room alias {target.room} is unknown: "
+                                      f"{answer.message}")
+                room = self._aliases[target.room] = answer.room_id
+            return room
+        if target.room:
+            return target.room
+        assert target.user is not None
+        return await self.dm_room(target.user.value)
+
+    async def dm_room(self, user_id: str) -> str:
+        room = await self.state.dm_room(user_id)
+        if room is not None:
+            return room
+        created = await self.client.room_create(is_direct=True, invite=[user_id],
+                                                preset=RoomPreset.trusted_private_chat,
+                                                name="Switchboard")
+        if isinstance(created, RoomCreateError):
+            raise MatrixError(f"could not open a direct chat with {user_id}: {created.message}",
+                              transient=_transient(created))
+        winner = await self.state.claim_dm_room(user_id, created.room_id)
+        if winner != created.room_id:  # another worker was quicker; use its room
+            await self.client.room_leave(created.room_id)
+        return winner
+
+    async def send(self, room: str, content: dict[str, Any], key: str) -> str:
+        answer = await self.client.room_send(room, "m.room.message", content, tx_id=txn_id(key),
+                                             ignore_unverified_devices=True)
+        if isinstance(answer, RoomSendError):
+            raise MatrixError(f"the homeserver refused a message to {room}: {answer.message}",
+                              transient=_transient(answer))
+        return str(answer.event_id)
+
+    async def post_email(self, target: ChatTarget, card: EmailCard, *,
+                         thread: ChatRef | None, key: str) -> ChatRef:
+        room = await self._room_of(target)
+        content: dict[str, Any] = {
+            "msgtype": "m.text",
+            "body": render("chat/email_card.matrix.txt.j2", card=card),
+            "format": "org.matrix.custom.html",
+            "formatted_body": render("chat/email_card.matrix.html.j2", card=card),
+            "m.mentions": {},  # intentional mentions: none, whatever the text says
+            "org.switchboard.conversation": card.conversation_id,
+            "org.switchboard.entry": card.entry_id,
+        }
+        if thread is not None:
+            content["m.relates_to"] = thread_relation(thread.thread)
+        event = await self.send(room, content, key)
+        root = thread.thread if thread else event
+        for attachment in card.attachments:
+            if attachment.content:
+                await self.send_file(room, root, attachment.filename, attachment.content_type,
+                                     attachment.content, f"{key}|{attachment.filename}")
+        return ChatRef(Network.MATRIX, room, event, root)
+
+    async def send_file(self, room: str, thread_root: str, filename: str, content_type: str,
+                        data: bytes, key: str) -> str:
+        uploaded, _ = await self.client.upload(io.BytesIO(data), content_type=content_type,
+                                               filename=filename, filesize=len(data))
+        if isinstance(uploaded, UploadError):
+            raise MatrixError(f"the homeserver refused the upload of {filename}: "
+                              f"{uploaded.message}", transient=_transient(uploaded))
+        msgtype = "m.image" if content_type.startswith("image/") else "m.file"
+        return await self.send(room, {
+            "msgtype": msgtype, "body": filename, "filename": filename,
+            "url": uploaded.content_uri, "info": {"mimetype": content_type, "size": len(data)},
+            "m.relates_to": thread_relation(thread_root), "m.mentions": {},
+        }, key)

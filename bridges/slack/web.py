@@ -1,0 +1,110 @@
+"""Slack's Web API as Switchboard uses it: posting email cards, DMs and files."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import ClientError
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.model import ChatRef, ChatTarget, Network
+from bridges.errors import SlackError
+from bridges.ports import EmailCard
+from bridges.slack.blocks import email_card
+
+log = logging.getLogger(__name__)
+
+# Errors that mean "try again later" rather than "a person must fix something".
+TRANSIENT = {"ratelimited", "service_unavailable", "fatal_error", "internal_error",
+             "request_timeout"}
+
+
+def web_client(token: str, api_url: str) -> AsyncWebClient:
+    client = AsyncWebClient(token=token, base_url=api_url, timeout=30)
+    # slack_sdk honours Retry-After on 429 and backs off on 5xx and dropped connections.
+    client.retry_handlers.extend([
+        AsyncRateLimitErrorRetryHandler(max_retry_count=5),
+        AsyncServerErrorRetryHandler(max_retry_count=3),
+        AsyncConnectionErrorRetryHandler(max_retry_count=3),
+    ])
+    return client
+
+
+class SlackNetwork:
+    network = Network.SLACK
+
+    def __init__(self, client: AsyncWebClient) -> None:
+        self.client = client
+        self._dm_channels: dict[str, str] = {}
+
+    async def _call(self, method: str, **kwargs: Any) -> Any:
+        try:
+            return await self.client.api_call(method, json=kwargs)
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", "unknown_error"))
+            status = exc.response.status_code
+            raise SlackError(f"Slack's {method} answered {error}", error,
+                             transient=error in TRANSIENT or status >= 500 or status == 429
+                             ) from exc
+        except (ClientError, OSError, TimeoutError) as exc:
+            raise SlackError(f"Slack could not be reached for {method}: {exc}",
+                             transient=True) from exc
+
+    async def dm_channel(self, user_id: str) -> str:
+        channel = self._dm_channels.get(user_id)
+        if channel is None:
+            answer = await self._call("conversations.open", users=user_id)
+            channel = str(answer["channel"]["id"])
+            self._dm_channels[user_id] = channel
+        return channel
+
+    async def _channel_of(self, target: ChatTarget) -> str:
+        if target.room:
+            return target.room
+        assert target.user is not None
+        return await self.dm_channel(target.user.value.partition("/")[2])
+
+    async def post_email(self, target: ChatTarget, card: EmailCard, *,
+                         thread: ChatRef | None, key: str) -> ChatRef:
+        channel = await self._channel_of(target)
+        rendered = email_card(card)
+        kwargs: dict[str, Any] = {"channel": channel, "text": rendered.fallback,
+                                  "blocks": rendered.blocks, "unfurl_links": False,
+                                  "unfurl_media": False,
+                                  "metadata": {"event_type": "switchboard_email",
+                                               "event_payload": {"conversation":
+                                                                 card.conversation_id,
+                                                                 "entry": card.entry_id}}}
+        if thread is not None:
+            kwargs["thread_ts"] = thread.thread
+        answer = await self._call("chat.postMessage", **kwargs)
+        ts = str(answer["ts"])
+        ref = ChatRef(Network.SLACK, channel, ts, thread.thread if thread else ts)
+        files = [(a.filename, a.content) for a in card.attachments if a.content]
+        if rendered.full_text is not None:
+            files.append(("message.txt", rendered.full_text.encode()))
+        for filename, content in files:
+            await self.upload(channel, ref.thread, filename, content)
+        return ref
+
+    async def upload(self, channel: str, thread_ts: str, filename: str, content: bytes) -> str:
+        """Slack's external upload: ask for a URL, send the bytes, complete into the thread."""
+        try:
+            answer = await self.client.files_upload_v2(
+                channel=channel, thread_ts=thread_ts, filename=filename, content=content,
+                title=filename)
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", "unknown_error"))
+            raise SlackError(f"Slack refused the upload of {filename}: {error}", error,
+                             transient=error in TRANSIENT) from exc
+        except (ClientError, OSError, TimeoutError) as exc:
+            raise SlackError(f"uploading {filename} to Slack failed: {exc}",
+                             transient=True) from exc
+        return str(answer["file"]["id"]) if answer.get("file") else ""
