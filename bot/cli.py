@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -29,6 +30,48 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if doctor.failed(checks) else 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from bot.app import Runtime
+    from bridges.errors import BridgeError
+    from storage.errors import StoreError
+
+    settings = _load(args)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        runtime = await Runtime.start(settings)
+        try:
+            await runtime.serve(stop)
+        finally:
+            await runtime.close()
+
+    try:
+        asyncio.run(main())
+    except (BridgeError, StoreError) as exc:
+        print(f"switchboard: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bot.demo import DemoError, run_demo
+    from bridges.errors import BridgeError
+    from storage.errors import StoreError
+
+    settings = _load(args)
+    try:
+        asyncio.run(run_demo(settings, args.invite, args.keep_running))
+    except (DemoError, BridgeError, StoreError) as exc:
+        print(f"switchboard demo: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def cmd_not_yet(what: str) -> int:
     print(f"switchboard: '{what}' is not available in this version yet; "
           "see the README for what works today.", file=sys.stderr)
@@ -43,9 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="check the installation and every configured service")
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     doctor.add_argument("--verbose", action="store_true", help="list every package check")
-    sub.add_parser("run", help="serve: Slack endpoints, Matrix sync and mail ingest")
+    sub.add_parser("run", help="serve: mail ingest (IMAP, SMTP listener), Matrix sync, HTTP")
     sub.add_parser("worker", help="run the background job workers")
-    sub.add_parser("demo", help="send a sample email through the local services")
+    demo = sub.add_parser("demo", help="send a sample email through the local services and "
+                                       "show it arriving in a Matrix room")
+    demo.add_argument("--invite", default=None,
+                      help="a Matrix user to invite to the demo room (e.g. @alice:server)")
+    demo.add_argument("--keep-running", action="store_true",
+                      help="keep Switchboard running after the sample email arrived")
     return parser
 
 
@@ -53,8 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                                                    "%(message)s")
-    if args.command == "doctor":
-        return cmd_doctor(args)
+    for noisy in ("aioimaplib", "nio", "aiohttp.access", "mail.log"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    commands = {"doctor": cmd_doctor, "run": cmd_run, "demo": cmd_demo}
+    if args.command in commands:
+        return commands[args.command](args)
     return cmd_not_yet(args.command)
 
 

@@ -22,6 +22,7 @@ OTHER_DOMAIN=partner.test
 MATRIX_SERVER_NAME=switchboard.test
 MAIL_USERS="alice bob carol dave switchboard"
 MATRIX_USERS="alice bob carol dave"
+SHARED_ALIASES="support sales billing"
 PASSWORD=${SB_TEST_PASSWORD:-correct-horse-battery}
 BOT_MATRIX_USER=switchboard
 VMAIL_USER=sbmail
@@ -132,6 +133,11 @@ mail_users_setup() {
             mkdir -p "$STATE/mail/$domain/$user/Maildir/"{cur,new,tmp}
         done
     done
+    # Shared addresses that land in Switchboard's own mailbox, as a support@ alias would.
+    : > "$STATE/postfix/etc/valiases"
+    for alias in $SHARED_ALIASES; do
+        printf '%s@%s switchboard@%s\n' "$alias" "$MAIL_DOMAIN" "$MAIL_DOMAIN" >> "$STATE/postfix/etc/valiases"
+    done
     chown -R "$VMAIL_USER:$VMAIL_USER" "$STATE/mail"
 }
 
@@ -224,6 +230,7 @@ smtpd_banner = \$myhostname ESMTP Postfix
 virtual_mailbox_domains = $MAIL_DOMAIN $OTHER_DOMAIN
 virtual_mailbox_base = $STATE/mail
 virtual_mailbox_maps = texthash:$etc/vmailbox
+virtual_alias_maps = texthash:$etc/valiases
 virtual_uid_maps = static:$vuid
 virtual_gid_maps = static:$vgid
 virtual_minimum_uid = 1
@@ -393,6 +400,7 @@ export SB_MATRIX_SERVER_NAME=$MATRIX_SERVER_NAME
 export SB_TEST_PASSWORD=$PASSWORD
 export SB_MAIL_USERS="$MAIL_USERS"
 export SB_MATRIX_USERS="$MATRIX_USERS"
+export SB_SHARED_ALIASES="$SHARED_ALIASES"
 EOF
 }
 

@@ -149,13 +149,13 @@ class InboundEmailFlow:
                 return targets
         found: dict[str, ChatTarget] = {}
         for recipient in mail.recipients:
-            if recipient.value in self.own:
-                continue
             route = self.routes.get(recipient.value)
             if route is not None:
                 target = ChatTarget(Network(route.network), room=route.room)
                 found.setdefault(target.key, target)
                 continue
+            if recipient.value in self.own:
+                continue  # the bot's own address is never a person's DM
             identity = await self.address_book.resolve(recipient)
             chat = [a for a in (identity.addresses() if identity else [])
                     if a.network is not Network.EMAIL and a.network in self.networks]

@@ -68,8 +68,9 @@ class MatrixNetwork:
             if not isinstance(await client.whoami(), WhoamiError):
                 return cls(client, state)
             log.info("saved Matrix session is no longer valid; logging in again")
-        answer = await client.login(settings.password, device_name=DEVICE_NAME,
-                                    device_id=saved[0] if saved else None)
+        if saved is not None:
+            client.device_id = saved[0]  # same device: the server keeps its txn ids
+        answer = await client.login(settings.password, device_name=DEVICE_NAME)
         if isinstance(answer, LoginError):
             await client.close()
             raise MatrixError(f"{settings.homeserver} refused the login of {settings.user}: "
@@ -153,3 +154,12 @@ class MatrixNetwork:
             "url": uploaded.content_uri, "info": {"mimetype": content_type, "size": len(data)},
             "m.relates_to": thread_relation(thread_root), "m.mentions": {},
         }, key)
+
+
+async def recent_messages(client: AsyncClient, room: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest ``limit`` message events of ``room``, oldest first, as the server sends them."""
+    answer = await client.room_messages(room, start="", limit=limit)
+    if isinstance(answer, ErrorResponse):
+        raise MatrixError(f"could not read {room}: {answer.message}")
+    events = [e.source for e in answer.chunk if e.source.get("type") == "m.room.message"]
+    return list(reversed(events))
