@@ -152,8 +152,9 @@ def _routes(text: str) -> tuple[Route, ...]:
                              "address=matrix:!ROOM_ID:server")
         if network == "slack" and not re.fullmatch(r"[CGD][A-Z0-9]{2,}", room):
             raise ValueError(f"{room!r} is not a Slack channel id (like C0123ABCD)")
-        if network == "matrix" and not re.fullmatch(r"[!#][^:\s]+:[^\s]+", room):
-            raise ValueError(f"{room!r} is not a Matrix room id (!id:server) or alias")
+        # Room ids are opaque (room version 12 dropped the ":server" part); aliases are not.
+        if network == "matrix" and not re.fullmatch(r"![^\s=]+|#[^:\s]+:[^\s]+", room):
+            raise ValueError(f"{room!r} is not a Matrix room id (!id) or alias (#name:server)")
         routes.append(Route(_email(address), network, room))
     return tuple(routes)
 

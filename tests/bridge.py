@@ -1,0 +1,116 @@
+"""A running Switchboard for integration tests: real Redis, Dovecot, Postfix, Synapse and
+the local Slack server; a Slack channel and a Matrix room routed from shared addresses."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from bot.app import Runtime
+from bot.settings import Settings
+from tests.conftest import Services
+from tests.mailhelp import MatrixUser, clear_mailbox, eventually
+from tests.servers import free_port
+from tests.slackapi.client import SlackControl
+from tests.slackapi.server import Workspace
+
+SIGNING_SECRET = "test-signing-secret"
+SLACK_CHANNEL = "C0SUPPORT1"
+SLACK_PEOPLE = {"alice": "U0ALICE001", "bob": "U0BOB00001", "carol": "U0CAROL001"}
+
+
+@dataclass
+class Bridge:
+    runtime: Runtime
+    settings: Settings
+    env: dict[str, str]
+    room: str  # the Matrix room sales@ is routed to
+    alice: MatrixUser  # a member of that room
+    slack: SlackControl
+    services: Services
+
+    @property
+    def listener_port(self) -> int:
+        return int(self.env["SWITCHBOARD_SMTP_LISTEN"].rpartition(":")[2])
+
+    @property
+    def team(self) -> str:
+        return Workspace().team_id
+
+    async def slack_posts(self, channel: str = SLACK_CHANNEL) -> list[dict[str, Any]]:
+        return [m for m in await self.slack.messages(channel) if not m["files"]]
+
+    async def slack_files(self, channel: str = SLACK_CHANNEL) -> list[dict[str, Any]]:
+        return [m for m in await self.slack.messages(channel) if m["files"]]
+
+    async def room_posts(self) -> list[dict[str, Any]]:
+        return [e for e in await self.alice.messages(self.room)
+                if e["content"].get("msgtype") == "m.text"]
+
+
+def bridge_env(services: Services, slack: SlackControl, prefix: str, room: str,
+               **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in services.env.items() if k.startswith("SWITCHBOARD_")}
+    env.update({
+        "SWITCHBOARD_REDIS_PREFIX": prefix,
+        "SWITCHBOARD_SLACK_BOT_TOKEN": Workspace().bot_token,
+        "SWITCHBOARD_SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SWITCHBOARD_SLACK_API_URL": slack.api_url,
+        "SWITCHBOARD_ROUTES": f"{services.email('support')}=slack:{SLACK_CHANNEL},"
+                              f"{services.email('sales')}=matrix:{room}",
+        "SWITCHBOARD_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
+        "SWITCHBOARD_MAX_ATTACHMENT_BYTES": "5000000",
+        "SWITCHBOARD_SMTP_LISTEN": f"127.0.0.1:{free_port()}",
+        "SWITCHBOARD_SMTP_LISTEN_MAX_BYTES": "1000000",
+    })
+    env.update(extra)
+    return env
+
+
+async def prepare_chat(services: Services, slack: SlackControl,
+                       http: aiohttp.ClientSession) -> tuple[str, MatrixUser]:
+    """An empty bot mailbox, a Slack workspace with people, a Matrix room alice is in."""
+    await clear_mailbox(services, "switchboard")
+    for name, user_id in SLACK_PEOPLE.items():
+        await slack.add_user(user_id, name, services.email(name))
+    await slack.add_channel(SLACK_CHANNEL, "support", list(SLACK_PEOPLE.values()))
+    bot = await MatrixUser(services, "switchboard", http).login()
+    alice = await MatrixUser(services, "alice", http).login()
+    created = await bot.call("POST", "/createRoom",
+                             {"name": f"sales {uuid.uuid4().hex[:6]}", "invite": [alice.user_id]})
+    await alice.join(created["room_id"])
+    return created["room_id"], alice
+
+
+@asynccontextmanager
+async def running_bridge(services: Services, slack: SlackControl, http: aiohttp.ClientSession,
+                         **extra: str) -> AsyncIterator[Bridge]:
+    room, alice = await prepare_chat(services, slack, http)
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    env = bridge_env(services, slack, prefix, room, **extra)
+    settings = Settings.load(env)
+    runtime = await Runtime.start(settings)
+    stop = asyncio.Event()
+    serving = asyncio.create_task(runtime.serve(stop))
+    try:
+        await eventually(_caught_up(runtime), what="the IMAP ingest to catch up")
+        yield Bridge(runtime, settings, env, room, alice, slack, services)
+    finally:
+        stop.set()
+        await serving
+        keys = [k async for k in runtime.store.redis.scan_iter(match=f"{prefix}:*", count=1000)]
+        if keys:
+            await runtime.store.redis.delete(*keys)
+        await runtime.close()
+
+
+def _caught_up(runtime: Runtime) -> Any:
+    async def probe() -> bool:
+        return bool(runtime.ingests) and all(i.caught_up.is_set() for i in runtime.ingests)
+    return probe

@@ -1,0 +1,150 @@
+"""Mail and Matrix helpers for integration tests: send over the real SMTP server, clear
+and read mailboxes over the real IMAP server, read rooms over the real Matrix API."""
+
+from __future__ import annotations
+
+import asyncio
+import imaplib
+import smtplib
+import time
+from collections.abc import Awaitable, Callable
+from email.message import EmailMessage
+from email.utils import make_msgid
+from typing import Any, TypeVar
+
+import aiohttp
+
+from tests.conftest import Services
+
+T = TypeVar("T")
+
+
+def make_mail(sender: str, to: str, subject: str, body: str, *,
+              in_reply_to: str | None = None, attachments: tuple[tuple[str, bytes], ...] = ()
+              ) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Message-ID"] = make_msgid(domain="partner.test")
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+        msg["References"] = in_reply_to
+    msg.set_content(body)
+    for name, data in attachments:
+        maintype, _, subtype = ("application/pdf" if name.endswith(".pdf")
+                                else "application/octet-stream").partition("/")
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+    return msg
+
+
+def _smtp_send(port: int, sender: str, recipients: list[str], data: bytes) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+        smtp.sendmail(sender, recipients, data)
+
+
+async def send_raw(services: Services, sender: str, recipients: list[str], data: bytes,
+                   port: int | None = None) -> None:
+    """Submit bytes to the test SMTP server (or another SMTP port), as a mail client would."""
+    await asyncio.to_thread(_smtp_send, port or int(services.env["SB_SMTP_PORT"]), sender,
+                            recipients, data)
+
+
+async def send_mail(services: Services, msg: EmailMessage, port: int | None = None) -> None:
+    recipients = [a.strip() for a in str(msg["To"]).split(",")]
+    await send_raw(services, str(msg["From"]), recipients, msg.as_bytes(), port)
+
+
+def _imap(services: Services, user: str) -> tuple[imaplib.IMAP4, int]:
+    client = imaplib.IMAP4("127.0.0.1", int(services.env["SB_IMAP_PORT"]))
+    client.login(services.email(user), services.password)
+    _, data = client.select("INBOX")
+    return client, int(data[0] or 0)
+
+
+def _clear(services: Services, user: str) -> None:
+    client, count = _imap(services, user)
+    if count:
+        client.store("1:*", "+FLAGS.SILENT", r"(\Deleted)")
+        client.expunge()
+    client.logout()
+
+
+async def clear_mailbox(services: Services, user: str) -> None:
+    await asyncio.to_thread(_clear, services, user)
+
+
+def _fetch_all(services: Services, user: str) -> list[bytes]:
+    client, _ = _imap(services, user)
+    _, data = client.uid("search", None, "ALL")
+    found = []
+    for uid in data[0].split():
+        _, parts = client.uid("fetch", uid, "(BODY.PEEK[])")
+        found.append(bytes(parts[0][1]))  # type: ignore[index]
+    client.logout()
+    return found
+
+
+async def mailbox(services: Services, user: str) -> list[bytes]:
+    return await asyncio.to_thread(_fetch_all, services, user)
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], *, within: float = 20.0,
+                     what: str = "the expected state") -> T:
+    """Poll until ``probe`` returns something truthy; fail with ``what`` otherwise."""
+    deadline = time.monotonic() + within
+    while True:
+        result = await probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within:.0f} s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+class MatrixUser:
+    """A person on the test homeserver, using the client-server API directly."""
+
+    def __init__(self, services: Services, name: str, http: aiohttp.ClientSession) -> None:
+        self.base = services.env["SWITCHBOARD_MATRIX_HOMESERVER"]
+        self.user_id = services.matrix_id(name)
+        self.password = services.password
+        self.http = http
+        self.token = ""
+
+    async def login(self) -> MatrixUser:
+        body = {"type": "m.login.password", "password": self.password,
+                "identifier": {"type": "m.id.user", "user": self.user_id}}
+        async with self.http.post(f"{self.base}/_matrix/client/v3/login", json=body) as r:
+            r.raise_for_status()
+            self.token = (await r.json())["access_token"]
+        return self
+
+    async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        async with self.http.request(method, f"{self.base}/_matrix/client/v3{path}",
+                                     json=body, headers=headers) as r:
+            data = await r.json()
+            if r.status >= 400:
+                raise AssertionError(f"{method} {path}: {r.status} {data}")
+            return data
+
+    async def join(self, room: str) -> None:
+        await self.call("POST", f"/join/{room}", {})
+
+    async def messages(self, room: str, limit: int = 200) -> list[dict[str, Any]]:
+        """Message events in ``room``, oldest first, as this user's client would get them."""
+        data = await self.call("GET", f"/rooms/{room}/messages?dir=b&limit={limit}")
+        return [e for e in reversed(data["chunk"]) if e["type"] == "m.room.message"]
+
+    async def invites(self) -> list[str]:
+        data = await self.call("GET", "/sync?timeout=0")
+        return list(data.get("rooms", {}).get("invite", {}))
+
+    async def download(self, mxc: str) -> bytes:
+        server, _, media = mxc[len("mxc://"):].partition("/")
+        headers = {"Authorization": f"Bearer {self.token}"}
+        url = f"{self.base}/_matrix/client/v1/media/download/{server}/{media}"
+        async with self.http.get(url, headers=headers) as r:
+            r.raise_for_status()
+            return await r.read()
