@@ -51,6 +51,7 @@ class ImapIngest:
         self.lease_name = f"imap:{self.account}:{mailbox}"
         self.caught_up = asyncio.Event()  # set after each catch-up, for readiness and tests
         self.connected = False
+        self.sessions = 0  # how many IMAP sessions were opened (reconnects show here)
         self._lost = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -105,6 +106,7 @@ class ImapIngest:
                 raise MailError(f"mailbox {self.mailbox!r} cannot be opened")
             uidvalidity = _uidvalidity(selected.lines)
             self.connected = True
+            self.sessions += 1
             while not stop.is_set():
                 if renew.done():
                     raise MailError("lost the mailbox lease to another process")
