@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 from collections.abc import Sequence
 
 from bot.settings import Settings, SettingsError
@@ -72,6 +73,42 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pending(args: argparse.Namespace) -> int:
+    """What did not go through: refused emails and undelivered messages."""
+    from bot.model import DeliveryState
+    from storage.errors import StoreError
+    from storage.store import Store
+
+    settings = _load(args)
+
+    async def report() -> list[str]:
+        store = Store.open(settings.redis_url, settings.redis_prefix)
+        try:
+            lines = []
+            refusals = await store.ingest.refusals(args.limit)
+            lines.append(f"Refused emails ({len(refusals)}):")
+            for r in reversed(refusals):
+                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.at))
+                lines.append(f"  {when}  {r.source}  from {r.sender or '?'}  "
+                             f"{r.subject!r}: {r.reason}")
+            for state in (DeliveryState.QUEUED, DeliveryState.FAILED):
+                deliveries = await store.deliveries.in_state(state, args.limit)
+                lines.append(f"{state.value.title()} deliveries ({len(deliveries)}):")
+                for d in deliveries:
+                    note = d.changes[-1].note if d.changes else ""
+                    lines.append(f"  {d.id}  {d.sender} -> {d.recipient}  {note}")
+            return lines
+        finally:
+            await store.close()
+
+    try:
+        print("\n".join(asyncio.run(report())))
+    except StoreError as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_not_yet(what: str) -> int:
     print(f"switchboard: '{what}' is not available in this version yet; "
           "see the README for what works today.", file=sys.stderr)
@@ -88,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--verbose", action="store_true", help="list every package check")
     sub.add_parser("run", help="serve: mail ingest (IMAP, SMTP listener), Matrix sync, HTTP")
     sub.add_parser("worker", help="run the background job workers")
+    pending = sub.add_parser("pending", help="list refused emails and undelivered messages")
+    pending.add_argument("--limit", type=int, default=50, help="at most this many of each")
     demo = sub.add_parser("demo", help="send a sample email through the local services and "
                                        "show it arriving in a Matrix room")
     demo.add_argument("--invite", default=None,
@@ -103,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                    "%(message)s")
     for noisy in ("aioimaplib", "nio", "aiohttp.access", "mail.log"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    commands = {"doctor": cmd_doctor, "run": cmd_run, "demo": cmd_demo}
+    commands = {"doctor": cmd_doctor, "run": cmd_run, "demo": cmd_demo, "pending": cmd_pending}
     if args.command in commands:
         return commands[args.command](args)
     return cmd_not_yet(args.command)

@@ -4,6 +4,8 @@ Slack server and Synapse, read back where a user would see it."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,10 +17,12 @@ from bot.model import Address, Provenance
 from tests.bridge import SLACK_CHANNEL, SLACK_PEOPLE, Bridge, running_bridge
 from tests.conftest import Services
 from tests.mailhelp import eventually, make_mail, send_mail, send_raw
+from tests.servers import run_cli
 from tests.slackapi.client import SlackControl
 
 pytestmark = pytest.mark.integration
 
+BIN = Path(sys.executable).parent
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mail"
 PDF = b"%PDF-1.4 quarterly report\n" * 40
 
@@ -213,6 +217,10 @@ async def test_unroutable_mail_is_refused_with_a_reason(bridge: Bridge) -> None:
 
     (refusal,) = await eventually(refused, what="the refusal record")
     assert refusal.subject == "lost" and "no route" in refusal.reason
+    env = {**os.environ, **bridge.env, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    code, out, _ = await run_cli("pending", env=env)
+    assert code == 0
+    assert "Refused emails (1):" in out and "'lost': no route" in out
 
 
 async def test_slack_rate_limit_is_waited_out(bridge: Bridge) -> None:
