@@ -7,23 +7,28 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
+from bot.commands import CommandContext, Commands
 from bot.doctor import Probe
 from bot.flows.inbound_email import InboundEmailFlow, IngestOutcome, TransientFailure
+from bot.flows.reply_in_chat import Policy, ReplyInChat
 from bot.model import Address, Network
 from bot.settings import Settings
 from bridges.email.imap import ImapIngest, TransientIngestError
 from bridges.email.listener import BridgeHandler, start_listener
 from bridges.email.mime import parse
 from bridges.email.probe import probe_imap, probe_smtp
+from bridges.email.smtp import SmtpSender
 from bridges.http import HttpServer
 from bridges.matrix.client import MatrixNetwork
 from bridges.matrix.probe import probe_matrix
-from bridges.matrix.sync import sync_forever
-from bridges.ports import ChatNetwork
+from bridges.matrix.sync import CommandEvent, sync_forever
+from bridges.ports import ChatNetwork, Notice
+from bridges.slack.app import ENDPOINT, SlackApp
 from bridges.slack.probe import probe_slack
 from bridges.slack.web import SlackNetwork, web_client
 from storage.errors import StoreError
 from storage.health import probe_redis
+from storage.queue import RqScheduler
 from storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -41,8 +46,11 @@ class Runtime:
     store: Store
     networks: dict[Network, ChatNetwork]
     inbound: InboundEmailFlow
+    replies: ReplyInChat
+    commands: Commands
     matrix: MatrixNetwork | None = None
     slack: SlackNetwork | None = None
+    slack_app: SlackApp | None = None
     ingests: list[ImapIngest] = field(default_factory=list)
 
     @classmethod
@@ -62,7 +70,25 @@ class Runtime:
             routes=settings.routes, networks=networks, address_book=store.address_book,
             history=store.history, conversations=store.conversations, ingest=store.ingest,
             own_addresses=own)
-        return cls(settings, store, networks, inbound, matrix, slack)
+        policy = Policy(retry_interval=settings.retry_interval,
+                        retry_deadline=settings.retry_deadline,
+                        unknown_counts_as_present=settings.presence_unknown == "available",
+                        reply_token_ttl=settings.reply_token_ttl,
+                        bot_email=settings.bot_email or "switchboard@localhost",
+                        reply_domain=settings.reply_domain or "localhost")
+        replies = ReplyInChat(
+            networks=networks, address_book=store.address_book, history=store.history,
+            deliveries=store.deliveries, conversations=store.conversations,
+            tokens=store.tokens, scheduler=RqScheduler(settings.redis_url, store.keys),
+            mailer=SmtpSender(settings.smtp) if settings.smtp else None, policy=policy)
+        commands = Commands(replies, settings.retry_interval)
+        slack_app = None
+        if slack is not None and settings.slack is not None:
+            slack_app = SlackApp(signing_secret=settings.slack.signing_secret,
+                                 client=slack.client, network=slack, replies=replies,
+                                 commands=commands, retry_interval=settings.retry_interval)
+        return cls(settings, store, networks, inbound, replies, commands, matrix, slack,
+                   slack_app)
 
     async def close(self) -> None:
         if self.matrix is not None:
@@ -78,6 +104,15 @@ class Runtime:
             return await self.inbound.handle(mail, source)
         except (TransientFailure, StoreError) as exc:
             raise TransientIngestError(str(exc)) from exc
+
+    async def _matrix_command(self, event: CommandEvent) -> Notice:
+        shows = None
+        if event.where.thread:
+            shows = await self.store.conversations.shown_in(Network.MATRIX, event.where.room,
+                                                            event.where.thread)
+        ctx = CommandContext(user=event.sender, user_name=event.sender_name, where=event.where,
+                             shows=shows, request=f"matrix:{event.event_id}")
+        return await self.commands.run(event.text, ctx)
 
     async def _deliver_imap(self, raw: bytes, source: str) -> None:
         await self.ingest(raw, source)
@@ -95,7 +130,8 @@ class Runtime:
                 self.ingests.append(ingest)
                 tasks.append(asyncio.create_task(ingest.run(stop), name=f"imap {mailbox}"))
         if self.matrix is not None:
-            tasks.append(asyncio.create_task(sync_forever(self.matrix, stop), name="matrix"))
+            tasks.append(asyncio.create_task(
+                sync_forever(self.matrix, stop, self._matrix_command), name="matrix"))
         listener = None
         if s.smtp_listen is not None:
             handler = BridgeHandler(self.inbound.accepts, self._deliver_smtp)
@@ -103,6 +139,8 @@ class Runtime:
                                             s.reply_domain or "switchboard")
             log.info("SMTP listener on %s:%d", *s.smtp_listen)
         http = HttpServer(*s.http_listen)
+        if self.slack_app is not None:
+            http.route("POST", ENDPOINT, self.slack_app.handle)
         await http.start()
         log.info("Switchboard is running (HTTP on %s:%d)", *s.http_listen)
         await stop.wait()

@@ -73,6 +73,43 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """RQ workers (with RQ's scheduler) for delivery retries, and the sweep that re-makes
+    the retry job of any queued delivery whose job was lost with a killed worker."""
+    import threading
+
+    from bot.model import DeliveryState
+    from storage.queue import RqWorkerPool
+    from storage.store import Store
+
+    settings = _load(args)
+    pool = RqWorkerPool(settings.redis_url, Store.open(settings.redis_url,
+                                                       settings.redis_prefix).keys)
+
+    async def queued() -> list[tuple[str, int]]:
+        store = Store.open(settings.redis_url, settings.redis_prefix)
+        try:
+            found = await store.deliveries.in_state(DeliveryState.QUEUED, 10_000)
+            return [(d.id, len(d.changes)) for d in found]
+        finally:
+            await store.close()
+
+    def sweep_forever() -> None:
+        while True:
+            try:
+                remade = pool.sweep(asyncio.run(queued()))
+                if remade:
+                    logging.getLogger("switchboard.worker").info(
+                        "re-made %d lost retry job(s)", remade)
+            except Exception:
+                logging.getLogger("switchboard.worker").exception("the sweep failed")
+            time.sleep(max(1.0, settings.retry_interval / 2))
+
+    threading.Thread(target=sweep_forever, name="sweep", daemon=True).start()
+    pool.work(name=args.name, burst=args.burst)
+    return 0
+
+
 def cmd_pending(args: argparse.Namespace) -> int:
     """What did not go through: refused emails and undelivered messages."""
     from bot.model import DeliveryState
@@ -124,7 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     doctor.add_argument("--verbose", action="store_true", help="list every package check")
     sub.add_parser("run", help="serve: mail ingest (IMAP, SMTP listener), Matrix sync, HTTP")
-    sub.add_parser("worker", help="run the background job workers")
+    worker = sub.add_parser("worker", help="run the background job worker (delivery retries)")
+    worker.add_argument("--name", default=None, help="the worker's name in RQ")
+    worker.add_argument("--burst", action="store_true",
+                        help="stop when the queue is empty (for scripts and tests)")
     pending = sub.add_parser("pending", help="list refused emails and undelivered messages")
     pending.add_argument("--limit", type=int, default=50, help="at most this many of each")
     demo = sub.add_parser("demo", help="send a sample email through the local services and "
@@ -142,7 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                    "%(message)s")
     for noisy in ("aioimaplib", "nio", "aiohttp.access", "mail.log"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    commands = {"doctor": cmd_doctor, "run": cmd_run, "demo": cmd_demo, "pending": cmd_pending}
+    commands = {"doctor": cmd_doctor, "run": cmd_run, "demo": cmd_demo,
+                "pending": cmd_pending, "worker": cmd_worker}
     if args.command in commands:
         return commands[args.command](args)
     return cmd_not_yet(args.command)

@@ -296,3 +296,11 @@ class Refusal:
     sender: str
     subject: str
     reason: str
+
+
+class Presence(enum.StrEnum):
+    """What a network says about a person. Unknown is not away: the policy decides."""
+
+    PRESENT = "present"
+    AWAY = "away"
+    UNKNOWN = "unknown"

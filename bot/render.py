@@ -8,6 +8,7 @@ or a disguised link into Slack.
 from __future__ import annotations
 
 import sys
+import time
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,10 @@ def no_mentions(text: object) -> str:
     return str(text).replace("@room", "@\u200droom")
 
 
+def _datetime(timestamp: float) -> str:
+    return time.strftime("%a %d %b %Y %H:%M UTC", time.gmtime(timestamp))
+
+
 @cache
 def environment() -> Environment:
     folder = next((p for p in _CANDIDATES if p.is_dir()), None)
@@ -43,6 +48,7 @@ def environment() -> Environment:
     env.filters["mrkdwn"] = mrkdwn
     env.filters["no_mentions"] = no_mentions
     env.globals["size"] = human_size
+    env.filters["datetime"] = _datetime
     return env
 
 

@@ -159,6 +159,12 @@ def _routes(text: str) -> tuple[Route, ...]:
     return tuple(routes)
 
 
+def _presence_policy(text: str) -> str:
+    if text not in ("available", "away"):
+        raise ValueError(f"{text!r} is not available or away")
+    return text
+
+
 def _log_level(text: str) -> str:
     level = text.upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -201,6 +207,14 @@ KEYS: tuple[Key, ...] = (
         "Address for Switchboard's own SMTP listener (`host:port`); unset disables it."),
     Key("smtp_listen_max_bytes", _positive_int, "30000000",
         "Largest message the SMTP listener accepts."),
+    Key("retry.interval", _positive_int, "60",
+        "Seconds between presence checks of a queued delivery."),
+    Key("retry.deadline", _positive_int, "86400",
+        "Seconds a queued delivery waits for its recipient before the replier is asked again."),
+    Key("presence_unknown", _presence_policy, "available",
+        "How to treat a person whose network does not report presence: `available` or `away`."),
+    Key("reply_token_ttl", _positive_int, "2592000",
+        "Seconds a reply address (`reply+TOKEN@…`) stays valid (default 30 days)."),
     Key("http.listen", _listen, "127.0.0.1:8080",
         "Address of Switchboard's HTTP server (Slack endpoints, health, reports)."),
     Key("log_level", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR."),
@@ -257,6 +271,10 @@ class Settings:
     max_attachment_bytes: int
     smtp_listen: tuple[str, int] | None
     smtp_listen_max_bytes: int
+    retry_interval: int
+    retry_deadline: int
+    presence_unknown: str
+    reply_token_ttl: int
     http_listen: tuple[str, int]
     log_level: str
     require_tls: bool
@@ -380,6 +398,8 @@ def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings |
         bot_email=v["bot_email"], reply_domain=reply_domain, slack=slack, matrix=matrix,
         routes=v["routes"], max_attachment_bytes=v["max_attachment_bytes"],
         smtp_listen=v["smtp_listen"], smtp_listen_max_bytes=v["smtp_listen_max_bytes"],
+        retry_interval=v["retry.interval"], retry_deadline=v["retry.deadline"],
+        presence_unknown=v["presence_unknown"], reply_token_ttl=v["reply_token_ttl"],
         http_listen=v["http.listen"], log_level=v["log_level"], require_tls=v["require_tls"],
         source=source,
     )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from email.message import EmailMessage
 from typing import Protocol
 
 from bot.mail import MailAttachment
-from bot.model import ChatRef, ChatTarget, Network
+from bot.model import Address, ChatRef, ChatTarget, HistoryEntry, Network, Presence
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,35 @@ class EmailCard:
     is_reply: bool  # posted into an existing conversation's thread
 
 
+@dataclass(frozen=True)
+class ChatReply:
+    """A reply delivered to someone's DM, with the conversation it belongs to."""
+
+    delivery_id: str
+    conversation_id: str
+    replier: str  # how the replier is shown ("Bob (Slack)")
+    subject: str  # of the email being answered
+    answering: str  # who wrote the email being answered
+    text: str
+    history: tuple[HistoryEntry, ...]  # earlier exchanges, oldest first
+    older: int  # how many earlier entries were folded away
+
+
+@dataclass(frozen=True)
+class Choice:
+    action: str  # queue, cancel, email
+    label: str
+    value: str  # the delivery id
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something Switchboard tells one person, with optional choices to make."""
+
+    text: str
+    choices: tuple[Choice, ...] = ()
+
+
 class ChatNetwork(Protocol):
     network: Network
 
@@ -34,4 +64,26 @@ class ChatNetwork(Protocol):
         ``key`` identifies this post: posting the same key twice must not show the
         message twice. Raises a BridgeError (``transient`` says whether to retry).
         """
+        ...
+
+    async def presence(self, user: Address) -> Presence:
+        """Whether ``user`` is present now; UNKNOWN when the network does not say."""
+        ...
+
+    async def find_user(self, email: Address) -> Address | None:
+        """The network's account registered with ``email``, if the network knows one."""
+        ...
+
+    async def send_reply(self, user: Address, reply: ChatReply, key: str) -> ChatRef:
+        """Deliver ``reply`` to ``user``'s direct messages (idempotent per ``key``)."""
+        ...
+
+    async def notify(self, user: Address, notice: Notice, where: ChatRef | None) -> None:
+        """Tell ``user`` something, near ``where`` (the thread they acted in) if given."""
+        ...
+
+
+class MailSender(Protocol):
+    async def send(self, message: EmailMessage) -> None:
+        """Submit ``message``; MailError (``transient`` for 4xx and outages) otherwise."""
         ...

@@ -8,15 +8,21 @@ from collections.abc import Sequence
 from bot.model import ChatRef, Network
 from storage.connection import RedisBacked, text
 
-# KEYS: posts, threads, message index. ARGV: post field, ref, target key, message id, cid.
-# One step: the post is recorded, the thread root set if the conversation has none
-# there yet, and the email's Message-ID mapped to the conversation.
+# KEYS: posts, threads, message index, chat messages. ARGV: post field, ref, target key,
+# message id, cid, chat message field, cid/eid. One step: the post is recorded, the
+# thread root set if the conversation has none there yet, the email's Message-ID mapped
+# to the conversation, and the chat message mapped back to what it shows.
 _RECORD = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSETNX', KEYS[2], ARGV[3], ARGV[2])
 if ARGV[4] ~= '' then redis.call('HSETNX', KEYS[3], ARGV[4], ARGV[5]) end
+redis.call('HSET', KEYS[4], ARGV[6], ARGV[7])
 return 1
 """
+
+
+def _chat_key(network: Network, room: str, message: str) -> str:
+    return f"{network.value}:{room}:{message}"
 
 
 def _dump(ref: ChatRef) -> str:
@@ -53,9 +59,23 @@ class RedisConversations(RedisBacked):
         return _load(text(found)) if found is not None else None
 
     async def record_post(self, message_key: str, target_key: str, ref: ChatRef,
-                          conversation_id: str, message_id: str = "") -> None:
+                          conversation_id: str, message_id: str = "",
+                          entry_id: str = "") -> None:
         async with self._translated("recording a chat post"):
             await self.redis.eval(
-                _RECORD, 3, self.keys.posts(), self.keys.conversation_threads(conversation_id),
-                self.keys.message_index(), f"{message_key}|{target_key}", _dump(ref),
-                target_key, message_id, conversation_id)
+                _RECORD, 4, self.keys.posts(), self.keys.conversation_threads(conversation_id),
+                self.keys.message_index(), self.keys.chat_messages(),
+                f"{message_key}|{target_key}", _dump(ref), target_key, message_id,
+                conversation_id, _chat_key(ref.network, ref.room, ref.message),
+                f"{conversation_id}/{entry_id}")
+
+    async def shown_in(self, network: Network, room: str, message: str
+                       ) -> tuple[str, str] | None:
+        """(conversation id, entry id) of what a chat message Switchboard posted shows."""
+        async with self._translated("looking up a chat message"):
+            found = await self.redis.hget(self.keys.chat_messages(),
+                                          _chat_key(network, room, message))
+        if found is None:
+            return None
+        cid, _, eid = text(found).partition("/")
+        return cid, eid

@@ -83,6 +83,16 @@ class RedisDeliveries(RedisBacked):
         assert stored is not None
         return stored
 
+    async def claim(self, delivery_id: str, holder: str, ttl: float) -> bool:
+        """Take the right to send this delivery for ``ttl`` seconds; False if taken."""
+        async with self._translated(f"claiming delivery {delivery_id}"):
+            return bool(await self.redis.set(self.keys.claim(delivery_id), holder, nx=True,
+                                             px=int(ttl * 1000)))
+
+    async def release(self, delivery_id: str) -> None:
+        async with self._translated(f"releasing delivery {delivery_id}"):
+            await self.redis.delete(self.keys.claim(delivery_id))
+
     async def in_state(self, state: DeliveryState, limit: int = 100) -> list[Delivery]:
         async with self._translated(f"listing {state} deliveries"):
             ids = await self.redis.zrange(self.keys.deliveries_in_state(state.value), 0, limit - 1)

@@ -47,6 +47,22 @@ class Keys:
         email or a retried job never posts twice."""
         return self._k("posts")
 
+    def chat_messages(self) -> str:
+        """hash: ``network:room:message`` -> ``conversation id/entry id`` of what it shows."""
+        return self._k("chatmsg")
+
+    def reply_token(self, token: str) -> str:
+        """string with expiry: the conversation and recipient a reply address belongs to."""
+        return self._k("token", token)
+
+    def claim(self, name: str) -> str:
+        """string with expiry: the worker currently sending a delivery."""
+        return self._k("claim", name)
+
+    def queue_name(self) -> str:
+        """The RQ queue's name (RQ adds its own ``rq:`` keys)."""
+        return f"{self.prefix}-jobs"
+
     # ingest
     def imap_checkpoint(self, account: str, mailbox: str) -> str:
         """hash: uidvalidity, last_uid of one watched mailbox."""

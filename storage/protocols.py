@@ -13,6 +13,7 @@ from bot.model import (
     HistoryEntry,
     HistoryPage,
     Identity,
+    Network,
     Provenance,
     Refusal,
 )
@@ -63,6 +64,11 @@ class Deliveries(Protocol):
         Raises InvalidTransition otherwise, NotFound for an unknown id.
         """
 
+    async def claim(self, delivery_id: str, holder: str, ttl: float) -> bool:
+        """Take the right to send this delivery for ``ttl`` seconds; False if taken."""
+
+    async def release(self, delivery_id: str) -> None: ...
+
     async def in_state(self, state: DeliveryState, limit: int = 100) -> list[Delivery]: ...
 
     async def from_sender(self, sender: Address, limit: int = 100) -> list[Delivery]:
@@ -82,10 +88,29 @@ class Conversations(Protocol):
         """Where this message was already posted to this target, if it was."""
 
     async def record_post(self, message_key: str, target_key: str, ref: ChatRef,
-                          conversation_id: str, message_id: str = "") -> None:
-        """Remember a post (and the thread root, and the Message-ID's conversation)."""
+                          conversation_id: str, message_id: str = "",
+                          entry_id: str = "") -> None:
+        """Remember a post (and the thread root, the Message-ID's conversation, and
+        which history entry the chat message shows)."""
+
+    async def shown_in(self, network: Network, room: str, message: str
+                       ) -> tuple[str, str] | None:
+        """(conversation id, entry id) of what a chat message Switchboard posted shows."""
 
 
 class Ingest(Protocol):
     async def refuse(self, refusal: Refusal) -> None:
         """Keep an email that could not be bridged, with the reason, for operators."""
+
+
+class Tokens(Protocol):
+    async def issue(self, conversation_id: str, recipient: Address, ttl: int) -> str:
+        """A new reply token bound to the conversation and recipient, valid ``ttl`` s."""
+
+    async def resolve(self, token: str) -> tuple[str, Address] | None:
+        """(conversation id, recipient) for a live token; None if unknown or expired."""
+
+
+class RetryScheduler(Protocol):
+    async def schedule_retry(self, delivery_id: str, attempt: int, delay: float) -> None:
+        """Run the retry of ``delivery_id`` in ``delay`` seconds (once per attempt)."""

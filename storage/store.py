@@ -12,6 +12,7 @@ from storage.history import RedisHistory
 from storage.ingest import RedisIngest
 from storage.keys import Keys
 from storage.matrix_state import RedisMatrixState
+from storage.tokens import RedisTokens
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Store:
     conversations: RedisConversations
     ingest: RedisIngest
     matrix: RedisMatrixState
+    tokens: RedisTokens
 
     @classmethod
     def open(cls, url: str, prefix: str = "sb") -> Store:
@@ -39,7 +41,8 @@ class Store:
         keys = Keys(prefix)
         return cls(client, keys, url, RedisAddressBook(client, keys), RedisHistory(client, keys),
                    RedisDeliveries(client, keys), RedisConversations(client, keys),
-                   RedisIngest(client, keys), RedisMatrixState(client, keys))
+                   RedisIngest(client, keys), RedisMatrixState(client, keys),
+                   RedisTokens(client, keys))
 
     async def server_info(self) -> ServerInfo:
         """Version and persistence of the Redis server; raises StoreUnavailable."""

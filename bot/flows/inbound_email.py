@@ -129,7 +129,8 @@ class InboundEmailFlow:
                     raise TransientFailure(str(exc)) from exc
                 await self._refuse(mail, source, f"{target.key}: {exc}")
                 continue
-            await self.conversations.record_post(key, target.key, ref, cid, mail.message_id)
+            await self.conversations.record_post(key, target.key, ref, cid, mail.message_id,
+                                                 eid)
             refs.append(ref)
             fresh += 1
         if not refs:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import time
 from typing import Any
 
+import aiohttp
 from nio import (
     AsyncClient,
     AsyncClientConfig,
     ErrorResponse,
     LoginError,
+    PresenceGetError,
     RoomCreateError,
     RoomPreset,
     RoomResolveAliasError,
@@ -20,11 +23,11 @@ from nio import (
     WhoamiError,
 )
 
-from bot.model import ChatRef, ChatTarget, Network
+from bot.model import Address, ChatRef, ChatTarget, Network, Presence
 from bot.render import render
 from bot.settings import MatrixSettings
 from bridges.errors import MatrixError
-from bridges.ports import EmailCard
+from bridges.ports import ChatReply, EmailCard, Notice
 from storage.matrix_state import RedisMatrixState
 
 log = logging.getLogger(__name__)
@@ -140,6 +143,61 @@ class MatrixNetwork:
                 await self.send_file(room, root, attachment.filename, attachment.content_type,
                                      attachment.content, f"{key}|{attachment.filename}")
         return ChatRef(Network.MATRIX, room, event, root)
+
+    async def presence(self, user: Address) -> Presence:
+        answer = await self.client.get_presence(user.value)
+        if isinstance(answer, PresenceGetError):
+            log.warning("Matrix presence of %s unknown: %s", user, answer.message)
+            return Presence.UNKNOWN
+        return {"online": Presence.PRESENT, "unavailable": Presence.AWAY,
+                "offline": Presence.AWAY}.get(str(answer.presence), Presence.UNKNOWN)
+
+    async def find_user(self, email: Address) -> Address | None:
+        """Synapse's admin look-up of a user by email (the bot must be a server admin;
+        otherwise the homeserver does not say, and None is returned)."""
+        session = self.client.client_session
+        if session is None:
+            return None
+        url = (f"{self.client.homeserver}/_synapse/admin/v1/threepid/email/users/"
+               f"{email.value}")
+        headers = {"Authorization": f"Bearer {self.client.access_token}"}
+        try:
+            async with session.get(url, headers=headers) as answer:
+                if answer.status == 200:
+                    return Address.matrix(str((await answer.json())["user_id"]))
+                if answer.status in (401, 403):
+                    log.warning("the homeserver will not look up emails for the bot (%d); "
+                                "make it a server admin to find people by email",
+                                answer.status)
+                return None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise MatrixError(f"looking up {email} failed: {exc}", transient=True) from exc
+
+    async def send_reply(self, user: Address, reply: ChatReply, key: str) -> ChatRef:
+        room = await self.dm_room(user.value)
+        event = await self.send(room, {
+            "msgtype": "m.text", "body": render("chat/reply_dm.txt.j2", reply=reply),
+            "format": "org.matrix.custom.html",
+            "formatted_body": render("chat/reply_dm.matrix.html.j2", reply=reply),
+            "m.mentions": {}, "org.switchboard.conversation": reply.conversation_id,
+            "org.switchboard.entry": reply.delivery_id,
+        }, key)
+        return ChatRef(Network.MATRIX, room, event, event)
+
+    async def notify(self, user: Address, notice: Notice, where: ChatRef | None) -> None:
+        text = notice.text
+        if notice.choices:
+            text += "\n" + "  ·  ".join(f"{c.label}: !sb {c.action} {c.value}"
+                                         for c in notice.choices)
+        content: dict[str, Any] = {"msgtype": "m.notice", "body": text, "m.mentions": {}}
+        if where is not None and where.network is Network.MATRIX and where.room:
+            room = where.room
+            if where.thread:
+                content["m.relates_to"] = thread_relation(where.thread)
+        else:
+            room = await self.dm_room(user.value)
+        await self.send(room, content, f"notice|{user}|{hashlib.sha256(text.encode()).hexdigest()}"
+                        f"|{time.time()}")
 
     async def send_file(self, room: str, thread_root: str, filename: str, content_type: str,
                         data: bytes, key: str) -> str:

@@ -1,22 +1,46 @@
-"""The Matrix sync loop: the bot accepts invitations to rooms and direct chats."""
+"""The Matrix sync loop: the bot accepts invitations and hears `!sb` commands."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from nio import InviteMemberEvent, MatrixRoom, SyncError
+from nio import InviteMemberEvent, MatrixRoom, RoomMessageText, SyncError
 
+from bot.model import Address, ChatRef, Network
 from bridges.matrix.client import MatrixNetwork
+from bridges.ports import Notice
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+PREFIX = "!sb"
 
 
-async def sync_forever(matrix: MatrixNetwork, stop: asyncio.Event) -> None:
+@dataclass(frozen=True)
+class CommandEvent:
+    sender: Address
+    sender_name: str
+    text: str  # after the "!sb" prefix
+    where: ChatRef  # the room, and the thread root when typed in a thread
+    event_id: str
+
+
+OnCommand = Callable[[CommandEvent], Awaitable[Notice]]
+
+
+def _thread_root(content: dict[str, Any]) -> str:
+    relates = content.get("m.relates_to") or {}
+    if relates.get("rel_type") == "m.thread":
+        return str(relates.get("event_id", ""))
+    return str((relates.get("m.in_reply_to") or {}).get("event_id", ""))
+
+
+async def sync_forever(matrix: MatrixNetwork, stop: asyncio.Event,
+                       on_command: OnCommand | None = None) -> None:
     client = matrix.client
 
     async def on_invite(room: MatrixRoom, event: InviteMemberEvent) -> None:
@@ -24,8 +48,26 @@ async def sync_forever(matrix: MatrixNetwork, stop: asyncio.Event) -> None:
             log.info("joining %s on %s's invitation", room.room_id, event.sender)
             await client.join(room.room_id)
 
+    async def on_message(room: MatrixRoom, event: RoomMessageText) -> None:
+        body = event.body.strip()
+        if event.sender == client.user_id or not body.startswith(PREFIX) or on_command is None:
+            return
+        if body != PREFIX and not body.startswith(PREFIX + " "):
+            return
+        root = _thread_root(event.source.get("content", {}))
+        where = ChatRef(Network.MATRIX, room.room_id, event.event_id, root)
+        try:
+            sender = Address.matrix(event.sender)
+            notice = await on_command(CommandEvent(sender, room.user_name(event.sender) or
+                                                   event.sender, body[len(PREFIX):].strip(),
+                                                   where, event.event_id))
+            await matrix.notify(sender, notice, where)
+        except Exception:
+            log.exception("the command %r from %s failed", body[:40], event.sender)
+
     client.add_event_callback(on_invite, InviteMemberEvent)
     backoff = 1.0
+    first = True
     while not stop.is_set():
         answer = await _until_stopped(
             client.sync(timeout=10_000, full_state=client.next_batch is None), stop)
@@ -36,8 +78,13 @@ async def sync_forever(matrix: MatrixNetwork, stop: asyncio.Event) -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), backoff)
             backoff = min(30.0, backoff * 2)
-        else:
-            backoff = 1.0
+            continue
+        backoff = 1.0
+        if first:
+            # Commands typed before this process started were answered (or not) by the
+            # one before it; only new ones are heard.
+            client.add_event_callback(on_message, RoomMessageText)
+            first = False
 
 
 async def _until_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:

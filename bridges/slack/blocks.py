@@ -18,7 +18,7 @@ from slack_sdk.models.blocks import (
 
 from bot.render import mrkdwn, render
 from bot.text import shorten
-from bridges.ports import EmailCard
+from bridges.ports import ChatReply, EmailCard, Notice
 
 SECTION_LIMIT = 3000
 BODY_SECTIONS = 10  # beyond ~30,000 characters the full text goes in the thread as a file
@@ -64,3 +64,49 @@ def email_card(card: EmailCard) -> RenderedCard:
     fallback = shorten(f"Email from {card.sender}: {card.subject or '(no subject)'}", 300)
     return RenderedCard([b.to_dict() for b in blocks], mrkdwn(fallback),
                         card.body if truncated else None)
+
+
+def reply_message(reply: ChatReply) -> tuple[list[dict[str, Any]], str]:
+    """The DM that carries a chat reply (with its history) to the email's sender."""
+    body = render("chat/reply_dm.txt.j2", reply=reply)
+    sections, _ = _body_sections(body)
+    value = f"{reply.conversation_id}/{reply.delivery_id}"
+    blocks: list[Block] = [*sections, ActionsBlock(block_id="switchboard_reply", elements=[
+        ButtonElement(text="Reply in chat", action_id=REPLY_IN_CHAT, value=value,
+                      style="primary"),
+        ButtonElement(text="Reply by email", action_id=REPLY_BY_EMAIL, value=value),
+    ])]
+    for block in blocks:
+        block.validate_json()
+    fallback = shorten(f"{reply.replier} replied: {reply.text}", 300)
+    return [b.to_dict() for b in blocks], mrkdwn(fallback)
+
+
+def notice_message(notice: Notice) -> tuple[list[dict[str, Any]], str]:
+    blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(
+        text=shorten(mrkdwn(notice.text), SECTION_LIMIT), verbatim=True))]
+    if notice.choices:
+        blocks.append(ActionsBlock(block_id="switchboard_choice", elements=[
+            ButtonElement(text=c.label, action_id=f"delivery_{c.action}", value=c.value,
+                          style="primary" if i == 0 else None)
+            for i, c in enumerate(notice.choices)]))
+    return [b.to_dict() for b in blocks], mrkdwn(shorten(notice.text, 300))
+
+
+def reply_modal(private_metadata: str, subject: str) -> dict[str, Any]:
+    """The compose step of *Reply in chat*."""
+    return {
+        "type": "modal", "callback_id": "reply_in_chat_modal",
+        "title": {"type": "plain_text", "text": "Reply in chat"},
+        "submit": {"type": "plain_text", "text": "Send"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "private_metadata": private_metadata,
+        "blocks": [
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": shorten(
+                f"Replying to: {mrkdwn(subject or '(no subject)')}", 300)}]},
+            {"type": "input", "block_id": "reply", "label": {"type": "plain_text",
+                                                             "text": "Your reply"},
+             "element": {"type": "plain_text_input", "action_id": "text", "multiline": True,
+                         "max_length": 3000}},
+        ],
+    }

@@ -14,10 +14,10 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.model import ChatRef, ChatTarget, Network
+from bot.model import Address, ChatRef, ChatTarget, Network, Presence
 from bridges.errors import SlackError
-from bridges.ports import EmailCard
-from bridges.slack.blocks import email_card
+from bridges.ports import ChatReply, EmailCard, Notice
+from bridges.slack.blocks import email_card, notice_message, reply_message
 
 log = logging.getLogger(__name__)
 
@@ -108,3 +108,52 @@ class SlackNetwork:
             raise SlackError(f"uploading {filename} to Slack failed: {exc}",
                              transient=True) from exc
         return str(answer["file"]["id"]) if answer.get("file") else ""
+
+    async def presence(self, user: Address) -> Presence:
+        try:
+            answer = await self._call("users.getPresence", user=_user_id(user))
+        except SlackError as exc:
+            log.warning("Slack presence of %s unknown: %s", user, exc)
+            return Presence.UNKNOWN
+        return {"active": Presence.PRESENT, "away": Presence.AWAY}.get(
+            str(answer.get("presence")), Presence.UNKNOWN)
+
+    async def find_user(self, email: Address) -> Address | None:
+        try:
+            answer = await self._call("users.lookupByEmail", email=email.value)
+        except SlackError as exc:
+            if exc.error == "users_not_found":
+                return None
+            raise
+        user = answer["user"]
+        if user.get("deleted") or user.get("is_bot"):
+            return None
+        return Address.slack(str(user["team_id"]), str(user["id"]))
+
+    async def send_reply(self, user: Address, reply: ChatReply, key: str) -> ChatRef:
+        channel = await self.dm_channel(_user_id(user))
+        blocks, fallback = reply_message(reply)
+        answer = await self._call("chat.postMessage", channel=channel, text=fallback,
+                                  blocks=blocks, unfurl_links=False)
+        ts = str(answer["ts"])
+        return ChatRef(Network.SLACK, channel, ts, ts)
+
+    async def notify(self, user: Address, notice: Notice, where: ChatRef | None) -> None:
+        blocks, fallback = notice_message(notice)
+        if where is not None and where.network is Network.SLACK and where.room \
+                and not where.room.startswith("D"):
+            try:
+                await self._call("chat.postEphemeral", channel=where.room, user=_user_id(user),
+                                 text=fallback, blocks=blocks,
+                                 **({"thread_ts": where.thread} if where.thread else {}))
+                return
+            except SlackError as exc:
+                if exc.transient:
+                    raise
+                log.info("ephemeral notice to %s failed (%s); sending a DM", user, exc.error)
+        channel = await self.dm_channel(_user_id(user))
+        await self._call("chat.postMessage", channel=channel, text=fallback, blocks=blocks)
+
+
+def _user_id(user: Address) -> str:
+    return user.value.partition("/")[2]

@@ -1,0 +1,424 @@
+"""Reply in chat to an email: find the sender in chat, check presence, deliver with the
+conversation's history, or let the replier choose (queue and retry, cancel, email).
+
+Bob answers Alice's email from chat. Alice's chat address comes from the address
+book, or from the networks (learned and stored). If she is present (or her network
+does not say, and the policy counts that as present) she gets a DM from the bot;
+otherwise Bob chooses. Every step is a delivery state change, and every delivered
+reply is recorded in both parties' history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+from bot.model import (
+    Address,
+    ChatRef,
+    Delivery,
+    DeliveryState,
+    EntryKind,
+    HistoryEntry,
+    Network,
+    Presence,
+    Provenance,
+)
+from bot.render import render
+from bridges.errors import BridgeError
+from bridges.ports import ChatNetwork, ChatReply, Choice, MailSender, Notice
+from storage.errors import InvalidTransition
+from storage.protocols import (
+    AddressBook,
+    Conversations,
+    Deliveries,
+    History,
+    RetryScheduler,
+    Tokens,
+)
+
+log = logging.getLogger(__name__)
+
+HISTORY_SHOWN = 10  # earlier exchanges carried with a reply; older ones are folded
+CLAIM_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class Delivered:
+    delivery_id: str
+    recipient: Address
+    where: ChatRef
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    delivery_id: str
+    recipient: Address
+    presence: Presence
+
+
+@dataclass(frozen=True)
+class NoChatAddress:
+    delivery_id: str
+    email: Address
+
+
+@dataclass(frozen=True)
+class Queued:
+    delivery_id: str
+    recipient: Address
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    delivery_id: str
+
+
+@dataclass(frozen=True)
+class Emailed:
+    delivery_id: str
+    email: Address
+
+
+@dataclass(frozen=True)
+class AlreadyHandled:
+    delivery_id: str
+    state: DeliveryState
+
+
+@dataclass(frozen=True)
+class CannotReply:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Policy:
+    retry_interval: float
+    retry_deadline: float
+    unknown_counts_as_present: bool
+    reply_token_ttl: int
+    bot_email: str
+    reply_domain: str
+
+
+ReplyOutcome = (Delivered | Unavailable | NoChatAddress | Queued | Cancelled | Emailed
+                | AlreadyHandled | CannotReply)
+
+
+def delivery_id_for(request: str) -> str:
+    """One delivery per request (a modal submission, a command event): a double click or a
+    redelivered event finds the delivery already there."""
+    return "d" + hashlib.sha256(request.encode()).hexdigest()[:24]
+
+
+class ReplyInChat:
+    def __init__(self, *, networks: Mapping[Network, ChatNetwork], address_book: AddressBook,
+                 history: History, deliveries: Deliveries, conversations: Conversations,
+                 tokens: Tokens, scheduler: RetryScheduler, mailer: MailSender | None,
+                 policy: Policy, worker: str = "switchboard") -> None:
+        self.networks = networks
+        self.address_book = address_book
+        self.history = history
+        self.deliveries = deliveries
+        self.conversations = conversations
+        self.tokens = tokens
+        self.scheduler = scheduler
+        self.mailer = mailer
+        self.policy = policy
+        self.worker = worker
+
+    # --- starting a reply -----------------------------------------------------------
+
+    async def start(self, *, replier: Address, replier_name: str, conversation_id: str,
+                    entry_id: str, text: str, request: str,
+                    where: ChatRef | None = None) -> ReplyOutcome:
+        """Bob's reply to the email ``entry_id``: deliver it, or say why not yet."""
+        text = text.strip()
+        if not text:
+            return CannotReply("the reply is empty; type what you want to say")
+        answered = await self._entry(conversation_id, entry_id)
+        if answered is None or answered.kind is not EntryKind.EMAIL:
+            return CannotReply("that message is not an email Switchboard knows; reply to the "
+                               "email's post itself")
+        email = answered.sender
+        target = await self._chat_address(email)
+        did = delivery_id_for(request)
+        existing = await self.deliveries.get(did)
+        if existing is not None and existing.state is not DeliveryState.PENDING:
+            return AlreadyHandled(did, existing.state)
+        meta = {"entry": entry_id, "email": email.value, "replier_name": replier_name,
+                "subject": answered.subject}
+        if where is not None:
+            meta.update(where_network=where.network.value, where_room=where.room,
+                        where_thread=where.thread)
+        delivery = await self.deliveries.create(Delivery(
+            id=did, conversation_id=conversation_id, sender=replier,
+            recipient=target or email, text=text, state=DeliveryState.PENDING,
+            created_at=time.time(), meta=meta))
+        if target is None:
+            return NoChatAddress(did, email)
+        return await self.attempt(delivery)
+
+    async def _entry(self, conversation_id: str, entry_id: str) -> HistoryEntry | None:
+        page = 0
+        while True:  # the answered email is almost always on the first page
+            found = await self.history.conversation(conversation_id, page, 50)
+            for entry in found.entries:
+                if entry.id == entry_id:
+                    return entry
+            if not found.has_more:
+                return None
+            page += 1
+
+    async def _chat_address(self, email: Address) -> Address | None:
+        identity = await self.address_book.resolve(email)
+        known = [a for a in identity.addresses() if a.network in self.networks] \
+            if identity else []
+        if known:
+            return known[0]
+        for network in self.networks.values():
+            try:
+                found = await network.find_user(email)
+            except BridgeError as exc:
+                log.warning("asking %s for %s failed: %s", network.network, email, exc)
+                continue
+            if found is not None:
+                anchor = email if identity is not None else None
+                if anchor is None:
+                    await self.address_book.link(email, provenance=Provenance.LEARNED,
+                                                 verified=True)
+                await self.address_book.link(found, provenance=Provenance.LEARNED,
+                                             verified=True, to=email)
+                log.info("learned %s for %s from %s", found, email, network.network)
+                return found
+        return None
+
+    # --- delivering -------------------------------------------------------------------
+
+    async def attempt(self, delivery: Delivery) -> Delivered | Unavailable | AlreadyHandled:
+        """Deliver now if the recipient is there; otherwise report them unavailable."""
+        network = self.networks[delivery.recipient.network]
+        presence = await network.presence(delivery.recipient)
+        if presence is Presence.UNKNOWN:
+            log.info("%s does not report presence for %s; counted as %s by policy",
+                     network.network, delivery.recipient,
+                     "present" if self.policy.unknown_counts_as_present else "away")
+        present = presence is Presence.PRESENT or (
+            presence is Presence.UNKNOWN and self.policy.unknown_counts_as_present)
+        if not present:
+            return Unavailable(delivery.id, delivery.recipient, presence)
+        return await self._deliver(delivery)
+
+    async def _deliver(self, delivery: Delivery) -> Delivered | AlreadyHandled:
+        if not await self.deliveries.claim(delivery.id, self.worker, CLAIM_SECONDS):
+            current = await self.deliveries.get(delivery.id)
+            return AlreadyHandled(delivery.id, current.state if current else delivery.state)
+        try:
+            current = await self.deliveries.get(delivery.id)
+            if current is None or current.state.is_final:
+                return AlreadyHandled(delivery.id, current.state if current else
+                                      DeliveryState.CANCELLED)
+            target_key = f"dm:{delivery.recipient}"
+            ref = await self.conversations.posted(delivery.id, target_key)
+            if ref is None:
+                reply = await self._chat_reply(delivery)
+                network = self.networks[delivery.recipient.network]
+                ref = await network.send_reply(delivery.recipient, reply, key=delivery.id)
+                await self.conversations.record_post(delivery.id, target_key, ref,
+                                                     delivery.conversation_id,
+                                                     entry_id=delivery.id)
+            await self.history.append(HistoryEntry(
+                id=delivery.id, conversation_id=delivery.conversation_id, kind=EntryKind.CHAT,
+                sender=delivery.sender,
+                recipients=(delivery.recipient, Address.email(delivery.meta["email"])),
+                at=time.time(), text=delivery.text, subject=delivery.meta.get("subject", ""),
+                meta={"delivery": delivery.id}))
+            try:
+                await self.deliveries.transition(delivery.id, DeliveryState.DELIVERED,
+                                                 f"delivered to {delivery.recipient}",
+                                                 count_attempt=True)
+            except InvalidTransition as exc:
+                return AlreadyHandled(delivery.id, DeliveryState(exc.current))
+            return Delivered(delivery.id, delivery.recipient, ref)
+        finally:
+            await self.deliveries.release(delivery.id)
+
+    async def _chat_reply(self, delivery: Delivery) -> ChatReply:
+        page = await self.history.conversation(delivery.conversation_id, 0, HISTORY_SHOWN)
+        total = await self.history.count(delivery.conversation_id)
+        earlier = tuple(reversed([e for e in page.entries if e.id != delivery.id]))
+        return ChatReply(
+            delivery_id=delivery.id, conversation_id=delivery.conversation_id,
+            replier=delivery.meta.get("replier_name") or delivery.sender.value,
+            subject=delivery.meta.get("subject", ""), answering=delivery.meta.get("email", ""),
+            text=delivery.text, history=earlier, older=max(0, total - len(earlier)))
+
+    # --- the replier's choices --------------------------------------------------------
+
+    async def choose(self, delivery_id: str, choice: str, chooser: Address) -> ReplyOutcome:
+        delivery = await self.deliveries.get(delivery_id)
+        if delivery is None or delivery.sender != chooser:
+            return CannotReply("that reply is not yours or no longer exists")
+        if delivery.state.is_final:
+            return AlreadyHandled(delivery.id, delivery.state)
+        if choice == "queue":
+            return await self.queue(delivery)
+        if choice == "cancel":
+            return await self.cancel(delivery)
+        if choice == "sendmail":
+            return await self.send_as_email(delivery)
+        return CannotReply(f"unknown choice {choice!r}")
+
+    async def queue(self, delivery: Delivery) -> Queued | AlreadyHandled:
+        try:
+            queued = await self.deliveries.transition(
+                delivery.id, DeliveryState.QUEUED,
+                f"waiting for {delivery.recipient}; checking every "
+                f"{self.policy.retry_interval:.0f} s")
+        except InvalidTransition as exc:
+            return AlreadyHandled(delivery.id, DeliveryState(exc.current))
+        await self.scheduler.schedule_retry(delivery.id, len(queued.changes),
+                                            self.policy.retry_interval)
+        return Queued(delivery.id, delivery.recipient)
+
+    async def cancel(self, delivery: Delivery) -> Cancelled | AlreadyHandled:
+        try:
+            await self.deliveries.transition(delivery.id, DeliveryState.CANCELLED,
+                                             "cancelled by the replier")
+        except InvalidTransition as exc:
+            return AlreadyHandled(delivery.id, DeliveryState(exc.current))
+        return Cancelled(delivery.id)
+
+    async def send_as_email(self, delivery: Delivery) -> Emailed | AlreadyHandled | CannotReply:
+        if self.mailer is None:
+            return CannotReply("Switchboard has no SMTP server configured, so it cannot send "
+                               "email; ask the administrator to set SWITCHBOARD_SMTP_HOST")
+        if not await self.deliveries.claim(delivery.id, self.worker, CLAIM_SECONDS):
+            return AlreadyHandled(delivery.id, delivery.state)
+        try:
+            current = await self.deliveries.get(delivery.id)
+            if current is None or current.state.is_final:
+                return AlreadyHandled(delivery.id, current.state if current else
+                                      DeliveryState.CANCELLED)
+            to = Address.email(delivery.meta["email"])
+            message = await self._email(current, to)
+            await self.mailer.send(message)
+            await self.history.append(HistoryEntry(
+                id=delivery.id, conversation_id=delivery.conversation_id,
+                kind=EntryKind.EMAIL, sender=delivery.sender, recipients=(to,),
+                at=time.time(), text=delivery.text, subject=str(message["Subject"]),
+                meta={"delivery": delivery.id, "message_id": str(message["Message-ID"])}))
+            await self.conversations.remember_message(str(message["Message-ID"]),
+                                                      delivery.conversation_id)
+            try:
+                await self.deliveries.transition(delivery.id, DeliveryState.EMAILED,
+                                                 f"sent by email to {to.value}")
+            except InvalidTransition as exc:
+                return AlreadyHandled(delivery.id, DeliveryState(exc.current))
+            return Emailed(delivery.id, to)
+        finally:
+            await self.deliveries.release(delivery.id)
+
+    async def _email(self, delivery: Delivery, to: Address) -> EmailMessage:
+        p = self.policy
+        answered = await self._entry(delivery.conversation_id, delivery.meta["entry"])
+        page = await self.history.conversation(delivery.conversation_id, 0, HISTORY_SHOWN)
+        history = tuple(reversed(page.entries))
+        token = await self.tokens.issue(delivery.conversation_id, to, p.reply_token_ttl)
+        subject = delivery.meta.get("subject", "") or "your email"
+        if not subject.lower().startswith("re:"):
+            subject = f"Re: {subject}"
+        original = answered.meta.get("message_id", "") if answered else ""
+        references = (answered.meta.get("references", "").split() if answered else [])
+        references = [r for r in [*references, original] if r]
+        name = delivery.meta.get("replier_name") or delivery.sender.value
+        msg = EmailMessage()
+        msg["From"] = Address.email(p.bot_email).header_form(f"{name} via Switchboard")
+        msg["To"] = to.header_form()
+        msg["Reply-To"] = Address.email(f"reply+{token}@{p.reply_domain}").header_form(name)
+        msg["Subject"] = " ".join(f"{subject} [sb:{token}]".split())
+        msg["Date"] = format_datetime(datetime.now(UTC))
+        msg["Message-ID"] = make_msgid(idstring=delivery.id, domain=p.reply_domain)
+        if original:
+            msg["In-Reply-To"] = original
+        if references:
+            msg["References"] = " ".join(references[-20:])
+        msg["Auto-Submitted"] = "auto-generated"
+        msg["X-Switchboard"] = delivery.id
+        context = {"name": name, "text": delivery.text, "history": history,
+                   "answering": answered, "to": to.value}
+        msg.set_content(render("mail/reply.txt.j2", **context))
+        msg.add_alternative(render("mail/reply.html.j2", **context), subtype="html")
+        return msg
+
+    # --- the retry job ----------------------------------------------------------------
+
+    async def retry(self, delivery_id: str) -> ReplyOutcome:
+        """One scheduled check of a queued delivery: deliver, wait again, or ask Bob."""
+        delivery = await self.deliveries.get(delivery_id)
+        if delivery is None:
+            return CannotReply(f"there is no delivery {delivery_id}")
+        if delivery.state is not DeliveryState.QUEUED:
+            return AlreadyHandled(delivery.id, delivery.state)
+        outcome = await self.attempt(delivery)
+        if isinstance(outcome, Unavailable):
+            queued_at = next((c.at for c in delivery.changes
+                              if c.state is DeliveryState.QUEUED), delivery.created_at)
+            if time.time() - queued_at >= self.policy.retry_deadline:
+                await self.deliveries.transition(
+                    delivery.id, DeliveryState.FAILED,
+                    f"{delivery.recipient} did not come back before the deadline")
+                await self.tell(delivery, Notice(
+                    render("chat/notice_deadline.txt.j2", delivery=delivery),
+                    choices=choices_for(delivery.id)))
+                return outcome
+            await self.deliveries.transition(delivery.id, DeliveryState.QUEUED,
+                                             f"{delivery.recipient} still away",
+                                             count_attempt=True)
+            await self.scheduler.schedule_retry(delivery.id, len(delivery.changes) + 1,
+                                                self.policy.retry_interval)
+            return outcome
+        if isinstance(outcome, Delivered):
+            await self.tell(delivery, Notice(render("chat/notice_delivered.txt.j2",
+                                                    delivery=delivery, where=outcome.where)))
+        return outcome
+
+    async def tell(self, delivery: Delivery, notice: Notice) -> None:
+        """Tell the replier, where they replied from when known."""
+        where = None
+        if delivery.meta.get("where_room"):
+            network = Network(delivery.meta["where_network"])
+            where = ChatRef(network, delivery.meta["where_room"],
+                            delivery.meta.get("where_thread", ""),
+                            delivery.meta.get("where_thread", ""))
+        network_of_replier = self.networks.get(delivery.sender.network)
+        if network_of_replier is None:
+            log.warning("cannot tell %s: %s is not connected", delivery.sender,
+                        delivery.sender.network)
+            return
+        await network_of_replier.notify(delivery.sender, notice, where)
+
+
+def choices_for(delivery_id: str) -> tuple[Choice, ...]:
+    return (Choice("queue", "Queue and retry", delivery_id),
+            Choice("sendmail", "Send as email", delivery_id),
+            Choice("cancel", "Cancel", delivery_id))
+
+
+def notice_for(outcome: ReplyOutcome, retry_interval: float = 60) -> Notice:
+    """What the replier is told about an outcome, with the choices left to them."""
+    kind = type(outcome).__name__
+    text = render("chat/reply_outcome.txt.j2", kind=kind, o=outcome,
+                  interval=int(retry_interval))
+    if isinstance(outcome, Unavailable):
+        return Notice(text, choices_for(outcome.delivery_id))
+    if isinstance(outcome, NoChatAddress):
+        return Notice(text, tuple(c for c in choices_for(outcome.delivery_id)
+                                  if c.action != "queue"))
+    return Notice(text)

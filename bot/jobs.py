@@ -1,0 +1,26 @@
+"""RQ job functions: importable, plain arguments (ids), safe to run twice."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from bot.app import Runtime
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def retry_delivery(delivery_id: str) -> str:
+    """One scheduled presence check of a queued delivery; returns what happened."""
+
+    async def run() -> str:
+        runtime = await Runtime.start(Settings.load())
+        try:
+            outcome = await runtime.replies.retry(delivery_id)
+            log.info("retry of %s: %s", delivery_id, type(outcome).__name__)
+            return type(outcome).__name__
+        finally:
+            await runtime.close()
+
+    return asyncio.run(run())

@@ -1,0 +1,127 @@
+"""Slack's side of the conversation: Bolt handlers for buttons, the reply modal, the
+choices offered when someone is away, and the slash command.
+
+Each handler acks within Slack's 3 seconds and then calls a flow in ``bot/``; no
+decision is taken here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.commands import CommandContext, Commands
+from bot.flows.reply_in_chat import ReplyInChat, notice_for
+from bot.model import Address, ChatRef, Network
+from bridges.ports import Notice
+from bridges.slack.blocks import REPLY_BY_EMAIL, REPLY_IN_CHAT, notice_message, reply_modal
+from bridges.slack.web import SlackNetwork
+
+log = logging.getLogger(__name__)
+
+ENDPOINT = "/slack/events"
+
+
+def _user(body: dict[str, Any]) -> tuple[Address, str]:
+    user = body["user"]
+    team = user.get("team_id") or (body.get("team") or {}).get("id") or body.get("team_id")
+    return Address.slack(str(team), str(user["id"])), str(user.get("name") or user["id"])
+
+
+def _where(body: dict[str, Any]) -> ChatRef | None:
+    container = body.get("container") or {}
+    channel = container.get("channel_id") or (body.get("channel") or {}).get("id")
+    ts = container.get("message_ts") or ""
+    if not channel:
+        return None
+    thread = (body.get("message") or {}).get("thread_ts") or ts
+    return ChatRef(Network.SLACK, str(channel), str(ts), str(thread))
+
+
+class SlackApp:
+    def __init__(self, *, signing_secret: str, client: AsyncWebClient, network: SlackNetwork,
+                 replies: ReplyInChat, commands: Commands, retry_interval: float) -> None:
+        self.network = network
+        self.replies = replies
+        self.commands = commands
+        self.retry_interval = retry_interval
+        self.bolt = AsyncApp(signing_secret=signing_secret, client=client,
+                             token=client.token, process_before_response=False,
+                             raise_error_for_unhandled_request=False)
+        self.bolt.action(REPLY_IN_CHAT)(self.open_reply)
+        self.bolt.view("reply_in_chat_modal")(self.submit_reply)
+        self.bolt.action(re.compile(r"^delivery_(queue|cancel|sendmail)$"))(self.choose)
+        self.bolt.action(REPLY_BY_EMAIL)(self.reply_by_email)
+        self.bolt.command("/switchboard")(self.slash_command)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        response = await self.bolt.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(response)
+
+    async def _tell(self, user: Address, notice: Notice, where: ChatRef | None,
+                    respond: AsyncRespond | None = None) -> None:
+        if respond is not None:
+            blocks, text = notice_message(notice)
+            await respond(text=text, blocks=blocks, replace_original=True)
+            return
+        await self.network.notify(user, notice, where)
+
+    async def open_reply(self, ack: AsyncAck, body: dict[str, Any],
+                         client: AsyncWebClient) -> None:
+        await ack()
+        cid, _, eid = str(body["actions"][0]["value"]).partition("/")
+        where = _where(body)
+        meta = json.dumps({"c": cid, "e": eid, "w": [where.room, where.message, where.thread]
+                           if where else None})
+        text = (body.get("message") or {}).get("text", "")
+        await client.views_open(trigger_id=body["trigger_id"],
+                                view=reply_modal(meta, text.removeprefix("Email from ")))
+
+    async def submit_reply(self, ack: AsyncAck, body: dict[str, Any],
+                           view: dict[str, Any]) -> None:
+        text = (view["state"]["values"].get("reply", {}).get("text", {}).get("value") or "")
+        if not text.strip():
+            await ack(response_action="errors", errors={"reply": "Write the reply to send."})
+            return
+        await ack()
+        meta = json.loads(view["private_metadata"])
+        user, name = _user(body)
+        where = ChatRef(Network.SLACK, *meta["w"]) if meta.get("w") else None
+        outcome = await self.replies.start(
+            replier=user, replier_name=name, conversation_id=meta["c"], entry_id=meta["e"],
+            text=text, request=f"slack-view:{view['id']}", where=where)
+        await self._tell(user, notice_for(outcome, self.retry_interval), where)
+
+    async def choose(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
+                     respond: AsyncRespond) -> None:
+        await ack()
+        user, _ = _user(body)
+        choice = str(action["action_id"]).removeprefix("delivery_")
+        outcome = await self.replies.choose(str(action["value"]), choice, user)
+        ephemeral = bool((body.get("container") or {}).get("is_ephemeral"))
+        await self._tell(user, notice_for(outcome, self.retry_interval), _where(body),
+                         respond if ephemeral else None)
+
+    async def reply_by_email(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        user, _ = _user(body)
+        await self._tell(user, Notice("Reply by email is not available in this version of "
+                                      "Switchboard yet; use Reply in chat."), _where(body))
+
+    async def slash_command(self, ack: AsyncAck, command: dict[str, Any],
+                            respond: AsyncRespond) -> None:
+        await ack()
+        user = Address.slack(str(command["team_id"]), str(command["user_id"]))
+        ctx = CommandContext(user=user, user_name=str(command.get("user_name", "")),
+                             where=None, shows=None,
+                             request=f"slack-cmd:{command.get('trigger_id', '')}")
+        notice = await self.commands.run(str(command.get("text", "")), ctx)
+        blocks, text = notice_message(notice)
+        await respond(text=text, blocks=blocks, response_type="ephemeral")

@@ -1,0 +1,83 @@
+"""Background jobs on RQ: what the core schedules, and the workers that run it."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from redis import Redis as SyncRedis
+from redis import exceptions as redis_errors
+from rq import Queue, Retry, Worker
+from rq.job import Job, JobStatus
+
+from storage.connection import redacted
+from storage.errors import StoreUnavailable
+from storage.keys import Keys
+
+RETRY_JOB = "bot.jobs.retry_delivery"
+
+
+def sync_client(url: str) -> SyncRedis:
+    # RQ stores pickled job data: it needs a client that does not decode responses.
+    return SyncRedis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
+
+
+class RqScheduler:
+    """Schedules delivery retries on an RQ queue (workers run them with RQ's scheduler)."""
+
+    def __init__(self, url: str, keys: Keys) -> None:
+        self.url = url
+        self.queue = Queue(keys.queue_name(), connection=sync_client(url))
+
+    def _schedule(self, delivery_id: str, attempt: int, delay: float) -> None:
+        job_id = f"retry-{delivery_id}-{attempt}"
+        at = datetime.now(UTC) + timedelta(seconds=delay)
+        try:
+            # A fixed job id per attempt: scheduling the same attempt twice runs it once.
+            if self.queue.fetch_job(job_id) is not None:
+                return
+            self.queue.enqueue_at(at, RETRY_JOB, delivery_id, job_id=job_id,
+                                  retry=Retry(max=3, interval=[10, 30, 60]),
+                                  result_ttl=3600, failure_ttl=7 * 86400)
+        except (OSError, redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+            raise StoreUnavailable(f"Redis at {redacted(self.url)} is unreachable while "
+                                   f"scheduling a retry: {exc}") from exc
+
+    async def schedule_retry(self, delivery_id: str, attempt: int, delay: float) -> None:
+        await asyncio.to_thread(self._schedule, delivery_id, attempt, delay)
+
+
+def _abandoned(job: Job, live_workers: set[str]) -> bool:
+    status = job.get_status(refresh=True)
+    if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+        return True
+    return status == JobStatus.STARTED and job.worker_name not in live_workers
+
+
+class RqWorkerPool:
+    """`switchboard worker`: RQ workers with RQ's scheduler, plus a sweep that gives every
+    queued delivery a pending retry job, so a worker killed mid-job loses nothing."""
+
+    def __init__(self, url: str, keys: Keys) -> None:
+        self.url = url
+        self.connection = sync_client(url)
+        self.queue = Queue(keys.queue_name(), connection=self.connection)
+
+    def sweep(self, queued: list[tuple[str, int]]) -> int:
+        """``queued``: (delivery id, attempt) pairs; returns how many jobs it re-made."""
+        live = {w.name for w in Worker.all(queue=self.queue)}
+        remade = 0
+        for delivery_id, attempt in queued:
+            job = self.queue.fetch_job(f"retry-{delivery_id}-{attempt}")
+            if job is not None and not _abandoned(job, live):
+                continue
+            self.queue.enqueue(RETRY_JOB, delivery_id,
+                               job_id=f"retry-{delivery_id}-{attempt}-swept-{remade}"
+                                      f"-{int(datetime.now(UTC).timestamp())}",
+                               retry=Retry(max=3, interval=[10, 30, 60]), result_ttl=3600)
+            remade += 1
+        return remade
+
+    def work(self, name: str | None = None, burst: bool = False) -> None:
+        worker = Worker([self.queue], connection=self.connection, name=name)
+        worker.work(with_scheduler=True, burst=burst, logging_level="INFO")
