@@ -52,5 +52,5 @@ def environment() -> Environment:
     return env
 
 
-def render(name: str, **context: Any) -> str:
-    return environment().get_template(name).render(**context).strip()
+def render(template: str, /, **context: Any) -> str:
+    return environment().get_template(template).render(**context).strip()

@@ -19,9 +19,11 @@ from typing import Any
 ADMIN = "sb-admin"
 
 
-def call(url: str, body: dict[str, Any] | None = None, token: str | None = None) -> Any:
+def call(url: str, body: dict[str, Any] | None = None, token: str | None = None,
+         method: str | None = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method="GET" if data is None else "POST")
+    request = urllib.request.Request(url, data=data,
+                                     method=method or ("GET" if data is None else "POST"))
     request.add_header("Content-Type", "application/json")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
@@ -56,13 +58,21 @@ def login(base: str, user: str, password: str) -> tuple[str, str]:
 def main(argv: list[str]) -> None:
     base, secret, password, bot, *users = argv
     register(base, secret, ADMIN, password, admin=True)
-    for user in [bot, *users]:
+    # The bot is a server admin: Synapse's look-up of users by email is an admin API.
+    register(base, secret, bot, password, admin=True)
+    for user in users:
         register(base, secret, user, password, admin=False)
     token, admin_id = login(base, ADMIN, password)
     server_name = admin_id.split(":", 1)[1]
     bot_id = f"@{bot}:{server_name}"
+    call(f"{base}/_synapse/admin/v2/users/{bot_id}", {"admin": True}, token, method="PUT")
     call(f"{base}/_synapse/admin/v1/users/{bot_id}/override_ratelimit",
          {"messages_per_second": 0, "burst_count": 0}, token)
+    for user in users:
+        # Each person's email as a third-party id, as a homeserver with email sign-up has.
+        call(f"{base}/_synapse/admin/v2/users/@{user}:{server_name}",
+             {"threepids": [{"medium": "email", "address": f"{user}@{server_name}"}]},
+             token, method="PUT")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from storage.errors import StoreUnavailable
 from storage.keys import Keys
 
 RETRY_JOB = "bot.jobs.retry_delivery"
+OVERDUE = 5.0  # seconds past its time before a scheduled retry counts as lost
 
 
 def sync_client(url: str) -> SyncRedis:
@@ -47,10 +48,15 @@ class RqScheduler:
         await asyncio.to_thread(self._schedule, delivery_id, attempt, delay)
 
 
-def _abandoned(job: Job, live_workers: set[str]) -> bool:
+def _abandoned(queue: Queue, job: Job, live_workers: set[str]) -> bool:
     status = job.get_status(refresh=True)
     if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
         return True
+    if status == JobStatus.SCHEDULED:
+        # Overdue: the scheduler that would enqueue it died with its worker (its lock
+        # outlives it for a while). Running the retry twice is harmless.
+        due = queue.scheduled_job_registry.get_scheduled_time(job)
+        return due is not None and datetime.now(UTC) - due > timedelta(seconds=OVERDUE)
     return status == JobStatus.STARTED and job.worker_name not in live_workers
 
 
@@ -69,7 +75,7 @@ class RqWorkerPool:
         remade = 0
         for delivery_id, attempt in queued:
             job = self.queue.fetch_job(f"retry-{delivery_id}-{attempt}")
-            if job is not None and not _abandoned(job, live):
+            if job is not None and not _abandoned(self.queue, job, live):
                 continue
             self.queue.enqueue(RETRY_JOB, delivery_id,
                                job_id=f"retry-{delivery_id}-{attempt}-swept-{remade}"

@@ -54,6 +54,7 @@ class Delivered:
     delivery_id: str
     recipient: Address
     where: ChatRef
+    person: str  # the email address the recipient is known by
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class Unavailable:
     delivery_id: str
     recipient: Address
     presence: Presence
+    person: str
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class NoChatAddress:
 class Queued:
     delivery_id: str
     recipient: Address
+    person: str
 
 
 @dataclass(frozen=True)
@@ -212,7 +215,8 @@ class ReplyInChat:
         present = presence is Presence.PRESENT or (
             presence is Presence.UNKNOWN and self.policy.unknown_counts_as_present)
         if not present:
-            return Unavailable(delivery.id, delivery.recipient, presence)
+            return Unavailable(delivery.id, delivery.recipient, presence,
+                               delivery.meta.get("email", ""))
         return await self._deliver(delivery)
 
     async def _deliver(self, delivery: Delivery) -> Delivered | AlreadyHandled:
@@ -245,7 +249,7 @@ class ReplyInChat:
                                                  count_attempt=True)
             except InvalidTransition as exc:
                 return AlreadyHandled(delivery.id, DeliveryState(exc.current))
-            return Delivered(delivery.id, delivery.recipient, ref)
+            return Delivered(delivery.id, delivery.recipient, ref, delivery.meta.get("email", ""))
         finally:
             await self.deliveries.release(delivery.id)
 
@@ -285,7 +289,7 @@ class ReplyInChat:
             return AlreadyHandled(delivery.id, DeliveryState(exc.current))
         await self.scheduler.schedule_retry(delivery.id, len(queued.changes),
                                             self.policy.retry_interval)
-        return Queued(delivery.id, delivery.recipient)
+        return Queued(delivery.id, delivery.recipient, delivery.meta.get("email", ""))
 
     async def cancel(self, delivery: Delivery) -> Cancelled | AlreadyHandled:
         try:

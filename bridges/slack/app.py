@@ -53,7 +53,7 @@ class SlackApp:
         self.commands = commands
         self.retry_interval = retry_interval
         self.bolt = AsyncApp(signing_secret=signing_secret, client=client,
-                             token=client.token, process_before_response=False,
+                             process_before_response=False,
                              raise_error_for_unhandled_request=False)
         self.bolt.action(REPLY_IN_CHAT)(self.open_reply)
         self.bolt.view("reply_in_chat_modal")(self.submit_reply)

@@ -130,13 +130,14 @@ class SlackSender:
 
     async def block_action(self, user_id: str, user_name: str, channel_id: str,
                            message: dict[str, Any], action_id: str, value: str,
-                           block_id: str = "actions") -> tuple[int, str]:
+                           block_id: str = "actions", ephemeral: bool = False
+                           ) -> tuple[int, str]:
         ts = message["ts"]
         return await self._interactive({
             "type": "block_actions", "user": self._user(user_id, user_name),
             "api_app_id": self.api_app_id, "token": "deprecated-verification-token",
             "container": {"type": "message", "message_ts": ts, "channel_id": channel_id,
-                          "is_ephemeral": False},
+                          "is_ephemeral": ephemeral},
             "trigger_id": await self.control.new_trigger(), "team": self.team,
             "enterprise": None, "is_enterprise_install": False,
             "channel": {"id": channel_id, "name": "general"},

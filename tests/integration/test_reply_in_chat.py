@@ -1,0 +1,351 @@
+"""Reply in chat, every branch, against the real services: Bob answers Alice's email from
+Slack (signed requests to Switchboard's endpoint) or Matrix (`!sb im`), and Alice gets
+it wherever she is, or Bob chooses what happens."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from email import policy
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.model import Address, DeliveryState, Provenance
+from tests.bridge import SLACK_CHANNEL, SLACK_PEOPLE, Bridge, running_bridge
+from tests.conftest import Services
+from tests.mailhelp import (
+    MatrixUser,
+    clear_mailbox,
+    eventually,
+    mailbox,
+    make_mail,
+    send_mail,
+)
+from tests.slackapi.client import SlackControl, SlackSender
+
+pytestmark = pytest.mark.integration
+
+BIN = Path(sys.executable).parent
+BOB = SLACK_PEOPLE["bob"]
+
+
+@pytest.fixture
+async def bridge(services: Services, slack: SlackControl, http: aiohttp.ClientSession
+                 ) -> AsyncIterator[Bridge]:
+    async with running_bridge(services, slack, http, SWITCHBOARD_RETRY_INTERVAL="1",
+                              SWITCHBOARD_RETRY_DEADLINE="3600") as running:
+        yield running
+
+
+def sender(bridge: Bridge) -> SlackSender:
+    port = bridge.settings.http_listen[1]
+    return SlackSender(f"http://127.0.0.1:{port}/slack/events", bridge.env[
+        "SWITCHBOARD_SLACK_SIGNING_SECRET"], bridge.slack, bridge.team)
+
+
+async def email_card(bridge: Bridge, sender_address: str, subject: str,
+                     body: str = "Can you check the numbers?") -> dict[str, Any]:
+    mail = make_mail(sender_address, bridge.services.email("support"), subject, body)
+    await send_mail(bridge.services, mail)
+
+    async def card() -> dict[str, Any] | None:
+        return next((m for m in await bridge.slack_posts() if subject in str(m["blocks"])), None)
+
+    return await eventually(card, what=f"the card of {subject!r}")
+
+
+def button(message: dict[str, Any], action: str) -> str:
+    return next(e["value"] for b in message["blocks"] if b["type"] == "actions"
+                for e in b["elements"] if e["action_id"] == action)
+
+
+async def reply_from_slack(bridge: Bridge, card: dict[str, Any], text: str) -> None:
+    """Bob clicks *Reply in chat*, the modal opens, Bob types and sends."""
+    slack = sender(bridge)
+    status, _ = await slack.block_action(BOB, "bob", SLACK_CHANNEL, card, "reply_in_chat",
+                                         button(card, "reply_in_chat"))
+    assert status == 200
+
+    async def modal() -> dict[str, Any] | None:
+        views = (await bridge.slack.state())["views"]
+        return views[-1] if views else None
+
+    view = await eventually(modal, what="the reply modal")
+    assert view["callback_id"] == "reply_in_chat_modal"
+    status, body = await slack.view_submission(BOB, "bob", view, {"reply": {"text": text}})
+    assert status == 200 and body == ""
+
+
+async def bob_told(bridge: Bridge, words: str) -> dict[str, Any]:
+    async def notice() -> dict[str, Any] | None:
+        state = await bridge.slack.state()
+        for m in state["messages"]:
+            if m["ephemeral_to"] == BOB and words in str(m["blocks"]):
+                return m  # type: ignore[no-any-return]
+        for r in state["responses"]:
+            if words in str(r.get("blocks", "")) or words in r.get("text", ""):
+                return r  # type: ignore[no-any-return]
+        return None
+
+    return await eventually(notice, what=f"Bob to be told {words!r}")
+
+
+async def slack_dm(bridge: Bridge, user: str) -> list[dict[str, Any]]:
+    state = await bridge.slack.state()
+    channels = {c["id"] for c in state["channels"] if c["is_im"] and c["members"] == [user]}
+    return [m for m in state["messages"] if m["channel"] in channels]
+
+
+async def set_matrix_presence(user: MatrixUser, presence: str) -> None:
+    await user.call("PUT", f"/presence/{user.user_id}/status", {"presence": presence})
+
+
+async def matrix_dm(user: MatrixUser, containing: str) -> list[dict[str, Any]]:
+    """Accepts the bot's DM invitation(s) and returns the replies there with that text."""
+    data = await user.call("GET", "/sync?timeout=0&set_presence=offline")
+    for room in data.get("rooms", {}).get("invite", {}):
+        await user.join(room)
+    data = await user.call("GET", "/joined_rooms")
+    found = []
+    for room in data["joined_rooms"]:
+        found += [e for e in await user.messages(room)
+                  if "replied in chat" in e["content"].get("body", "")
+                  and containing in e["content"].get("body", "")]
+    return found
+
+
+async def test_available_on_the_same_network(bridge: Bridge) -> None:
+    alice = Address.email(bridge.services.email("alice"))
+    await bridge.slack.add_user(SLACK_PEOPLE["alice"], "alice", alice.value, "active")
+    card = await email_card(bridge, f"Alice <{alice.value}>", "Numbers for Q3")
+    await reply_from_slack(bridge, card, "Thanks Alice, they look right.")
+    (dm,) = await eventually(lambda: slack_dm(bridge, SLACK_PEOPLE["alice"]), what="Alice's DM")
+    text = str(dm["blocks"])
+    assert "bob replied in chat to the email" in text and "Numbers for Q3" in text
+    assert "Thanks Alice, they look right." in text
+    assert "Can you check the numbers?" in text  # the history travels with it
+    assert {e["action_id"] for b in dm["blocks"] if b["type"] == "actions"
+            for e in b["elements"]} == {"reply_in_chat", "reply_by_email"}
+    await bob_told(bridge, "reached alice")
+    # learned from Slack's users.lookupByEmail and kept
+    identity = await bridge.runtime.store.address_book.resolve(alice)
+    assert identity is not None
+    learned = identity.mapping(Address.slack(bridge.team, SLACK_PEOPLE["alice"]))
+    assert learned is not None and learned.provenance is Provenance.LEARNED
+    # both parties' history has the reply
+    for who in (alice, Address.slack(bridge.team, BOB)):
+        entries = (await bridge.runtime.store.history.person([who])).entries
+        assert entries[0].text == "Thanks Alice, they look right."
+
+
+async def test_available_on_the_other_network(bridge: Bridge) -> None:
+    """Bob on Slack answers; Alice is only on Matrix (found through the homeserver)."""
+    alice_email = bridge.services.email("alice")
+    # Slack's alice signed up with another address: Slack does not know this one.
+    await bridge.slack.add_user(SLACK_PEOPLE["alice"], "alice", "alice@elsewhere.test")
+    await set_matrix_presence(bridge.alice, "online")
+    card = await email_card(bridge, alice_email, "Cross-network")
+    text = f"Replying from Slack to Matrix {uuid.uuid4().hex[:8]}"
+    await reply_from_slack(bridge, card, text)
+    # (Alice's client below syncs, which would change her presence: look after the fact.)
+    await bob_told(bridge, "reached alice@switchboard.test in their Matrix direct messages")
+    (dm,) = await eventually(lambda: matrix_dm(bridge.alice, text), what="Alice's Matrix DM")
+    assert "Can you check the numbers?" in dm["content"]["body"]
+    assert f"<blockquote>{text}</blockquote>" in dm["content"]["formatted_body"]
+
+
+async def test_away_then_queued_then_delivered(bridge: Bridge, tmp_path: Path) -> None:
+    await bridge.slack.add_user(SLACK_PEOPLE["alice"], "alice", bridge.services.email("alice"),
+                                "away")
+    card = await email_card(bridge, bridge.services.email("alice"), "While away")
+    await reply_from_slack(bridge, card, "See you when you are back")
+    notice = await bob_told(bridge, "is away on Slack")
+    delivery_id = button(notice, "delivery_queue")
+    await sender(bridge).block_action(BOB, "bob", SLACK_CHANNEL, notice, "delivery_queue",
+                                      delivery_id, ephemeral=True)
+    await bob_told(bridge, "Queued")
+    worker = start_worker(bridge, tmp_path / "worker.log")
+    try:
+        await eventually(lambda: _attempts(bridge, delivery_id, 2), what="a retry while away")
+        assert await slack_dm(bridge, SLACK_PEOPLE["alice"]) == []
+        await bridge.slack.set_presence(SLACK_PEOPLE["alice"], "active")
+        (dm,) = await eventually(lambda: slack_dm(bridge, SLACK_PEOPLE["alice"]),
+                                 what="delivery once Alice is back")
+        assert "See you when you are back" in str(dm["blocks"])
+        await bob_told(bridge, "is back")
+    finally:
+        stop_worker(worker)
+    delivery = await bridge.runtime.store.deliveries.get(delivery_id)
+    assert delivery is not None and delivery.state is DeliveryState.DELIVERED
+    states = [c.state for c in delivery.changes]
+    assert states[0] is DeliveryState.PENDING and states[-1] is DeliveryState.DELIVERED
+    assert DeliveryState.QUEUED in states
+
+
+async def test_away_then_cancelled(bridge: Bridge) -> None:
+    await bridge.slack.add_user(SLACK_PEOPLE["alice"], "alice", bridge.services.email("alice"),
+                                "away")
+    card = await email_card(bridge, bridge.services.email("alice"), "Never mind")
+    await reply_from_slack(bridge, card, "Forget it")
+    notice = await bob_told(bridge, "is away on Slack")
+    delivery_id = button(notice, "delivery_cancel")
+    await sender(bridge).block_action(BOB, "bob", SLACK_CHANNEL, notice, "delivery_cancel",
+                                      delivery_id, ephemeral=True)
+    await bob_told(bridge, "Cancelled")
+    delivery = await bridge.runtime.store.deliveries.get(delivery_id)
+    assert delivery is not None and delivery.state is DeliveryState.CANCELLED
+    # a second click changes nothing
+    await sender(bridge).block_action(BOB, "bob", SLACK_CHANNEL, notice, "delivery_queue",
+                                      delivery_id, ephemeral=True)
+    await bob_told(bridge, "already handled")
+    assert await slack_dm(bridge, SLACK_PEOPLE["alice"]) == []
+
+
+async def test_away_then_sent_as_email(bridge: Bridge) -> None:
+    services = bridge.services
+    await clear_mailbox(services, "alice")
+    await bridge.slack.add_user(SLACK_PEOPLE["alice"], "alice", services.email("alice"), "away")
+    original = make_mail(f"Alice <{services.email('alice')}>", services.email("support"),
+                         "Invoice 77", "Is invoice 77 paid?")
+    await send_mail(services, original)
+
+    async def card() -> dict[str, Any] | None:
+        return next((m for m in await bridge.slack_posts() if "Invoice 77" in str(m["blocks"])),
+                    None)
+
+    post = await eventually(card, what="the card")
+    await reply_from_slack(bridge, post, "Yes, paid on Monday.")
+    notice = await bob_told(bridge, "is away on Slack")
+    delivery_id = button(notice, "delivery_sendmail")
+    await sender(bridge).block_action(BOB, "bob", SLACK_CHANNEL, notice, "delivery_sendmail",
+                                      delivery_id, ephemeral=True)
+    await bob_told(bridge, "Sent as email")
+    (raw,) = await eventually(lambda: mailbox(services, "alice"), what="the email at Alice's")
+    msg = email.message_from_bytes(raw, policy=policy.default)
+    assert msg["To"] == services.email("alice")
+    assert msg["From"] == f"bob via Switchboard <{services.email('switchboard')}>"
+    assert str(msg["Reply-To"]).startswith("bob <reply+")
+    assert str(msg["Subject"]).startswith("Re: Invoice 77 [sb:")
+    assert msg["In-Reply-To"] == original["Message-ID"]
+    assert original["Message-ID"] in str(msg["References"])
+    assert msg["Auto-Submitted"] == "auto-generated"
+    text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert text.startswith("Yes, paid on Monday.")
+    assert "> Is invoice 77 paid?" in text
+    html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "Yes, paid on Monday." in html
+    delivery = await bridge.runtime.store.deliveries.get(delivery_id)
+    assert delivery is not None and delivery.state is DeliveryState.EMAILED
+
+
+async def test_no_chat_address_offers_email(bridge: Bridge) -> None:
+    card = await email_card(bridge, "dave@partner.test", "From outside")
+    await reply_from_slack(bridge, card, "Hello Dave")
+    notice = await bob_told(bridge, "has no chat account")
+    actions = {e["action_id"] for b in notice["blocks"] if b["type"] == "actions"
+               for e in b["elements"]}
+    assert actions == {"delivery_sendmail", "delivery_cancel"}
+
+
+async def test_double_submission_delivers_once(bridge: Bridge) -> None:
+    await bridge.slack.add_user(SLACK_PEOPLE["alice"], "alice", bridge.services.email("alice"))
+    card = await email_card(bridge, bridge.services.email("alice"), "Twice")
+    slack = sender(bridge)
+    await slack.block_action(BOB, "bob", SLACK_CHANNEL, card, "reply_in_chat",
+                             button(card, "reply_in_chat"))
+    view = await eventually(lambda: _last_view(bridge), what="the modal")
+    values = {"reply": {"text": "only once please"}}
+    await asyncio.gather(*(slack.view_submission(BOB, "bob", view, values) for _ in range(3)))
+    await eventually(lambda: slack_dm(bridge, SLACK_PEOPLE["alice"]), what="the DM")
+    await asyncio.sleep(1.0)
+    assert len(await slack_dm(bridge, SLACK_PEOPLE["alice"])) == 1
+
+
+async def test_matrix_user_replies_with_im_in_the_thread(bridge: Bridge) -> None:
+    """Alice (Matrix) answers Bob's email in the sales room; Bob is on Slack."""
+    services = bridge.services
+    await bridge.slack.add_user(BOB, "bob", services.email("bob"), "active")
+    mail = make_mail(services.email("bob"), services.email("sales"), "Room question",
+                     "Anyone there?")
+    await send_mail(services, mail)
+    (post,) = await eventually(bridge.room_posts, what="the Matrix post")
+    await bridge.alice.call("PUT", f"/rooms/{bridge.room}/send/m.room.message/t1", {
+        "msgtype": "m.text", "body": "!sb im Yes, I am here",
+        "m.relates_to": {"rel_type": "m.thread", "event_id": post["event_id"]}})
+    (dm,) = await eventually(lambda: slack_dm(bridge, BOB), what="Bob's Slack DM")
+    assert "Yes, I am here" in str(dm["blocks"])
+
+    async def notice() -> list[dict[str, Any]]:
+        return [e for e in await bridge.alice.messages(bridge.room)
+                if e["content"].get("msgtype") == "m.notice"
+                and "reached" in e["content"]["body"]]
+
+    (told,) = await eventually(notice, what="Alice's confirmation in the thread")
+    assert told["content"]["m.relates_to"]["event_id"] == post["event_id"]
+
+
+async def test_worker_killed_during_queued_retry(bridge: Bridge, tmp_path: Path) -> None:
+    await bridge.slack.add_user(SLACK_PEOPLE["alice"], "alice", bridge.services.email("alice"),
+                                "away")
+    card = await email_card(bridge, bridge.services.email("alice"), "Kill the worker")
+    await reply_from_slack(bridge, card, "Exactly once, please")
+    notice = await bob_told(bridge, "is away on Slack")
+    delivery_id = button(notice, "delivery_queue")
+    await sender(bridge).block_action(BOB, "bob", SLACK_CHANNEL, notice, "delivery_queue",
+                                      delivery_id, ephemeral=True)
+    log = tmp_path / "worker.log"
+    first = start_worker(bridge, log)
+    await eventually(lambda: _attempts(bridge, delivery_id, 3), what="retries while away")
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=10)
+    await bridge.slack.set_presence(SLACK_PEOPLE["alice"], "active")
+    second = start_worker(bridge, log)
+    try:
+        await eventually(lambda: slack_dm(bridge, SLACK_PEOPLE["alice"]), within=60,
+                         what="delivery by the second worker")
+        await asyncio.sleep(2.0)
+        assert len(await slack_dm(bridge, SLACK_PEOPLE["alice"])) == 1
+    finally:
+        stop_worker(second)
+    delivery = await bridge.runtime.store.deliveries.get(delivery_id)
+    assert delivery is not None and delivery.state is DeliveryState.DELIVERED
+    assert [c.state for c in delivery.changes].count(DeliveryState.DELIVERED) == 1
+
+
+async def _attempts(bridge: Bridge, delivery_id: str, at_least: int) -> bool:
+    delivery = await bridge.runtime.store.deliveries.get(delivery_id)
+    return delivery is not None and delivery.attempts >= at_least - 1 and \
+        len(delivery.changes) >= at_least + 1
+
+
+async def _last_view(bridge: Bridge) -> dict[str, Any] | None:
+    views = (await bridge.slack.state())["views"]
+    return views[-1] if views else None
+
+
+def start_worker(bridge: Bridge, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    env.update(bridge.env)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    with log.open("ab") as out:
+        return subprocess.Popen([str(BIN / "switchboard"), "worker"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    if worker.poll() is None:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=5)
