@@ -69,8 +69,11 @@ async def sync_forever(matrix: MatrixNetwork, stop: asyncio.Event,
     backoff = 1.0
     first = True
     while not stop.is_set():
+        # The first sync only needs to learn where "now" is, not every room's past.
         answer = await _until_stopped(
-            client.sync(timeout=10_000, full_state=client.next_batch is None), stop)
+            client.sync(timeout=10_000 if not first else 0, full_state=first,
+                        sync_filter={"room": {"timeline": {"limit": 1 if first else 50},
+                                              "state": {"lazy_load_members": True}}}), stop)
         if answer is None:
             return
         if isinstance(answer, SyncError):

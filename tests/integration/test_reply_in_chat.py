@@ -349,3 +349,37 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait(timeout=5)
+
+
+async def test_deadline_asks_bob_again(services: Services, slack: SlackControl,
+                                       http: aiohttp.ClientSession, tmp_path: Path) -> None:
+    async with running_bridge(services, slack, http, SWITCHBOARD_RETRY_INTERVAL="1",
+                              SWITCHBOARD_RETRY_DEADLINE="2") as bridge:
+        await slack.add_user(SLACK_PEOPLE["alice"], "alice", services.email("alice"), "away")
+        card = await email_card(bridge, services.email("alice"), "Deadline")
+        await reply_from_slack(bridge, card, "Are you there?")
+        notice = await bob_told(bridge, "is away on Slack")
+        delivery_id = button(notice, "delivery_queue")
+        await sender(bridge).block_action(BOB, "bob", SLACK_CHANNEL, notice, "delivery_queue",
+                                          delivery_id, ephemeral=True)
+        worker = start_worker(bridge, tmp_path / "worker.log")
+        try:
+            again = await bob_told(bridge, "did not come back in time")
+        finally:
+            stop_worker(worker)
+        assert {e["action_id"] for b in again["blocks"] if b["type"] == "actions"
+                for e in b["elements"]} == {"delivery_queue", "delivery_sendmail",
+                                            "delivery_cancel"}
+        delivery = await bridge.runtime.store.deliveries.get(delivery_id)
+        assert delivery is not None and delivery.state is DeliveryState.FAILED
+        assert await slack_dm(bridge, SLACK_PEOPLE["alice"]) == []
+
+
+async def test_rate_limited_delivery_arrives_once(bridge: Bridge) -> None:
+    await bridge.slack.add_user(SLACK_PEOPLE["alice"], "alice", bridge.services.email("alice"))
+    card = await email_card(bridge, bridge.services.email("alice"), "Busy Slack")
+    await bridge.slack.rate_limit("chat.postMessage", times=2, retry_after=1)
+    await reply_from_slack(bridge, card, "Through the rate limit")
+    await bob_told(bridge, "reached alice")
+    dms = await slack_dm(bridge, SLACK_PEOPLE["alice"])
+    assert len(dms) == 1 and "Through the rate limit" in str(dms[0]["blocks"])
