@@ -55,14 +55,16 @@ class Runtime:
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
-        store = Store.open(settings.redis_url, settings.redis_prefix)
+        store = Store.open(settings.redis_url, settings.redis_prefix, settings.tls_ca_file)
         networks: dict[Network, ChatNetwork] = {}
         slack = matrix = None
         if settings.slack is not None:
-            slack = SlackNetwork(web_client(settings.slack.bot_token, settings.slack.api_url))
+            slack = SlackNetwork(web_client(settings.slack.bot_token, settings.slack.api_url,
+                                            settings.tls_ca_file))
             networks[Network.SLACK] = slack
         if settings.matrix is not None:
-            matrix = await MatrixNetwork.connect(settings.matrix, store.matrix)
+            matrix = await MatrixNetwork.connect(settings.matrix, store.matrix,
+                                                 settings.tls_ca_file)
             networks[Network.MATRIX] = matrix
         own = [a for a in (settings.bot_email, settings.imap.user if settings.imap else None)
                if a]
@@ -80,7 +82,9 @@ class Runtime:
             networks=networks, address_book=store.address_book, history=store.history,
             deliveries=store.deliveries, conversations=store.conversations,
             tokens=store.tokens, scheduler=RqScheduler(settings.redis_url, store.keys),
-            mailer=SmtpSender(settings.smtp) if settings.smtp else None, policy=policy)
+            mailer=SmtpSender(settings.smtp, ca_file=settings.tls_ca_file,
+                              require_tls=settings.require_tls) if settings.smtp else None,
+            policy=policy)
         commands = Commands(replies, settings.retry_interval)
         slack_app = None
         if slack is not None and settings.slack is not None:
@@ -126,7 +130,8 @@ class Runtime:
         tasks: list[asyncio.Task[None]] = []
         if s.imap is not None:
             for mailbox in s.imap.mailboxes:
-                ingest = ImapIngest(s.imap, mailbox, self._deliver_imap, self.store.ingest)
+                ingest = ImapIngest(s.imap, mailbox, self._deliver_imap, self.store.ingest,
+                                    ca_file=s.tls_ca_file, require_tls=s.require_tls)
                 self.ingests.append(ingest)
                 tasks.append(asyncio.create_task(ingest.run(stop), name=f"imap {mailbox}"))
         if self.matrix is not None:

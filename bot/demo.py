@@ -66,7 +66,8 @@ async def run_demo(settings: Settings, invite: str | None, keep_running: bool) -
               f"{settings.imap.host}:{settings.imap.port}")
         email = sample_email(settings.bot_email)
         sent_at = time.monotonic()
-        await SmtpSender(settings.smtp).send(email)
+        await SmtpSender(settings.smtp, ca_file=settings.tls_ca_file,
+                         require_tls=settings.require_tls).send(email)
         print(f"3. sample email {email['Message-ID']} sent over SMTP to {settings.bot_email}")
         assert runtime.matrix is not None
         post = None

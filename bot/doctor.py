@@ -52,7 +52,8 @@ PROBE_TIMEOUT = 20.0
 
 # The distributions Switchboard needs, as `pyproject.toml` declares them.
 REQUIRED_PACKAGES = ("slack-bolt", "slack-sdk", "matrix-nio", "aiosmtplib", "aioimaplib",
-                     "aiosmtpd", "aiohttp", "redis", "rq", "jinja2", "nh3")
+                     "aiosmtpd", "aiohttp", "redis", "rq", "jinja2", "nh3",
+                     "prometheus-client")
 
 
 def check_python() -> Check:

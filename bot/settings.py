@@ -165,6 +165,23 @@ def _presence_policy(text: str) -> str:
     return text
 
 
+def _existing_file(text: str) -> str:
+    if not Path(text).is_file():
+        raise ValueError(f"{text!r} is not a readable file")
+    return text
+
+
+def _log_format(text: str) -> str:
+    if text not in ("text", "json"):
+        raise ValueError(f"{text!r} is not text or json")
+    return text
+
+
+def _loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 def _log_level(text: str) -> str:
     level = text.upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -218,7 +235,13 @@ KEYS: tuple[Key, ...] = (
     Key("http.listen", _listen, "127.0.0.1:8080",
         "Address of Switchboard's HTTP server (Slack endpoints, health, reports)."),
     Key("log_level", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR."),
-    Key("require_tls", _bool, "false", "Refuse any remote link that cannot use TLS."),
+    Key("require_tls", _bool, "false",
+        "Refuse plain links: `auto` TLS modes then demand STARTTLS, `off` is refused, and "
+        "http://, redis:// links are refused unless they stay on this machine (loopback)."),
+    Key("tls_ca_file", _existing_file, None,
+        "PEM file of certificate authorities to trust for IMAP, SMTP, Redis and HTTPS links "
+        "(default: the system's)."),
+    Key("log_format", _log_format, "text", "`text`, or `json` for one JSON object per line."),
 )
 
 KEYS_BY_NAME = {key.name: key for key in KEYS}
@@ -278,6 +301,8 @@ class Settings:
     http_listen: tuple[str, int]
     log_level: str
     require_tls: bool
+    tls_ca_file: str | None
+    log_format: str
     source: str  # where the values came from, for messages
 
     @classmethod
@@ -384,10 +409,17 @@ def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings |
                             f"{route.network.title()}, which is not configured")
     if v["require_tls"]:
         for name in ("imap.tls", "smtp.tls"):
-            if v[name] in (TlsMode.OFF, TlsMode.AUTO) and v[name.split(".")[0] + ".host"]:
-                problems.append(f"{KEYS_BY_NAME[name].env}: is {v[name].value} but "
+            if v[name] is TlsMode.OFF and v[name.split(".")[0] + ".host"]:
+                problems.append(f"{KEYS_BY_NAME[name].env}: is off but "
                                 f"{KEYS_BY_NAME['require_tls'].env} is true; "
-                                "use starttls or implicit")
+                                "use auto, starttls or implicit")
+        for name, scheme in (("redis_url", "redis"), ("matrix.homeserver", "http"),
+                             ("slack.api_url", "http")):
+            url = v.get(name)
+            if url and urlsplit(url).scheme == scheme and not _loopback(url):
+                problems.append(f"{KEYS_BY_NAME[name].env}: {url} is a plain link but "
+                                f"{KEYS_BY_NAME['require_tls'].env} is true; use "
+                                f"{scheme}s://")
     reply_domain = v["reply_domain"]
     if reply_domain is None and v["bot_email"]:
         reply_domain = v["bot_email"].partition("@")[2]
@@ -401,5 +433,6 @@ def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings |
         retry_interval=v["retry.interval"], retry_deadline=v["retry.deadline"],
         presence_unknown=v["presence_unknown"], reply_token_ttl=v["reply_token_ttl"],
         http_listen=v["http.listen"], log_level=v["log_level"], require_tls=v["require_tls"],
+        tls_ca_file=v["tls_ca_file"], log_format=v["log_format"],
         source=source,
     )

@@ -17,6 +17,9 @@ REDIS_PORT=${SB_REDIS_PORT:-16379}
 IMAP_PORT=${SB_IMAP_PORT:-10143}
 SMTP_PORT=${SB_SMTP_PORT:-10025}
 SYNAPSE_PORT=${SB_SYNAPSE_PORT:-18008}
+IMAPS_PORT=${SB_IMAPS_PORT:-10993}
+SMTPS_PORT=${SB_SMTPS_PORT:-10465}
+SMTP_PLAIN_PORT=${SB_SMTP_PLAIN_PORT:-10026}
 MAIL_DOMAIN=switchboard.test
 OTHER_DOMAIN=partner.test
 MATRIX_SERVER_NAME=switchboard.test
@@ -141,6 +144,22 @@ mail_users_setup() {
     chown -R "$VMAIL_USER:$VMAIL_USER" "$STATE/mail"
 }
 
+# --- a local certificate authority, so the TLS paths are real -----------------
+
+tls_setup() {
+    local dir=$STATE/tls
+    mkdir -p "$dir"
+    [ -f "$dir/server.pem" ] && return
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=Switchboard test CA" \
+        -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+        -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > "$dir/ext.cnf"
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+        -CAcreateserial -days 3650 -extfile "$dir/ext.cnf" -out "$dir/server.pem" 2>/dev/null
+    chmod 644 "$dir/server.key" "$dir/server.pem" "$dir/ca.pem"
+}
+
 # --- dovecot -----------------------------------------------------------------
 
 dovecot_up() {
@@ -153,7 +172,10 @@ instance_name = switchboard-test-dovecot
 log_path = $STATE/dovecot/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+# STARTTLS on the IMAP port and implicit TLS on the IMAPS port, with the local CA's cert.
+ssl = yes
+ssl_cert = <$STATE/tls/server.pem
+ssl_key = <$STATE/tls/server.key
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 mail_location = maildir:$STATE/mail/%d/%n/Maildir
@@ -175,7 +197,9 @@ service imap-login {
     port = $IMAP_PORT
   }
   inet_listener imaps {
-    port = 0
+    address = 127.0.0.1
+    port = $IMAPS_PORT
+    ssl = yes
   }
 }
 protocol imap {
@@ -239,6 +263,9 @@ alias_maps =
 alias_database =
 local_recipient_maps =
 message_size_limit = 52428800
+smtpd_tls_cert_file = $STATE/tls/server.pem
+smtpd_tls_key_file = $STATE/tls/server.key
+smtpd_tls_security_level = may
 virtual_mailbox_limit = 0
 smtputf8_enable = yes
 biff = no
@@ -248,6 +275,12 @@ EOF
     sed -E -e "s/^smtp([[:space:]]+)inet/127.0.0.1:$SMTP_PORT\1inet/" \
         -e 's/^([a-z0-9:.]+[[:space:]]+(inet|unix|fifo|unix-dgram|pass)[[:space:]]+[-ny][[:space:]]+[-ny][[:space:]]+)y/\1n/' \
         /etc/postfix/master.cf > "$etc/master.cf"
+    # A port with implicit TLS (submissions), and one that never offers STARTTLS, so
+    # clients' refusals of plain links can be tested against a real server.
+    {
+        printf '127.0.0.1:%s inet n - n - - smtpd\n  -o smtpd_tls_wrappermode=yes\n' "$SMTPS_PORT"
+        printf '127.0.0.1:%s inet n - n - - smtpd\n  -o smtpd_tls_security_level=none\n' "$SMTP_PLAIN_PORT"
+    } >> "$etc/master.cf"
     if ! grep -q '^postlog' "$etc/master.cf"; then
         printf 'postlog   unix-dgram n  -       n       -       1       postlogd\n' >> "$etc/master.cf"
     fi
@@ -394,6 +427,10 @@ export SB_REDIS_PORT=$REDIS_PORT
 export SB_IMAP_PORT=$IMAP_PORT
 export SB_SMTP_PORT=$SMTP_PORT
 export SB_SYNAPSE_PORT=$SYNAPSE_PORT
+export SB_IMAPS_PORT=$IMAPS_PORT
+export SB_SMTPS_PORT=$SMTPS_PORT
+export SB_SMTP_PLAIN_PORT=$SMTP_PLAIN_PORT
+export SB_TLS_CA=$STATE/tls/ca.pem
 export SB_MAIL_DOMAIN=$MAIL_DOMAIN
 export SB_OTHER_MAIL_DOMAIN=$OTHER_DOMAIN
 export SB_MATRIX_SERVER_NAME=$MATRIX_SERVER_NAME
@@ -416,6 +453,7 @@ case "${1:-}" in
     up)
         mkdir -p "$STATE"
         install_packages
+        tls_setup
         mail_users_setup
         redis_up
         dovecot_up

@@ -29,8 +29,13 @@ def text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def connect(url: str) -> Redis:
-    """A client for ``url``; no I/O happens until the first command."""
+def connect(url: str, ca_file: str | None = None) -> Redis:
+    """A client for ``url``; no I/O happens until the first command. ``rediss://`` URLs
+    speak TLS, verified against ``ca_file`` (or the system's authorities)."""
+    if ca_file and url.startswith("rediss://"):
+        return aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5,
+                                       socket_timeout=30, health_check_interval=30,
+                                       ssl_ca_certs=ca_file)
     return aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5,
                                    socket_timeout=30, health_check_interval=30)
 

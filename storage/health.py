@@ -12,7 +12,7 @@ MIN_REDIS = (7, 0)
 
 
 async def probe_redis(settings: Settings) -> list[Check]:
-    store = Store.open(settings.redis_url, settings.redis_prefix)
+    store = Store.open(settings.redis_url, settings.redis_prefix, settings.tls_ca_file)
     where = redacted(settings.redis_url)
     try:
         info = await store.server_info()

@@ -36,8 +36,8 @@ class Store:
     tokens: RedisTokens
 
     @classmethod
-    def open(cls, url: str, prefix: str = "sb") -> Store:
-        client = connect(url)
+    def open(cls, url: str, prefix: str = "sb", ca_file: str | None = None) -> Store:
+        client = connect(url, ca_file)
         keys = Keys(prefix)
         return cls(client, keys, url, RedisAddressBook(client, keys), RedisHistory(client, keys),
                    RedisDeliveries(client, keys), RedisConversations(client, keys),

@@ -14,12 +14,12 @@ import logging
 import os
 import re
 import socket
-import ssl
 from collections.abc import Awaitable, Callable
 
 import aioimaplib
 
-from bot.settings import ImapSettings, TlsMode
+from bot.settings import ImapSettings
+from bridges.email.connect import imap_connect
 from bridges.errors import MailError
 from storage.ingest import Checkpoint, RedisIngest
 
@@ -41,8 +41,11 @@ class TransientIngestError(Exception):
 
 class ImapIngest:
     def __init__(self, cfg: ImapSettings, mailbox: str, deliver: Deliver, ingest: RedisIngest,
-                 *, holder: str | None = None) -> None:
+                 *, holder: str | None = None, ca_file: str | None = None,
+                 require_tls: bool = False) -> None:
         self.cfg = cfg
+        self.ca_file = ca_file
+        self.require_tls = require_tls
         self.mailbox = mailbox
         self.deliver = deliver
         self.ingest = ingest
@@ -84,13 +87,8 @@ class ImapIngest:
         def lost(_: Exception | None) -> None:
             self._lost.set()
 
-        if cfg.tls is TlsMode.IMPLICIT:
-            client = aioimaplib.IMAP4_SSL(cfg.host, cfg.port, timeout=60,
-                                          ssl_context=ssl.create_default_context())
-            client.protocol.conn_lost_cb = lost
-        else:
-            client = aioimaplib.IMAP4(cfg.host, cfg.port, timeout=60, conn_lost_cb=lost)
-        await client.wait_hello_from_server()
+        client, _ = await imap_connect(cfg, ca_file=self.ca_file, require_tls=self.require_tls,
+                                       lost=lost)
         answer = await client.login(cfg.user, cfg.password)
         if answer.result != "OK":
             raise MailError(f"IMAP login of {cfg.user} refused: "

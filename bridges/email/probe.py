@@ -1,4 +1,5 @@
-"""The mail links' contribution to `switchboard doctor`: reach, log in, read versions."""
+"""The mail links' contribution to `switchboard doctor`: reach, TLS and its certificate,
+log in, read versions."""
 
 from __future__ import annotations
 
@@ -9,16 +10,12 @@ import aioimaplib
 import aiosmtplib
 
 from bot.doctor import Check
-from bot.settings import ImapSettings, Settings, SmtpSettings, TlsMode
+from bot.settings import Settings, TlsMode
+from bridges.email.connect import imap_connect, smtp_client
+from bridges.errors import MailError
 
-TIMEOUT = 10.0
-
-
-def _imap_client(cfg: ImapSettings) -> aioimaplib.IMAP4:
-    if cfg.tls is TlsMode.IMPLICIT:
-        return aioimaplib.IMAP4_SSL(cfg.host, cfg.port, timeout=TIMEOUT,
-                                    ssl_context=ssl.create_default_context())
-    return aioimaplib.IMAP4(cfg.host, cfg.port, timeout=TIMEOUT)
+_CERT_FIX = ("renew the server's certificate, or point SWITCHBOARD_TLS_CA_FILE at the "
+             "authority that signed it")
 
 
 def _imap_version(lines: list[bytes]) -> str:
@@ -27,18 +24,31 @@ def _imap_version(lines: list[bytes]) -> str:
     return " ".join(v for v in (fields.get("name"), fields.get("version")) if v)
 
 
+def _tls_failure(name: str, where: str, exc: BaseException) -> Check | None:
+    cert = exc if isinstance(exc, ssl.SSLCertVerificationError) else exc.__cause__ \
+        if isinstance(exc.__cause__, ssl.SSLCertVerificationError) else None
+    if cert is not None:
+        return Check.fail(name, f"{where}: the TLS certificate is not valid: "
+                                f"{getattr(cert, 'verify_message', cert)}", _CERT_FIX)
+    return None
+
+
 async def probe_imap(settings: Settings) -> list[Check]:
     cfg = settings.imap
     if cfg is None:
         return [Check.warn("imap", "not configured: no mailbox is watched over IMAP",
                            "set SWITCHBOARD_IMAP_HOST, _USER and _PASSWORD")]
     where = f"{cfg.host}:{cfg.port}"
-    client = _imap_client(cfg)
     try:
-        await client.wait_hello_from_server()
+        client, protection = await imap_connect(cfg, ca_file=settings.tls_ca_file,
+                                                require_tls=settings.require_tls)
+    except MailError as exc:
+        return [Check.fail("imap", str(exc), "enable TLS on the IMAP server, or use "
+                           "SWITCHBOARD_IMAP_TLS=implicit with its IMAPS port")]
     except (OSError, TimeoutError, ssl.SSLError) as exc:
-        return [Check.fail("imap", f"cannot reach {where}: {exc}",
-                           "start the IMAP server or correct SWITCHBOARD_IMAP_HOST/PORT")]
+        return [_tls_failure("imap", where, exc) or Check.fail(
+            "imap", f"cannot reach {where}: {exc}",
+            "start the IMAP server or correct SWITCHBOARD_IMAP_HOST/PORT")]
     try:
         ident = await client.id(name="switchboard")
         version = _imap_version(ident.lines) if ident.result == "OK" else ""
@@ -47,16 +57,18 @@ async def probe_imap(settings: Settings) -> list[Check]:
             reason = b" ".join(login.lines).decode(errors="replace")
             return [Check.fail("imap", f"{where} refused the login of {cfg.user}: {reason}",
                                "check SWITCHBOARD_IMAP_USER and SWITCHBOARD_IMAP_PASSWORD")]
-        checks = [Check.ok("imap", f"{version or 'IMAP server'} at {where}, logged in as "
-                                   f"{cfg.user}", version)]
+        checks = [Check.ok("imap", f"{version or 'IMAP server'} at {where} ({protection}), "
+                                   f"logged in as {cfg.user}", version)]
         for mailbox in cfg.mailboxes:
             status = await client.select(mailbox)
             if status.result != "OK":
                 checks.append(Check.fail("imap", f"mailbox {mailbox!r} cannot be opened",
                                          "create it or fix SWITCHBOARD_IMAP_MAILBOXES"))
-        if cfg.tls is TlsMode.OFF:
-            checks.append(Check.warn("imap", "TLS is off: the password crosses the network "
-                                     "in clear", "set SWITCHBOARD_IMAP_TLS to implicit"))
+        if protection.startswith("plain"):
+            checks.append(Check.warn("imap", "the link is not encrypted: the password "
+                                     "crosses the network in clear",
+                                     "enable TLS on the server and set SWITCHBOARD_IMAP_TLS "
+                                     "to auto, starttls or implicit"))
         await client.logout()
         return checks
     except (aioimaplib.AioImapException, OSError, TimeoutError) as exc:
@@ -70,33 +82,43 @@ async def probe_smtp(settings: Settings) -> list[Check]:
         return [Check.warn("smtp", "not configured: Switchboard cannot send email",
                            "set SWITCHBOARD_SMTP_HOST and SWITCHBOARD_BOT_EMAIL")]
     where = f"{cfg.host}:{cfg.port}"
-    client = _smtp_client(cfg)
+    client = smtp_client(cfg, ca_file=settings.tls_ca_file, require_tls=settings.require_tls)
     try:
         greeting = await client.connect()
-    except (aiosmtplib.SMTPException, OSError) as exc:
+    except aiosmtplib.SMTPException as exc:
+        tls = _tls_failure("smtp", where, exc)
+        if tls is not None:
+            return [tls]
+        if "STARTTLS" in str(exc):
+            return [Check.fail("smtp", f"{where} does not offer STARTTLS and TLS is "
+                                       f"required: {exc}",
+                               "enable STARTTLS on the SMTP server, or use "
+                               "SWITCHBOARD_SMTP_TLS=implicit with its submissions port")]
         return [Check.fail("smtp", f"cannot reach {where}: {exc}",
                            "start the SMTP server or correct SWITCHBOARD_SMTP_HOST/PORT")]
+    except (OSError, ssl.SSLError) as exc:
+        return [_tls_failure("smtp", where, exc) or Check.fail(
+            "smtp", f"cannot reach {where}: {exc}",
+            "start the SMTP server or correct SWITCHBOARD_SMTP_HOST/PORT")]
     try:
         banner = greeting.message.strip()
+        encrypted = client.is_connected and (cfg.tls is TlsMode.IMPLICIT
+                                             or client.get_transport_info("sslcontext")
+                                             is not None)
+        protection = "implicit TLS" if cfg.tls is TlsMode.IMPLICIT else (
+            "STARTTLS" if encrypted else "plain")
         version = banner.split(" ESMTP ", 1)[-1].split()[0] if " ESMTP " in banner else ""
-        checks = [Check.ok("smtp", f"{banner} at {where}", version)]
+        checks = [Check.ok("smtp", f"{banner} at {where} ({protection})", version)]
         if cfg.user and cfg.password:
             try:
                 await client.login(cfg.user, cfg.password)
             except aiosmtplib.SMTPException as exc:
                 return [Check.fail("smtp", f"{where} refused the login of {cfg.user}: {exc}",
                                    "check SWITCHBOARD_SMTP_USER and SWITCHBOARD_SMTP_PASSWORD")]
-        if cfg.tls is TlsMode.OFF:
-            checks.append(Check.warn("smtp", "TLS is off: mail leaves in clear",
-                                     "set SWITCHBOARD_SMTP_TLS to starttls or implicit"))
+        if protection == "plain":
+            checks.append(Check.warn("smtp", "the link is not encrypted: mail leaves in clear",
+                                     "enable STARTTLS on the server and set "
+                                     "SWITCHBOARD_SMTP_TLS to auto, starttls or implicit"))
         return checks
     finally:
         client.close()
-
-
-def _smtp_client(cfg: SmtpSettings) -> aiosmtplib.SMTP:
-    return aiosmtplib.SMTP(
-        hostname=cfg.host, port=cfg.port, timeout=TIMEOUT,
-        use_tls=cfg.tls is TlsMode.IMPLICIT,
-        start_tls=True if cfg.tls is TlsMode.STARTTLS else (None if cfg.tls is TlsMode.AUTO
-                                                            else False))

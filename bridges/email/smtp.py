@@ -6,24 +6,25 @@ from email.message import EmailMessage
 
 import aiosmtplib
 
-from bot.settings import SmtpSettings, TlsMode
+from bot.settings import SmtpSettings
+from bridges.email.connect import smtp_client
 from bridges.errors import MailError
 
 
 class SmtpSender:
-    def __init__(self, cfg: SmtpSettings) -> None:
+    def __init__(self, cfg: SmtpSettings, *, ca_file: str | None = None,
+                 require_tls: bool = False) -> None:
         self.cfg = cfg
+        self.ca_file = ca_file
+        self.require_tls = require_tls
 
     async def send(self, message: EmailMessage) -> None:
         """Submit ``message``; MailError (``transient`` for 4xx and outages) otherwise."""
         cfg = self.cfg
+        client = smtp_client(cfg, ca_file=self.ca_file, require_tls=self.require_tls)
         try:
-            await aiosmtplib.send(
-                message, hostname=cfg.host, port=cfg.port, username=cfg.user,
-                password=cfg.password, use_tls=cfg.tls is TlsMode.IMPLICIT,
-                start_tls=True if cfg.tls is TlsMode.STARTTLS else (
-                    None if cfg.tls is TlsMode.AUTO else False),
-                timeout=30)
+            async with client:
+                await client.send_message(message)
         except aiosmtplib.SMTPResponseException as exc:
             raise MailError(f"{cfg.host} refused the mail: {exc.code} {exc.message}",
                             transient=400 <= exc.code < 500) from exc

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import ssl
 import time
 from typing import Any
 
@@ -60,11 +61,14 @@ class MatrixNetwork:
         self._aliases: dict[str, str] = {}
 
     @classmethod
-    async def connect(cls, settings: MatrixSettings, state: RedisMatrixState) -> MatrixNetwork:
+    async def connect(cls, settings: MatrixSettings, state: RedisMatrixState,
+                      ca_file: str | None = None) -> MatrixNetwork:
         """Log in, reusing the saved device so transaction ids stay meaningful."""
         config = AsyncClientConfig(max_limit_exceeded=5, max_timeouts=3, request_timeout=30,
                                    encryption_enabled=False, store_sync_tokens=False)
-        client = AsyncClient(settings.homeserver, settings.user, config=config)
+        context = ssl.create_default_context(cafile=ca_file) if ca_file else None
+        client = AsyncClient(settings.homeserver, settings.user, config=config,
+                             ssl=context)
         saved = await state.session(settings.user)
         if saved is not None:
             client.restore_login(settings.user, saved[0], saved[1])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import Any
 
 from aiohttp import ClientError
@@ -26,8 +27,9 @@ TRANSIENT = {"ratelimited", "service_unavailable", "fatal_error", "internal_erro
              "request_timeout"}
 
 
-def web_client(token: str, api_url: str) -> AsyncWebClient:
-    client = AsyncWebClient(token=token, base_url=api_url, timeout=30)
+def web_client(token: str, api_url: str, ca_file: str | None = None) -> AsyncWebClient:
+    context = ssl.create_default_context(cafile=ca_file) if ca_file else None
+    client = AsyncWebClient(token=token, base_url=api_url, timeout=30, ssl=context)
     # slack_sdk honours Retry-After on 429 and backs off on 5xx and dropped connections.
     client.retry_handlers.extend([
         AsyncRateLimitErrorRetryHandler(max_retry_count=5),

@@ -67,6 +67,12 @@ def test_every_problem_is_reported_by_key() -> None:
 def test_require_tls_refuses_plain_links() -> None:
     with pytest.raises(SettingsError, match="SWITCHBOARD_IMAP_TLS: is off"):
         Settings.load({**FULL, "SWITCHBOARD_IMAP_TLS": "off", "SWITCHBOARD_REQUIRE_TLS": "yes"})
+    with pytest.raises(SettingsError, match=r"SWITCHBOARD_REDIS_URL: redis://10\.1\.2\.3:6379/0 "
+                                            r"is a plain link"):
+        Settings.load({**FULL, "SWITCHBOARD_REDIS_URL": "redis://10.1.2.3:6379/0",
+                       "SWITCHBOARD_REQUIRE_TLS": "yes"})
+    # a link that stays on this machine is not refused
+    assert Settings.load({**FULL, "SWITCHBOARD_REQUIRE_TLS": "yes"}).require_tls
 
 
 def test_toml_file_with_environment_overrides(tmp_path: Path) -> None:

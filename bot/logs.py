@@ -1,0 +1,72 @@
+"""Logging: plain text for people, or one JSON object per line for machines.
+
+Flows tag what they log with the conversation and delivery they work on (context
+variables, so every line inside the work carries them). Message bodies and secrets
+are never logged.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+conversation_var: contextvars.ContextVar[str] = contextvars.ContextVar("conversation",
+                                                                       default="")
+delivery_var: contextvars.ContextVar[str] = contextvars.ContextVar("delivery", default="")
+
+QUIET = ("aioimaplib", "nio", "aiohttp.access", "mail.log", "rq.worker", "slack_bolt")
+
+
+@contextmanager
+def log_context(conversation: str = "", delivery: str = "") -> Iterator[None]:
+    tokens = []
+    if conversation:
+        tokens.append((conversation_var, conversation_var.set(conversation)))
+    if delivery:
+        tokens.append((delivery_var, delivery_var.set(delivery)))
+    try:
+        yield
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+                    + f".{int(record.msecs):03d}Z",
+            "level": record.levelname, "logger": record.name, "message": record.getMessage(),
+        }
+        if conversation_var.get():
+            entry["conversation"] = conversation_var.get()
+        if delivery_var.get():
+            entry["delivery"] = delivery_var.get()
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        ids = " ".join(f"{k}={v}" for k, v in (("conversation", conversation_var.get()),
+                                                ("delivery", delivery_var.get())) if v)
+        return f"{text} [{ids}]" if ids else text
+
+
+def configure(level: str = "INFO", fmt: str = "text") -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in QUIET:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
