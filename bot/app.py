@@ -5,11 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 
 from bot.commands import CommandContext, Commands
 from bot.doctor import Probe
-from bot.flows.inbound_email import InboundEmailFlow, IngestOutcome, TransientFailure
+from bot.flows.inbound_email import (
+    InboundEmailFlow,
+    IngestOutcome,
+    Posted,
+    Refused,
+    TransientFailure,
+)
 from bot.flows.reply_in_chat import Policy, ReplyInChat
 from bot.model import Address, Network
 from bot.settings import Settings
@@ -22,6 +29,7 @@ from bridges.http import HttpServer
 from bridges.matrix.client import MatrixNetwork
 from bridges.matrix.probe import probe_matrix
 from bridges.matrix.sync import CommandEvent, sync_forever
+from bridges.metrics import Metrics
 from bridges.ports import ChatNetwork, Notice
 from bridges.slack.app import ENDPOINT, SlackApp
 from bridges.slack.probe import probe_slack
@@ -32,6 +40,7 @@ from storage.queue import RqScheduler
 from storage.store import Store
 
 log = logging.getLogger(__name__)
+SHUTDOWN_GRACE = 30.0
 
 
 def doctor_probes() -> list[Probe]:
@@ -52,6 +61,9 @@ class Runtime:
     slack: SlackNetwork | None = None
     slack_app: SlackApp | None = None
     ingests: list[ImapIngest] = field(default_factory=list)
+    metrics: Metrics = field(default_factory=Metrics)
+    scheduler: RqScheduler | None = None
+    matrix_synced: bool = False
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -78,10 +90,13 @@ class Runtime:
                         reply_token_ttl=settings.reply_token_ttl,
                         bot_email=settings.bot_email or "switchboard@localhost",
                         reply_domain=settings.reply_domain or "localhost")
+        metrics = Metrics()
+        scheduler = RqScheduler(settings.redis_url, store.keys)
         replies = ReplyInChat(
             networks=networks, address_book=store.address_book, history=store.history,
             deliveries=store.deliveries, conversations=store.conversations,
-            tokens=store.tokens, scheduler=RqScheduler(settings.redis_url, store.keys),
+            tokens=store.tokens, scheduler=scheduler,
+            on_bridged=lambda direction, net: metrics.bridged.labels(direction, net).inc(),
             mailer=SmtpSender(settings.smtp, ca_file=settings.tls_ca_file,
                               require_tls=settings.require_tls) if settings.smtp else None,
             policy=policy)
@@ -92,7 +107,7 @@ class Runtime:
                                  client=slack.client, network=slack, replies=replies,
                                  commands=commands, retry_interval=settings.retry_interval)
         return cls(settings, store, networks, inbound, replies, commands, matrix, slack,
-                   slack_app)
+                   slack_app, metrics=metrics, scheduler=scheduler)
 
     async def close(self) -> None:
         if self.matrix is not None:
@@ -105,9 +120,19 @@ class Runtime:
         mail = parse(raw, max_attachment_bytes=self.settings.max_attachment_bytes,
                      envelope_recipients=envelope)
         try:
-            return await self.inbound.handle(mail, source)
+            outcome = await self.inbound.handle(mail, source)
         except (TransientFailure, StoreError) as exc:
+            self.metrics.errors.labels("ingest").inc()
             raise TransientIngestError(str(exc)) from exc
+        if isinstance(outcome, Posted):
+            for ref in outcome.refs:
+                self.metrics.bridged.labels("email_to_chat", ref.network.value).inc()
+            lag = time.time() - mail.date
+            if 0 <= lag < 86400:
+                self.metrics.ingest_lag.observe(lag)
+        elif isinstance(outcome, Refused):
+            self.metrics.refused.inc()
+        return outcome
 
     async def _matrix_command(self, event: CommandEvent) -> Notice:
         shows = None
@@ -143,17 +168,46 @@ class Runtime:
             listener = await start_listener(*s.smtp_listen, handler, s.smtp_listen_max_bytes,
                                             s.reply_domain or "switchboard")
             log.info("SMTP listener on %s:%d", *s.smtp_listen)
-        http = HttpServer(*s.http_listen)
+        http = HttpServer(*s.http_listen, readiness=self.readiness, metrics=self.scrape)
         if self.slack_app is not None:
             http.route("POST", ENDPOINT, self.slack_app.handle)
+        background = {asyncio.current_task(), *tasks}
         await http.start()
         log.info("Switchboard is running (HTTP on %s:%d)", *s.http_listen)
         await stop.wait()
-        log.info("stopping")
+        log.info("stopping: no new work is taken; in-flight work is finished")
         if listener is not None:
             listener.close()
             await listener.wait_closed()
         await http.stop()
+        # Slack's listeners run after their ack, outside the request: wait for them too.
+        in_flight = [t for t in asyncio.all_tasks() if t not in background and not t.done()]
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=SHUTDOWN_GRACE)
         for task in tasks:
             with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
                 await asyncio.wait_for(task, 15)
+        log.info("stopped")
+
+    async def readiness(self) -> dict[str, bool]:
+        checks = {"redis": True}
+        try:
+            await self.store.redis.ping()
+        except Exception:
+            checks["redis"] = False
+        if self.ingests:
+            checks["imap"] = all(i.connected for i in self.ingests)
+        if self.matrix is not None:
+            checks["matrix"] = self.matrix.client.logged_in
+        return checks
+
+    async def scrape(self) -> bytes:
+        """The Prometheus exposition, with the gauges read from Redis now."""
+        try:
+            for state, count in (await self.store.deliveries.count_by_state()).items():
+                self.metrics.deliveries.labels(state.value).set(count)
+            if self.scheduler is not None:
+                self.metrics.queue_depth.set(await self.scheduler.depth())
+        except Exception:
+            self.metrics.errors.labels("metrics").inc()
+        return self.metrics.render()

@@ -10,15 +10,18 @@ import sys
 import time
 from collections.abc import Sequence
 
+from bot import logs
 from bot.settings import Settings, SettingsError
 
 
 def _load(args: argparse.Namespace) -> Settings:
     try:
-        return Settings.load(config_file=args.config)
+        settings = Settings.load(config_file=args.config)
     except SettingsError as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    logs.configure(settings.log_level, settings.log_format)
+    return settings
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -178,10 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
-                                                   "%(message)s")
-    for noisy in ("aioimaplib", "nio", "aiohttp.access", "mail.log"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.configure()
     commands = {"doctor": cmd_doctor, "run": cmd_run, "demo": cmd_demo,
                 "pending": cmd_pending, "worker": cmd_worker}
     if args.command in commands:

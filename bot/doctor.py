@@ -15,6 +15,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata
 
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+
 from bot.settings import Settings
 
 
@@ -53,7 +57,7 @@ PROBE_TIMEOUT = 20.0
 # The distributions Switchboard needs, as `pyproject.toml` declares them.
 REQUIRED_PACKAGES = ("slack-bolt", "slack-sdk", "matrix-nio", "aiosmtplib", "aioimaplib",
                      "aiosmtpd", "aiohttp", "redis", "rq", "jinja2", "nh3",
-                     "prometheus-client")
+                     "prometheus-client", "packaging")
 
 
 def check_python() -> Check:
@@ -64,14 +68,35 @@ def check_python() -> Check:
     return Check.ok("python", f"Python {version}", version)
 
 
+def _supported_ranges() -> dict[str, SpecifierSet]:
+    """What switchboard's own metadata says it supports (pyproject's dependencies)."""
+    try:
+        requires = metadata.requires("switchboard") or []
+    except metadata.PackageNotFoundError:
+        return {}
+    ranges: dict[str, SpecifierSet] = {}
+    for line in requires:
+        requirement = Requirement(line)
+        if requirement.marker is None:
+            ranges[canonicalize_name(requirement.name)] = requirement.specifier
+    return ranges
+
+
 def check_packages() -> list[Check]:
     checks = []
+    ranges = _supported_ranges()
     for name in REQUIRED_PACKAGES:
         try:
             version = metadata.version(name)
         except metadata.PackageNotFoundError:
             checks.append(Check.fail(f"package {name}", "not installed",
                                      "pip install the switchboard package with its dependencies"))
+            continue
+        supported = ranges.get(canonicalize_name(name))
+        if supported is not None and not supported.contains(version, prereleases=True):
+            checks.append(Check.fail(f"package {name}", f"{name} {version} is outside the "
+                                     f"supported range {supported}",
+                                     f"pip install '{name}{supported}'"))
             continue
         checks.append(Check.ok(f"package {name}", f"{name} {version}", version))
     return checks

@@ -1,4 +1,5 @@
-"""Switchboard's HTTP server: health, and the endpoints other bridges mount on it."""
+"""Switchboard's HTTP server: liveness, readiness, metrics, and the endpoints other
+bridges mount on it (Slack's)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,24 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from bridges.metrics import CONTENT_TYPE
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Readiness = Callable[[], Awaitable[dict[str, bool]]]
+Scrape = Callable[[], Awaitable[bytes]]
 
 
 class HttpServer:
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, readiness: Readiness | None = None,
+                 metrics: Scrape | None = None) -> None:
         self.host = host
         self.port = port
+        self.readiness = readiness
+        self.metrics = metrics
         self.app = web.Application(client_max_size=4 * 1024 * 1024)
         self.app.router.add_get("/healthz", self._healthz)
+        self.app.router.add_get("/readyz", self._readyz)
+        self.app.router.add_get("/metrics", self._metrics)
         self._runner: web.AppRunner | None = None
 
     def route(self, method: str, path: str, handler: Handler) -> None:
@@ -23,8 +33,19 @@ class HttpServer:
     async def _healthz(self, _: web.Request) -> web.Response:
         return web.json_response({"ok": True})
 
+    async def _readyz(self, _: web.Request) -> web.Response:
+        checks = await self.readiness() if self.readiness else {}
+        ready = all(checks.values())
+        return web.json_response({"ready": ready, "checks": checks},
+                                 status=200 if ready else 503)
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        body = await self.metrics() if self.metrics else b""
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None)
+        # shutdown_timeout: how long in-flight requests may take to finish on stop.
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=30)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()
 

@@ -93,6 +93,14 @@ class RedisDeliveries(RedisBacked):
         async with self._translated(f"releasing delivery {delivery_id}"):
             await self.redis.delete(self.keys.claim(delivery_id))
 
+    async def count_by_state(self) -> dict[DeliveryState, int]:
+        async with (self._translated("counting deliveries"),
+                    self.redis.pipeline(transaction=False) as pipe):
+            for state in DeliveryState:
+                pipe.zcard(self.keys.deliveries_in_state(state.value))
+            counts = await pipe.execute()
+        return {state: int(n) for state, n in zip(DeliveryState, counts, strict=True)}
+
     async def in_state(self, state: DeliveryState, limit: int = 100) -> list[Delivery]:
         async with self._translated(f"listing {state} deliveries"):
             ids = await self.redis.zrange(self.keys.deliveries_in_state(state.value), 0, limit - 1)

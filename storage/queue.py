@@ -44,6 +44,10 @@ class RqScheduler:
             raise StoreUnavailable(f"Redis at {redacted(self.url)} is unreachable while "
                                    f"scheduling a retry: {exc}") from exc
 
+    async def depth(self) -> int:
+        """Jobs waiting to run (scheduled ones not counted until they are due)."""
+        return int(await asyncio.to_thread(lambda: self.queue.count))
+
     async def schedule_retry(self, delivery_id: str, attempt: int, delay: float) -> None:
         await asyncio.to_thread(self._schedule, delivery_id, attempt, delay)
 

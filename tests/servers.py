@@ -77,3 +77,18 @@ async def run_cli(*args: str, env: dict[str, str],
     out, err = await asyncio.wait_for(process.communicate(), limit)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+def start_switchboard(command: str, env: dict[str, str], log: Path,
+                      new_session: bool = False) -> subprocess.Popen[bytes]:
+    """`switchboard <command>` as its own process, with only ``env``'s SWITCHBOARD_* set."""
+    import os
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    full = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    full.update(env)
+    full["PATH"] = f"{bin_dir}{os.pathsep}{full.get('PATH', '')}"
+    with log.open("ab") as out:
+        return subprocess.Popen([str(bin_dir / "switchboard"), command], env=full, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=new_session)

@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from bot.logs import log_context
 from bot.mail import InboundMail
 from bot.model import (
     Address,
@@ -97,6 +98,11 @@ class InboundEmailFlow:
         existing = await self.conversations.conversation_of(mail.thread_ids)
         cid = existing or await self.conversations.conversation_of([mail.message_id]) \
             or new_conversation_id(mail.message_id)
+        with log_context(conversation=cid):
+            return await self._handle(mail, source, cid, existing)
+
+    async def _handle(self, mail: InboundMail, source: str, cid: str,
+                      existing: str | None) -> IngestOutcome:
         targets = await self._targets(mail, existing)
         if not targets:
             return await self._refuse(mail, source, "no route: none of the recipients "

@@ -13,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
+from bot.logs import log_context
 from bot.model import (
     Address,
     ChatRef,
@@ -124,7 +125,8 @@ class ReplyInChat:
     def __init__(self, *, networks: Mapping[Network, ChatNetwork], address_book: AddressBook,
                  history: History, deliveries: Deliveries, conversations: Conversations,
                  tokens: Tokens, scheduler: RetryScheduler, mailer: MailSender | None,
-                 policy: Policy, worker: str = "switchboard") -> None:
+                 policy: Policy, worker: str = "switchboard",
+                 on_bridged: Callable[[str, str], None] | None = None) -> None:
         self.networks = networks
         self.address_book = address_book
         self.history = history
@@ -135,6 +137,7 @@ class ReplyInChat:
         self.mailer = mailer
         self.policy = policy
         self.worker = worker
+        self.on_bridged = on_bridged or (lambda direction, network: None)
 
     # --- starting a reply -----------------------------------------------------------
 
@@ -220,6 +223,10 @@ class ReplyInChat:
         return await self._deliver(delivery)
 
     async def _deliver(self, delivery: Delivery) -> Delivered | AlreadyHandled:
+        with log_context(conversation=delivery.conversation_id, delivery=delivery.id):
+            return await self._deliver_now(delivery)
+
+    async def _deliver_now(self, delivery: Delivery) -> Delivered | AlreadyHandled:
         if not await self.deliveries.claim(delivery.id, self.worker, CLAIM_SECONDS):
             current = await self.deliveries.get(delivery.id)
             return AlreadyHandled(delivery.id, current.state if current else delivery.state)
@@ -249,6 +256,7 @@ class ReplyInChat:
                                                  count_attempt=True)
             except InvalidTransition as exc:
                 return AlreadyHandled(delivery.id, DeliveryState(exc.current))
+            self.on_bridged("chat_to_chat", delivery.recipient.network.value)
             return Delivered(delivery.id, delivery.recipient, ref, delivery.meta.get("email", ""))
         finally:
             await self.deliveries.release(delivery.id)
@@ -325,6 +333,7 @@ class ReplyInChat:
                                                  f"sent by email to {to.value}")
             except InvalidTransition as exc:
                 return AlreadyHandled(delivery.id, DeliveryState(exc.current))
+            self.on_bridged("chat_to_email", "email")
             return Emailed(delivery.id, to)
         finally:
             await self.deliveries.release(delivery.id)

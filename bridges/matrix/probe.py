@@ -38,8 +38,23 @@ async def probe_matrix(settings: Settings) -> list[Check]:
             return [Check.fail("matrix", f"{cfg.homeserver} refused the login of {cfg.user}: "
                                          f"{login.message}",
                                "check SWITCHBOARD_MATRIX_USER and SWITCHBOARD_MATRIX_PASSWORD")]
+        presence = await presence_enabled(client)
         await client.logout()
     finally:
         await client.close()
-    return [Check.ok("matrix", f"{version} at {cfg.homeserver}, logged in as {cfg.user}",
-                     version.split()[-1])]
+    checks = [Check.ok("matrix", f"{version} at {cfg.homeserver}, logged in as {cfg.user}",
+                       version.split()[-1])]
+    if not presence:
+        checks.append(Check.warn(
+            "matrix", "the homeserver does not report presence: everyone counts as "
+                      "SWITCHBOARD_PRESENCE_UNKNOWN says",
+            "enable presence in the homeserver (Synapse: presence.enabled: true)"))
+    return checks
+
+
+async def presence_enabled(client: AsyncClient) -> bool:
+    """Synapse with presence switched off answers every query with "offline": set the
+    bot online and read it back."""
+    await client.set_presence("online")
+    answer = await client.get_presence(client.user_id)
+    return getattr(answer, "presence", "") == "online"

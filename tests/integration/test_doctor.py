@@ -113,3 +113,48 @@ async def test_invalid_settings_name_the_key(services: Services, slack: SlackCon
     code, _, err = await run_cli("doctor", env=env)
     assert code == 2
     assert "SWITCHBOARD_IMAP_PORT" in err and "SWITCHBOARD_REDIS_URL" in err
+
+
+async def test_tls_is_used_where_offered(services: Services, slack: SlackControl) -> None:
+    code, out, _ = await run_cli("doctor", "--json", env=doctor_env(services, slack))
+    checks = by_name(json.loads(out))
+    assert code == 0
+    assert "(STARTTLS)" in checks["imap"][0]["detail"]
+    assert "(STARTTLS)" in checks["smtp"][0]["detail"]
+    env = doctor_env(services, slack, SWITCHBOARD_IMAP_TLS="implicit",
+                     SWITCHBOARD_IMAP_PORT=services.env["SB_IMAPS_PORT"],
+                     SWITCHBOARD_SMTP_TLS="implicit",
+                     SWITCHBOARD_SMTP_PORT=services.env["SB_SMTPS_PORT"])
+    code, out, _ = await run_cli("doctor", "--json", env=env)
+    checks = by_name(json.loads(out))
+    assert code == 0, out
+    assert "(implicit TLS)" in checks["imap"][0]["detail"]
+    assert "(implicit TLS)" in checks["smtp"][0]["detail"]
+
+
+async def test_plain_smtp_while_tls_is_required(services: Services,
+                                                slack: SlackControl) -> None:
+    env = doctor_env(services, slack, SWITCHBOARD_REQUIRE_TLS="true",
+                     SWITCHBOARD_SMTP_PORT=services.env["SB_SMTP_PLAIN_PORT"])
+    code, out, _ = await run_cli("doctor", "--json", env=env)
+    (check,) = by_name(json.loads(out))["smtp"]
+    assert code == 1
+    assert check["status"] == "FAIL" and "does not offer STARTTLS" in check["detail"]
+    # without the requirement, the same server is used in clear, with a warning
+    env.pop("SWITCHBOARD_REQUIRE_TLS")
+    code, out, _ = await run_cli("doctor", "--json", env=env)
+    checks = by_name(json.loads(out))["smtp"]
+    assert code == 0 and [c["status"] for c in checks] == ["OK", "WARN"]
+
+
+async def test_untrusted_certificate_fails_with_a_fix(services: Services,
+                                                      slack: SlackControl) -> None:
+    env = doctor_env(services, slack)
+    env.pop("SWITCHBOARD_TLS_CA_FILE")
+    code, out, _ = await run_cli("doctor", "--json", env=env)
+    checks = by_name(json.loads(out))
+    assert code == 1
+    for name in ("imap", "smtp"):
+        assert checks[name][0]["status"] == "FAIL"
+        assert "certificate is not valid" in checks[name][0]["detail"]
+        assert "SWITCHBOARD_TLS_CA_FILE" in checks[name][0]["fix"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import uuid
 from collections import Counter
@@ -21,7 +20,7 @@ from storage.store import Store
 from tests.bridge import SLACK_CHANNEL, bridge_env, prepare_chat, running_bridge
 from tests.conftest import Services
 from tests.mailhelp import MatrixUser, eventually, make_mail, send_mail
-from tests.servers import redis_server
+from tests.servers import redis_server, start_switchboard
 from tests.slackapi.client import SlackControl
 
 pytestmark = pytest.mark.integration
@@ -46,15 +45,6 @@ async def chat_subjects(slack: SlackControl, alice: MatrixUser, room: str) -> Co
     return seen
 
 
-def start_switchboard(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
-    full.update(env)
-    full["PATH"] = f"{BIN}{os.pathsep}{full.get('PATH', '')}"
-    with log.open("ab") as out:
-        return subprocess.Popen([str(BIN / "switchboard"), "run"], env=full, stdout=out,
-                                stderr=subprocess.STDOUT)
-
-
 async def test_killed_between_post_and_checkpoint_posts_nothing_twice(
         services: Services, slack: SlackControl, http: aiohttp.ClientSession,
         tmp_path: Path) -> None:
@@ -70,7 +60,7 @@ async def test_killed_between_post_and_checkpoint_posts_nothing_twice(
         to = services.email("support" if i % 2 else "sales")
         await send_mail(services, make_mail("alice@partner.test", to, subject, f"body {i}"))
     log = tmp_path / "switchboard.log"
-    first = start_switchboard(env, log)
+    first = start_switchboard("run", env, log)
     try:
         killed_in_window = False
         for _ in range(400):
@@ -96,7 +86,7 @@ async def test_killed_between_post_and_checkpoint_posts_nothing_twice(
         posted_before = await store.redis.hlen(store.keys.posts())
         assert 0 < posted_before < len(subjects)
 
-        second = start_switchboard(env, log)
+        second = start_switchboard("run", env, log)
         try:
             async def everything() -> Counter[str] | None:
                 seen = await chat_subjects(slack, alice, room)

@@ -30,6 +30,7 @@ from tests.mailhelp import (
     make_mail,
     send_mail,
 )
+from tests.servers import start_switchboard
 from tests.slackapi.client import SlackControl, SlackSender
 
 pytestmark = pytest.mark.integration
@@ -333,12 +334,7 @@ async def _last_view(bridge: Bridge) -> dict[str, Any] | None:
 
 
 def start_worker(bridge: Bridge, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
-    env.update(bridge.env)
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    with log.open("ab") as out:
-        return subprocess.Popen([str(BIN / "switchboard"), "worker"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+    return start_switchboard("worker", bridge.env, log, new_session=True)
 
 
 def stop_worker(worker: subprocess.Popen[bytes]) -> None:
