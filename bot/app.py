@@ -17,6 +17,7 @@ from bot.flows.inbound_email import (
     Refused,
     TransientFailure,
 )
+from bot.flows.reply_by_email import ReplyByEmail
 from bot.flows.reply_in_chat import Policy, ReplyInChat
 from bot.model import Address, Network
 from bot.settings import Settings
@@ -56,6 +57,7 @@ class Runtime:
     networks: dict[Network, ChatNetwork]
     inbound: InboundEmailFlow
     replies: ReplyInChat
+    emails: ReplyByEmail
     commands: Commands
     matrix: MatrixNetwork | None = None
     slack: SlackNetwork | None = None
@@ -100,14 +102,20 @@ class Runtime:
             mailer=SmtpSender(settings.smtp, ca_file=settings.tls_ca_file,
                               require_tls=settings.require_tls) if settings.smtp else None,
             policy=policy)
-        commands = Commands(replies, settings.retry_interval)
+        emails = ReplyByEmail(
+            networks=networks, address_book=store.address_book, history=store.history,
+            deliveries=store.deliveries, conversations=store.conversations,
+            tokens=store.tokens, mailer=replies.mailer, policy=policy,
+            on_bridged=lambda direction, net: metrics.bridged.labels(direction, net).inc())
+        commands = Commands(replies, emails, settings.retry_interval)
         slack_app = None
         if slack is not None and settings.slack is not None:
             slack_app = SlackApp(signing_secret=settings.slack.signing_secret,
                                  client=slack.client, network=slack, replies=replies,
-                                 commands=commands, retry_interval=settings.retry_interval)
-        return cls(settings, store, networks, inbound, replies, commands, matrix, slack,
-                   slack_app, metrics=metrics, scheduler=scheduler)
+                                 emails=emails, commands=commands,
+                                 retry_interval=settings.retry_interval)
+        return cls(settings, store, networks, inbound, replies, emails, commands, matrix,
+                   slack, slack_app, metrics=metrics, scheduler=scheduler)
 
     async def close(self) -> None:
         if self.matrix is not None:
@@ -134,14 +142,18 @@ class Runtime:
             self.metrics.refused.inc()
         return outcome
 
-    async def _matrix_command(self, event: CommandEvent) -> Notice:
+    async def _matrix_command(self, event: CommandEvent) -> Notice | None:
         shows = None
         if event.where.thread:
             shows = await self.store.conversations.shown_in(Network.MATRIX, event.where.room,
                                                             event.where.thread)
+        if event.plain and shows is None:
+            return None  # ordinary chatter, not an answer to something Switchboard posted
         ctx = CommandContext(user=event.sender, user_name=event.sender_name, where=event.where,
                              shows=shows, request=f"matrix:{event.event_id}")
-        return await self.commands.run(event.text, ctx)
+        # A plain answer in a post's thread means: reply by email.
+        text = f"email {event.text}" if event.plain else event.text
+        return await self.commands.run(text, ctx)
 
     async def _deliver_imap(self, raw: bytes, source: str) -> None:
         await self.ingest(raw, source)
@@ -171,7 +183,6 @@ class Runtime:
         http = HttpServer(*s.http_listen, readiness=self.readiness, metrics=self.scrape)
         if self.slack_app is not None:
             http.route("POST", ENDPOINT, self.slack_app.handle)
-        background = {asyncio.current_task(), *tasks}
         await http.start()
         log.info("Switchboard is running (HTTP on %s:%d)", *s.http_listen)
         await stop.wait()
@@ -181,9 +192,8 @@ class Runtime:
             await listener.wait_closed()
         await http.stop()
         # Slack's listeners run after their ack, outside the request: wait for them too.
-        in_flight = [t for t in asyncio.all_tasks() if t not in background and not t.done()]
-        if in_flight:
-            await asyncio.wait(in_flight, timeout=SHUTDOWN_GRACE)
+        if self.slack_app is not None:
+            await self.slack_app.drain(SHUTDOWN_GRACE)
         for task in tasks:
             with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
                 await asyncio.wait_for(task, 15)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot.flows.reply_by_email import ReplyByEmail, notice_for_email
 from bot.flows.reply_in_chat import ReplyInChat, notice_for
 from bot.model import Address, ChatRef
 from bot.render import render
@@ -24,8 +25,10 @@ class CommandContext:
 
 
 class Commands:
-    def __init__(self, replies: ReplyInChat, retry_interval: float) -> None:
+    def __init__(self, replies: ReplyInChat, emails: ReplyByEmail,
+                 retry_interval: float) -> None:
         self.replies = replies
+        self.emails = emails
         self.retry_interval = retry_interval
 
     async def run(self, text: str, ctx: CommandContext) -> Notice:
@@ -34,6 +37,8 @@ class Commands:
         rest = rest.strip()
         if verb == "im":
             return await self._im(rest, ctx)
+        if verb == "email":
+            return await self._email(rest, ctx)
         if verb in ("queue", "cancel", "sendmail"):
             if not rest:
                 return Notice(f"`{verb}` needs the delivery id it was offered with, "
@@ -43,6 +48,18 @@ class Commands:
         if verb in ("", "help"):
             return Notice(render("chat/help.txt.j2"))
         return Notice(f"Unknown command {verb!r}. " + render("chat/help.txt.j2"))
+
+    async def _email(self, text: str, ctx: CommandContext) -> Notice:
+        if ctx.shows is None:
+            return Notice("`email <text>` answers by email: type it in the thread of a "
+                          "message Switchboard posted.")
+        if not text:
+            return Notice("`email` needs the text to send, like `email Thanks, will do`.")
+        cid, eid = ctx.shows
+        outcome = await self.emails.start(replier=ctx.user, replier_name=ctx.user_name,
+                                          conversation_id=cid, entry_id=eid, text=text,
+                                          request=ctx.request)
+        return notice_for_email(outcome)
 
     async def _im(self, text: str, ctx: CommandContext) -> Notice:
         if ctx.shows is None:

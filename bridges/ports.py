@@ -74,6 +74,10 @@ class ChatNetwork(Protocol):
         """The network's account registered with ``email``, if the network knows one."""
         ...
 
+    async def find_email(self, user: Address) -> Address | None:
+        """The email address in ``user``'s profile on the network, if it shows one."""
+        ...
+
     async def send_reply(self, user: Address, reply: ChatReply, key: str) -> ChatRef:
         """Deliver ``reply`` to ``user``'s direct messages (idempotent per ``key``)."""
         ...

@@ -41,6 +41,12 @@ class RedisHistory(RedisBacked):
                                           repr(entry.at), f"{cid}{_SEP}{entry.id}")
         return bool(added)
 
+    async def entry(self, conversation_id: str, entry_id: str) -> HistoryEntry | None:
+        async with self._translated(f"reading entry {entry_id}"):
+            found = await self.redis.hget(self.keys.conversation_entries(conversation_id),
+                                          entry_id)
+        return load_entry(text(found)) if found is not None else None
+
     async def count(self, conversation_id: str) -> int:
         async with self._translated(f"counting history of {conversation_id}"):
             return int(await self.redis.zcard(self.keys.conversation_timeline(conversation_id)))

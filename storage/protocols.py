@@ -50,6 +50,9 @@ class History(Protocol):
     async def count(self, conversation_id: str) -> int:
         """How many entries the conversation has."""
 
+    async def entry(self, conversation_id: str, entry_id: str) -> HistoryEntry | None:
+        """One entry, by id."""
+
 
 class Deliveries(Protocol):
     async def create(self, delivery: Delivery) -> Delivery:

@@ -15,10 +15,9 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
 
+from bot.flows.outgoing import compose_reply
 from bot.logs import log_context
 from bot.model import (
     Address,
@@ -172,15 +171,7 @@ class ReplyInChat:
         return await self.attempt(delivery)
 
     async def _entry(self, conversation_id: str, entry_id: str) -> HistoryEntry | None:
-        page = 0
-        while True:  # the answered email is almost always on the first page
-            found = await self.history.conversation(conversation_id, page, 50)
-            for entry in found.entries:
-                if entry.id == entry_id:
-                    return entry
-            if not found.has_more:
-                return None
-            page += 1
+        return await self.history.entry(conversation_id, entry_id)
 
     async def _chat_address(self, email: Address) -> Address | None:
         identity = await self.address_book.resolve(email)
@@ -342,33 +333,13 @@ class ReplyInChat:
         p = self.policy
         answered = await self._entry(delivery.conversation_id, delivery.meta["entry"])
         page = await self.history.conversation(delivery.conversation_id, 0, HISTORY_SHOWN)
-        history = tuple(reversed(page.entries))
         token = await self.tokens.issue(delivery.conversation_id, to, p.reply_token_ttl)
-        subject = delivery.meta.get("subject", "") or "your email"
-        if not subject.lower().startswith("re:"):
-            subject = f"Re: {subject}"
-        original = answered.meta.get("message_id", "") if answered else ""
-        references = (answered.meta.get("references", "").split() if answered else [])
-        references = [r for r in [*references, original] if r]
-        name = delivery.meta.get("replier_name") or delivery.sender.value
-        msg = EmailMessage()
-        msg["From"] = Address.email(p.bot_email).header_form(f"{name} via Switchboard")
-        msg["To"] = to.header_form()
-        msg["Reply-To"] = Address.email(f"reply+{token}@{p.reply_domain}").header_form(name)
-        msg["Subject"] = " ".join(f"{subject} [sb:{token}]".split())
-        msg["Date"] = format_datetime(datetime.now(UTC))
-        msg["Message-ID"] = make_msgid(idstring=delivery.id, domain=p.reply_domain)
-        if original:
-            msg["In-Reply-To"] = original
-        if references:
-            msg["References"] = " ".join(references[-20:])
-        msg["Auto-Submitted"] = "auto-generated"
-        msg["X-Switchboard"] = delivery.id
-        context = {"name": name, "text": delivery.text, "history": history,
-                   "answering": answered, "to": to.value}
-        msg.set_content(render("mail/reply.txt.j2", **context))
-        msg.add_alternative(render("mail/reply.html.j2", **context), subtype="html")
-        return msg
+        return compose_reply(
+            bot_email=p.bot_email, reply_domain=p.reply_domain,
+            sender_name=delivery.meta.get("replier_name") or delivery.sender.value, to=to,
+            text=delivery.text, subject=delivery.meta.get("subject", ""), token=token,
+            message_key=delivery.id, answering=answered,
+            history=tuple(reversed(page.entries)))
 
     # --- the retry job ----------------------------------------------------------------
 

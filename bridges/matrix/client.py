@@ -177,6 +177,24 @@ class MatrixNetwork:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise MatrixError(f"looking up {email} failed: {exc}", transient=True) from exc
 
+    async def find_email(self, user: Address) -> Address | None:
+        """The user's email third-party id, through Synapse's admin API (bot is admin)."""
+        session = self.client.client_session
+        if session is None:
+            return None
+        url = f"{self.client.homeserver}/_synapse/admin/v2/users/{user.value}"
+        headers = {"Authorization": f"Bearer {self.client.access_token}"}
+        try:
+            async with session.get(url, headers=headers) as answer:
+                if answer.status != 200:
+                    return None
+                threepids = (await answer.json()).get("threepids") or []
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise MatrixError(f"looking up {user}'s email failed: {exc}",
+                              transient=True) from exc
+        emails = [t["address"] for t in threepids if t.get("medium") == "email"]
+        return Address.email(emails[0]) if emails else None
+
     async def send_reply(self, user: Address, reply: ChatReply, key: str) -> ChatRef:
         room = await self.dm_room(user.value)
         event = await self.send(room, {

@@ -27,9 +27,10 @@ class CommandEvent:
     text: str  # after the "!sb" prefix
     where: ChatRef  # the room, and the thread root when typed in a thread
     event_id: str
+    plain: bool = False  # a message in a thread without the prefix
 
 
-OnCommand = Callable[[CommandEvent], Awaitable[Notice]]
+OnCommand = Callable[[CommandEvent], Awaitable[Notice | None]]
 
 
 def _thread_root(content: dict[str, Any]) -> str:
@@ -50,18 +51,21 @@ async def sync_forever(matrix: MatrixNetwork, stop: asyncio.Event,
 
     async def on_message(room: MatrixRoom, event: RoomMessageText) -> None:
         body = event.body.strip()
-        if event.sender == client.user_id or not body.startswith(PREFIX) or on_command is None:
-            return
-        if body != PREFIX and not body.startswith(PREFIX + " "):
+        if event.sender == client.user_id or on_command is None:
             return
         root = _thread_root(event.source.get("content", {}))
+        command = body == PREFIX or body.startswith(PREFIX + " ")
+        if not command and not root:
+            return
         where = ChatRef(Network.MATRIX, room.room_id, event.event_id, root)
         try:
             sender = Address.matrix(event.sender)
-            notice = await on_command(CommandEvent(sender, room.user_name(event.sender) or
-                                                   event.sender, body[len(PREFIX):].strip(),
-                                                   where, event.event_id))
-            await matrix.notify(sender, notice, where)
+            text = body[len(PREFIX):].strip() if command else body
+            notice = await on_command(CommandEvent(
+                sender, room.user_name(event.sender) or event.sender, text, where,
+                event.event_id, plain=not command))
+            if notice is not None:
+                await matrix.notify(sender, notice, where)
         except Exception:
             log.exception("the command %r from %s failed", body[:40], event.sender)
 

@@ -7,9 +7,12 @@ decision is taken here.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
@@ -18,6 +21,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.commands import CommandContext, Commands
+from bot.flows.reply_by_email import ReplyByEmail, notice_for_email
 from bot.flows.reply_in_chat import ReplyInChat, notice_for
 from bot.model import Address, ChatRef, Network
 from bridges.ports import Notice
@@ -27,6 +31,7 @@ from bridges.slack.web import SlackNetwork
 log = logging.getLogger(__name__)
 
 ENDPOINT = "/slack/events"
+SHORTCUT = "reply_by_email_shortcut"  # the message shortcut's callback id in the app config
 
 
 def _user(body: dict[str, Any]) -> tuple[Address, str]:
@@ -47,19 +52,41 @@ def _where(body: dict[str, Any]) -> ChatRef | None:
 
 class SlackApp:
     def __init__(self, *, signing_secret: str, client: AsyncWebClient, network: SlackNetwork,
-                 replies: ReplyInChat, commands: Commands, retry_interval: float) -> None:
+                 replies: ReplyInChat, emails: ReplyByEmail, commands: Commands,
+                 retry_interval: float) -> None:
         self.network = network
         self.replies = replies
+        self.emails = emails
         self.commands = commands
         self.retry_interval = retry_interval
+        self._busy: set[asyncio.Task[Any]] = set()
         self.bolt = AsyncApp(signing_secret=signing_secret, client=client,
                              process_before_response=False,
                              raise_error_for_unhandled_request=False)
         self.bolt.action(REPLY_IN_CHAT)(self.open_reply)
         self.bolt.view("reply_in_chat_modal")(self.submit_reply)
         self.bolt.action(re.compile(r"^delivery_(queue|cancel|sendmail)$"))(self.choose)
-        self.bolt.action(REPLY_BY_EMAIL)(self.reply_by_email)
+        self.bolt.action(REPLY_BY_EMAIL)(self.open_email)
+        self.bolt.view("reply_by_email_modal")(self.submit_email)
+        self.bolt.shortcut(SHORTCUT)(self.open_email_shortcut)
         self.bolt.command("/switchboard")(self.slash_command)
+
+    @contextlib.contextmanager
+    def _working(self) -> Iterator[None]:
+        """Marks the listener's task as in-flight work, which a graceful stop waits for."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._busy.add(task)
+        try:
+            yield
+        finally:
+            if task is not None:
+                self._busy.discard(task)
+
+    async def drain(self, grace: float) -> None:
+        """Wait for the work Slack's requests started (it runs after their ack)."""
+        if self._busy:
+            await asyncio.wait(set(self._busy), timeout=grace)
 
     async def handle(self, request: web.Request) -> web.Response:
         response = await self.bolt.async_dispatch(await to_bolt_request(request))
@@ -76,13 +103,14 @@ class SlackApp:
     async def open_reply(self, ack: AsyncAck, body: dict[str, Any],
                          client: AsyncWebClient) -> None:
         await ack()
-        cid, _, eid = str(body["actions"][0]["value"]).partition("/")
-        where = _where(body)
-        meta = json.dumps({"c": cid, "e": eid, "w": [where.room, where.message, where.thread]
-                           if where else None})
-        text = (body.get("message") or {}).get("text", "")
-        await client.views_open(trigger_id=body["trigger_id"],
-                                view=reply_modal(meta, text.removeprefix("Email from ")))
+        with self._working():
+            cid, _, eid = str(body["actions"][0]["value"]).partition("/")
+            where = _where(body)
+            meta = json.dumps({"c": cid, "e": eid, "w": [where.room, where.message, where.thread]
+                               if where else None})
+            text = (body.get("message") or {}).get("text", "")
+            await client.views_open(trigger_id=body["trigger_id"],
+                                    view=reply_modal(meta, text.removeprefix("Email from ")))
 
     async def submit_reply(self, ack: AsyncAck, body: dict[str, Any],
                            view: dict[str, Any]) -> None:
@@ -91,37 +119,81 @@ class SlackApp:
             await ack(response_action="errors", errors={"reply": "Write the reply to send."})
             return
         await ack()
-        meta = json.loads(view["private_metadata"])
-        user, name = _user(body)
-        where = ChatRef(Network.SLACK, *meta["w"]) if meta.get("w") else None
-        outcome = await self.replies.start(
-            replier=user, replier_name=name, conversation_id=meta["c"], entry_id=meta["e"],
-            text=text, request=f"slack-view:{view['id']}", where=where)
-        await self._tell(user, notice_for(outcome, self.retry_interval), where)
+        with self._working():
+            meta = json.loads(view["private_metadata"])
+            user, name = _user(body)
+            where = ChatRef(Network.SLACK, *meta["w"]) if meta.get("w") else None
+            outcome = await self.replies.start(
+                replier=user, replier_name=name, conversation_id=meta["c"], entry_id=meta["e"],
+                text=text, request=f"slack-view:{view['id']}", where=where)
+            await self._tell(user, notice_for(outcome, self.retry_interval), where)
 
     async def choose(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
                      respond: AsyncRespond) -> None:
         await ack()
-        user, _ = _user(body)
-        choice = str(action["action_id"]).removeprefix("delivery_")
-        outcome = await self.replies.choose(str(action["value"]), choice, user)
-        ephemeral = bool((body.get("container") or {}).get("is_ephemeral"))
-        await self._tell(user, notice_for(outcome, self.retry_interval), _where(body),
-                         respond if ephemeral else None)
+        with self._working():
+            user, _ = _user(body)
+            choice = str(action["action_id"]).removeprefix("delivery_")
+            outcome = await self.replies.choose(str(action["value"]), choice, user)
+            ephemeral = bool((body.get("container") or {}).get("is_ephemeral"))
+            await self._tell(user, notice_for(outcome, self.retry_interval), _where(body),
+                             respond if ephemeral else None)
 
-    async def reply_by_email(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+    async def open_email(self, ack: AsyncAck, body: dict[str, Any],
+                         client: AsyncWebClient) -> None:
         await ack()
-        user, _ = _user(body)
-        await self._tell(user, Notice("Reply by email is not available in this version of "
-                                      "Switchboard yet; use Reply in chat."), _where(body))
+        with self._working():
+            cid, _, eid = str(body["actions"][0]["value"]).partition("/")
+            where = _where(body)
+            meta = json.dumps({"c": cid, "e": eid, "w": [where.room, where.message, where.thread]
+                               if where else None})
+            text = (body.get("message") or {}).get("text", "")
+            await client.views_open(trigger_id=body["trigger_id"],
+                                    view=reply_modal(meta, text, by_email=True))
+
+    async def open_email_shortcut(self, ack: AsyncAck, body: dict[str, Any],
+                                  client: AsyncWebClient) -> None:
+        """*Reply by email* on any message: the message is kept, then answered."""
+        await ack()
+        with self._working():
+            message = body["message"]
+            channel = str(body["channel"]["id"])
+            team = str((body.get("team") or {}).get("id") or body["user"].get("team_id"))
+            shown = await self.emails.answerable(
+                network=Network.SLACK, room=channel, message=str(message["ts"]),
+                author=Address.slack(team, str(message.get("user") or "")),
+                text=str(message.get("text", "")), at=float(str(message["ts"]).split(".")[0]))
+            meta = json.dumps({"c": shown[0], "e": shown[1],
+                               "w": [channel, message["ts"], message.get("thread_ts")
+                                     or message["ts"]]})
+            await client.views_open(trigger_id=body["trigger_id"],
+                                    view=reply_modal(meta, str(message.get("text", ""))[:80],
+                                                     by_email=True))
+
+    async def submit_email(self, ack: AsyncAck, body: dict[str, Any],
+                           view: dict[str, Any]) -> None:
+        text = (view["state"]["values"].get("reply", {}).get("text", {}).get("value") or "")
+        if not text.strip():
+            await ack(response_action="errors", errors={"reply": "Write the email to send."})
+            return
+        await ack()
+        with self._working():
+            meta = json.loads(view["private_metadata"])
+            user, name = _user(body)
+            where = ChatRef(Network.SLACK, *meta["w"]) if meta.get("w") else None
+            outcome = await self.emails.start(
+                replier=user, replier_name=name, conversation_id=meta["c"], entry_id=meta["e"],
+                text=text, request=f"slack-view:{view['id']}")
+            await self._tell(user, notice_for_email(outcome), where)
 
     async def slash_command(self, ack: AsyncAck, command: dict[str, Any],
                             respond: AsyncRespond) -> None:
         await ack()
-        user = Address.slack(str(command["team_id"]), str(command["user_id"]))
-        ctx = CommandContext(user=user, user_name=str(command.get("user_name", "")),
-                             where=None, shows=None,
-                             request=f"slack-cmd:{command.get('trigger_id', '')}")
-        notice = await self.commands.run(str(command.get("text", "")), ctx)
-        blocks, text = notice_message(notice)
-        await respond(text=text, blocks=blocks, response_type="ephemeral")
+        with self._working():
+            user = Address.slack(str(command["team_id"]), str(command["user_id"]))
+            ctx = CommandContext(user=user, user_name=str(command.get("user_name", "")),
+                                 where=None, shows=None,
+                                 request=f"slack-cmd:{command.get('trigger_id', '')}")
+            notice = await self.commands.run(str(command.get("text", "")), ctx)
+            blocks, text = notice_message(notice)
+            await respond(text=text, blocks=blocks, response_type="ephemeral")

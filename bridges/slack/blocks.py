@@ -93,11 +93,14 @@ def notice_message(notice: Notice) -> tuple[list[dict[str, Any]], str]:
     return [b.to_dict() for b in blocks], mrkdwn(shorten(notice.text, 300))
 
 
-def reply_modal(private_metadata: str, subject: str) -> dict[str, Any]:
-    """The compose step of *Reply in chat*."""
+def reply_modal(private_metadata: str, subject: str, *, by_email: bool = False
+                ) -> dict[str, Any]:
+    """The compose step of *Reply in chat* (or, ``by_email``, of *Reply by email*)."""
     return {
-        "type": "modal", "callback_id": "reply_in_chat_modal",
-        "title": {"type": "plain_text", "text": "Reply in chat"},
+        "type": "modal",
+        "callback_id": "reply_by_email_modal" if by_email else "reply_in_chat_modal",
+        "title": {"type": "plain_text", "text": "Reply by email" if by_email
+                  else "Reply in chat"},
         "submit": {"type": "plain_text", "text": "Send"},
         "close": {"type": "plain_text", "text": "Cancel"},
         "private_metadata": private_metadata,

@@ -15,7 +15,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.model import Address, ChatRef, ChatTarget, Network, Presence
+from bot.model import Address, AddressError, ChatRef, ChatTarget, Network, Presence
 from bridges.errors import SlackError
 from bridges.ports import ChatReply, EmailCard, Notice
 from bridges.slack.blocks import email_card, notice_message, reply_message
@@ -131,6 +131,19 @@ class SlackNetwork:
         if user.get("deleted") or user.get("is_bot"):
             return None
         return Address.slack(str(user["team_id"]), str(user["id"]))
+
+    async def find_email(self, user: Address) -> Address | None:
+        try:
+            answer = await self._call("users.info", user=_user_id(user))
+        except SlackError as exc:
+            if exc.error == "user_not_found":
+                return None
+            raise
+        email = (answer["user"].get("profile") or {}).get("email")
+        try:
+            return Address.email(str(email)) if email else None
+        except AddressError:
+            return None
 
     async def send_reply(self, user: Address, reply: ChatReply, key: str) -> ChatRef:
         channel = await self.dm_channel(_user_id(user))

@@ -1,0 +1,50 @@
+"""Emails Switchboard sends on someone's behalf: a reply from chat, threaded onto the
+conversation, with its history quoted and a reply address that leads back to chat."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+from bot.model import Address, HistoryEntry
+from bot.render import render
+
+MARKER = "X-Switchboard"  # on everything Switchboard sends: its own mail is never re-bridged
+
+
+def reply_subject(subject: str, token: str) -> str:
+    subject = subject or "your email"
+    if not subject.lower().startswith("re:"):
+        subject = f"Re: {subject}"
+    # The token again in the subject: some providers drop plus-addressing.
+    return " ".join(f"{subject} [sb:{token}]".split())
+
+
+def compose_reply(*, bot_email: str, reply_domain: str, sender_name: str, to: Address,
+                  text: str, subject: str, token: str, message_key: str,
+                  answering: HistoryEntry | None, history: Sequence[HistoryEntry]
+                  ) -> EmailMessage:
+    """The email: From the bot in the replier's name, Reply-To the conversation's reply
+    address, In-Reply-To/References onto what it answers, text and HTML parts."""
+    original = answering.meta.get("message_id", "") if answering else ""
+    references = answering.meta.get("references", "").split() if answering else []
+    references = [r for r in [*references, original] if r]
+    msg = EmailMessage()
+    msg["From"] = Address.email(bot_email).header_form(f"{sender_name} via Switchboard")
+    msg["To"] = to.header_form()
+    msg["Reply-To"] = Address.email(f"reply+{token}@{reply_domain}").header_form(sender_name)
+    msg["Subject"] = reply_subject(subject, token)
+    msg["Date"] = format_datetime(datetime.now(UTC))
+    msg["Message-ID"] = make_msgid(idstring=message_key, domain=reply_domain)
+    if original:
+        msg["In-Reply-To"] = original
+    if references:
+        msg["References"] = " ".join(references[-20:])
+    msg[MARKER] = message_key
+    context = {"name": sender_name, "text": text, "history": list(history),
+               "answering": answering, "to": to.value}
+    msg.set_content(render("mail/reply.txt.j2", **context))
+    msg.add_alternative(render("mail/reply.html.j2", **context), subtype="html")
+    return msg

@@ -1,0 +1,186 @@
+"""Reply by email to a chat message (or to an email's post): find the author's email
+address, send the text with the conversation's history, threaded, and confirm.
+
+Answers that come back to the reply address land in the conversation's chat threads
+(see inbound_email); this module only sends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from bot.flows.outgoing import compose_reply
+from bot.flows.reply_in_chat import (
+    HISTORY_SHOWN,
+    AlreadyHandled,
+    CannotReply,
+    Policy,
+    delivery_id_for,
+)
+from bot.logs import log_context
+from bot.model import (
+    Address,
+    Delivery,
+    DeliveryState,
+    EntryKind,
+    HistoryEntry,
+    Network,
+    Provenance,
+)
+from bridges.errors import BridgeError
+from bridges.ports import ChatNetwork, MailSender, Notice
+from storage.errors import AddressTaken
+from storage.protocols import AddressBook, Conversations, Deliveries, History, Tokens
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EmailSent:
+    delivery_id: str
+    to: Address
+
+
+EmailOutcome = EmailSent | AlreadyHandled | CannotReply
+
+
+def notice_for_email(outcome: EmailOutcome) -> Notice:
+    if isinstance(outcome, EmailSent):
+        return Notice(f"Sent by email to {outcome.to.value}, with the conversation so far. "
+                      "Their answer will come back here.")
+    if isinstance(outcome, AlreadyHandled):
+        return Notice(f"That reply was already handled (it is {outcome.state.value}).")
+    return Notice(f"Your email could not be sent: {outcome.reason}.")
+
+
+def chat_message_ids(network: Network, room: str, message: str) -> tuple[str, str]:
+    """A conversation and entry id for a chat message Switchboard did not post itself."""
+    digest = hashlib.sha256(f"{network}:{room}:{message}".encode()).hexdigest()
+    return "s" + digest[:24], "x" + digest[:24]
+
+
+class ReplyByEmail:
+    def __init__(self, *, networks: Mapping[Network, ChatNetwork], address_book: AddressBook,
+                 history: History, deliveries: Deliveries, conversations: Conversations,
+                 tokens: Tokens, mailer: MailSender | None, policy: Policy,
+                 on_bridged: Callable[[str, str], None] | None = None) -> None:
+        self.networks = networks
+        self.address_book = address_book
+        self.history = history
+        self.deliveries = deliveries
+        self.conversations = conversations
+        self.tokens = tokens
+        self.mailer = mailer
+        self.policy = policy
+        self.on_bridged = on_bridged or (lambda direction, network: None)
+
+    async def email_of(self, author: Address) -> Address | None:
+        """The author's email: itself, the address book, or their network profile."""
+        if author.network is Network.EMAIL:
+            return author
+        identity = await self.address_book.resolve(author)
+        if identity is not None:
+            emails = sorted(identity.mappings, key=lambda m: not m.verified)
+            found = [m.address for m in emails if m.address.network is Network.EMAIL]
+            if found:
+                return found[0]
+        network = self.networks.get(author.network)
+        if network is None:
+            return None
+        try:
+            email = await network.find_email(author)
+        except BridgeError as exc:
+            log.warning("asking %s for %s's email failed: %s", author.network, author, exc)
+            return None
+        if email is not None:
+            try:
+                if identity is None:
+                    await self.address_book.link(author, provenance=Provenance.LEARNED,
+                                                 verified=True)
+                await self.address_book.link(email, provenance=Provenance.LEARNED,
+                                             verified=True, to=author)
+            except AddressTaken:
+                log.info("%s's profile email %s belongs to someone else in the address book",
+                         author, email)
+        return email
+
+    async def answerable(self, *, network: Network, room: str, message: str,
+                         author: Address, text: str, at: float) -> tuple[str, str]:
+        """(conversation, entry) of any chat message: what Switchboard posted it for, or,
+        for someone else's message (a Slack shortcut's target), the message itself, kept
+        now so it can be answered and carried as history."""
+        shown = await self.conversations.shown_in(network, room, message)
+        if shown is not None:
+            return shown
+        cid, eid = chat_message_ids(network, room, message)
+        await self.history.append(HistoryEntry(
+            id=eid, conversation_id=cid, kind=EntryKind.CHAT, sender=author, recipients=(),
+            at=at, text=text, meta={"chat": f"{network}:{room}:{message}"}))
+        return cid, eid
+
+    async def start(self, *, replier: Address, replier_name: str, conversation_id: str,
+                    entry_id: str, text: str, request: str) -> EmailOutcome:
+        text = text.strip()
+        if not text:
+            return CannotReply("the email is empty; type what you want to say")
+        if self.mailer is None:
+            return CannotReply("Switchboard has no SMTP server configured, so it cannot "
+                               "send email; ask the administrator to set SWITCHBOARD_SMTP_HOST")
+        answered = await self.history.entry(conversation_id, entry_id)
+        if answered is None:
+            return CannotReply("that message is not one Switchboard knows")
+        to = await self.email_of(answered.sender)
+        if to is None:
+            return CannotReply(f"{answered.sender.value} has no email address Switchboard "
+                               "knows; they can add one with the `link` command")
+        did = delivery_id_for(request)
+        existing = await self.deliveries.get(did)
+        if existing is not None and existing.state is not DeliveryState.PENDING:
+            return AlreadyHandled(did, existing.state)
+        await self.deliveries.create(Delivery(
+            id=did, conversation_id=conversation_id, sender=replier, recipient=to, text=text,
+            state=DeliveryState.PENDING, created_at=time.time(),
+            meta={"entry": entry_id, "email": to.value, "replier_name": replier_name,
+                  "subject": answered.subject, "by": "email"}))
+        with log_context(conversation=conversation_id, delivery=did):
+            return await self._send(did, replier, replier_name, conversation_id, answered,
+                                    to, text)
+
+    async def _send(self, did: str, replier: Address, replier_name: str, cid: str,
+                    answered: HistoryEntry, to: Address, text: str) -> EmailOutcome:
+        assert self.mailer is not None
+        if not await self.deliveries.claim(did, "reply-by-email", 120.0):
+            return AlreadyHandled(did, DeliveryState.PENDING)
+        try:
+            page = await self.history.conversation(cid, 0, HISTORY_SHOWN)
+            token = await self.tokens.issue(cid, to, self.policy.reply_token_ttl)
+            message = compose_reply(
+                bot_email=self.policy.bot_email, reply_domain=self.policy.reply_domain,
+                sender_name=replier_name or replier.value, to=to, text=text,
+                subject=answered.subject or _first_line(answered.text), token=token,
+                message_key=did, answering=answered, history=tuple(reversed(page.entries)))
+            try:
+                await self.mailer.send(message)
+            except BridgeError as exc:
+                await self.deliveries.transition(did, DeliveryState.FAILED, str(exc))
+                return CannotReply(f"the mail server refused it ({exc})")
+            await self.history.append(HistoryEntry(
+                id=did, conversation_id=cid, kind=EntryKind.EMAIL, sender=replier,
+                recipients=(to,), at=time.time(), text=text, subject=str(message["Subject"]),
+                meta={"delivery": did, "message_id": str(message["Message-ID"])}))
+            await self.conversations.remember_message(str(message["Message-ID"]), cid)
+            await self.deliveries.transition(did, DeliveryState.EMAILED,
+                                             f"sent by email to {to.value}")
+            self.on_bridged("chat_to_email", "email")
+            return EmailSent(did, to)
+        finally:
+            await self.deliveries.release(did)
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line[:60]
