@@ -82,10 +82,13 @@ class Runtime:
             networks[Network.MATRIX] = matrix
         own = [a for a in (settings.bot_email, settings.imap.user if settings.imap else None)
                if a]
+        mailer = SmtpSender(settings.smtp, ca_file=settings.tls_ca_file,
+                            require_tls=settings.require_tls) if settings.smtp else None
         inbound = InboundEmailFlow(
             routes=settings.routes, networks=networks, address_book=store.address_book,
             history=store.history, conversations=store.conversations, ingest=store.ingest,
-            own_addresses=own)
+            tokens=store.tokens, mailer=mailer, bot_email=settings.bot_email or "",
+            reply_domain=settings.reply_domain or "", own_addresses=own)
         policy = Policy(retry_interval=settings.retry_interval,
                         retry_deadline=settings.retry_deadline,
                         unknown_counts_as_present=settings.presence_unknown == "available",
@@ -99,9 +102,7 @@ class Runtime:
             deliveries=store.deliveries, conversations=store.conversations,
             tokens=store.tokens, scheduler=scheduler,
             on_bridged=lambda direction, net: metrics.bridged.labels(direction, net).inc(),
-            mailer=SmtpSender(settings.smtp, ca_file=settings.tls_ca_file,
-                              require_tls=settings.require_tls) if settings.smtp else None,
-            policy=policy)
+            mailer=mailer, policy=policy)
         emails = ReplyByEmail(
             networks=networks, address_book=store.address_book, history=store.history,
             deliveries=store.deliveries, conversations=store.conversations,

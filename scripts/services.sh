@@ -25,7 +25,7 @@ OTHER_DOMAIN=partner.test
 MATRIX_SERVER_NAME=switchboard.test
 MAIL_USERS="alice bob carol dave switchboard"
 MATRIX_USERS="alice bob carol dave"
-SHARED_ALIASES="support sales billing"
+SHARED_ALIASES="support sales billing reply"
 PASSWORD=${SB_TEST_PASSWORD:-correct-horse-battery}
 BOT_MATRIX_USER=switchboard
 VMAIL_USER=sbmail
@@ -255,6 +255,8 @@ virtual_mailbox_domains = $MAIL_DOMAIN $OTHER_DOMAIN
 virtual_mailbox_base = $STATE/mail
 virtual_mailbox_maps = texthash:$etc/vmailbox
 virtual_alias_maps = texthash:$etc/valiases
+# reply+TOKEN@ lands where reply@ does: Switchboard's own mailbox.
+recipient_delimiter = +
 virtual_uid_maps = static:$vuid
 virtual_gid_maps = static:$vgid
 virtual_minimum_uid = 1

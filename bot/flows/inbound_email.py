@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from bot.flows.outgoing import bounce_message, is_automatic
 from bot.logs import log_context
 from bot.mail import InboundMail
 from bot.model import (
@@ -34,10 +36,11 @@ from bot.model import (
 )
 from bot.settings import Route
 from bridges.errors import BridgeError
-from bridges.ports import ChatNetwork, EmailCard
-from storage.protocols import AddressBook, Conversations, History, Ingest
+from bridges.ports import ChatNetwork, EmailCard, MailSender
+from storage.protocols import AddressBook, Conversations, History, Ingest, Tokens
 
 log = logging.getLogger(__name__)
+_SUBJECT_TOKEN = re.compile(r"\[sb:([a-z2-7]{8,64})\]")
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,13 @@ def new_conversation_id(message_id: str) -> str:
 class InboundEmailFlow:
     def __init__(self, *, routes: Sequence[Route], networks: Mapping[Network, ChatNetwork],
                  address_book: AddressBook, history: History, conversations: Conversations,
-                 ingest: Ingest, own_addresses: Sequence[str] = ()) -> None:
+                 ingest: Ingest, tokens: Tokens, mailer: MailSender | None = None,
+                 bot_email: str = "", reply_domain: str = "",
+                 own_addresses: Sequence[str] = ()) -> None:
+        self.tokens = tokens
+        self.mailer = mailer
+        self.bot_email = bot_email
+        self.reply_domain = reply_domain
         self.routes = {r.address: r for r in routes}
         self.networks = networks
         self.address_book = address_book
@@ -86,20 +95,51 @@ class InboundEmailFlow:
 
     async def accepts(self, recipient: Address) -> bool:
         """Whether mail to ``recipient`` can be bridged (the SMTP listener asks)."""
-        if recipient.value in self.routes:
+        local, _, domain = recipient.value.partition("@")
+        if recipient.value in self.routes or (domain == self.reply_domain
+                                              and local.startswith("reply+")):
             return True
         identity = await self.address_book.resolve(recipient)
         return identity is not None and any(
             a.network in self.networks for a in identity.addresses() if a.network
             is not Network.EMAIL)
 
+    def reply_token(self, mail: InboundMail) -> str | None:
+        """The reply token the email was sent back with: in the address, else the subject."""
+        for recipient in mail.recipients:
+            local, _, domain = recipient.value.partition("@")
+            if domain == self.reply_domain and local.startswith("reply+"):
+                return local[len("reply+"):]
+        found = _SUBJECT_TOKEN.search(mail.subject)
+        if found and any(r.value.partition("@")[2] == self.reply_domain
+                         for r in mail.recipients):
+            return found.group(1)
+        return None
+
     async def handle(self, mail: InboundMail, source: str) -> IngestOutcome:
         """Bridge one email. Raises TransientFailure when it should be retried later."""
+        token = self.reply_token(mail)
+        if token is not None:
+            return await self._handle_reply(mail, source, token)
         existing = await self.conversations.conversation_of(mail.thread_ids)
         cid = existing or await self.conversations.conversation_of([mail.message_id]) \
             or new_conversation_id(mail.message_id)
         with log_context(conversation=cid):
             return await self._handle(mail, source, cid, existing)
+
+    async def _handle_reply(self, mail: InboundMail, source: str, token: str
+                            ) -> IngestOutcome:
+        """An answer to an email Switchboard sent: into that conversation, or bounced."""
+        bound = await self.tokens.resolve(token)
+        if bound is None:
+            return await self._refuse(mail, source, "the reply address has expired or is not "
+                                      "valid", bounce=True)
+        cid, recipient = bound
+        if mail.sender != recipient:
+            return await self._refuse(mail, source, "the reply address was given to another "
+                                      "sender", bounce=True)
+        with log_context(conversation=cid):
+            return await self._handle(mail, source, cid, cid)
 
     async def _handle(self, mail: InboundMail, source: str, cid: str,
                       existing: str | None) -> IngestOutcome:
@@ -154,6 +194,13 @@ class InboundEmailFlow:
             targets = [_target_of(key, ref) for key, ref in threads.items()]
             if targets:
                 return targets
+            # A conversation that started in chat (a message answered by email) has no
+            # thread of ours: the answer goes to the chat people who wrote in it.
+            page = await self.history.conversation(conversation, 0, 20)
+            people = dict.fromkeys(e.sender for e in page.entries
+                                   if e.sender.network in self.networks)
+            if people:
+                return [ChatTarget.dm(p) for p in people]
         found: dict[str, ChatTarget] = {}
         for recipient in mail.recipients:
             route = self.routes.get(recipient.value)
@@ -171,11 +218,18 @@ class InboundEmailFlow:
                 found.setdefault(target.key, target)
         return list(found.values())
 
-    async def _refuse(self, mail: InboundMail, source: str, reason: str) -> Refused:
+    async def _refuse(self, mail: InboundMail, source: str, reason: str,
+                      bounce: bool = False) -> Refused:
         log.warning("email %s refused: %s", mail.message_id, reason)
         await self.ingest.refuse(Refusal(time.time(), source, mail.message_id,
                                          mail.sender.value if mail.sender else "",
                                          mail.subject, reason))
+        if bounce and self.mailer is not None and mail.sender is not None \
+                and not is_automatic(mail):
+            try:
+                await self.mailer.send(bounce_message(mail, reason, self.bot_email))
+            except BridgeError as exc:
+                log.warning("could not tell %s why: %s", mail.sender, exc)
         return Refused(reason)
 
     @staticmethod

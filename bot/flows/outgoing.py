@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
+from bot.mail import InboundMail
 from bot.model import Address, HistoryEntry
 from bot.render import render
 
@@ -47,4 +48,32 @@ def compose_reply(*, bot_email: str, reply_domain: str, sender_name: str, to: Ad
                "answering": answering, "to": to.value}
     msg.set_content(render("mail/reply.txt.j2", **context))
     msg.add_alternative(render("mail/reply.html.j2", **context), subtype="html")
+    return msg
+
+
+def is_automatic(mail: InboundMail) -> bool:
+    """Mail that must never be answered automatically (RFC 3834): auto-submitted, bulk or
+    list mail, a null return path, or Switchboard's own."""
+    headers = mail.headers
+    auto = headers.get("auto-submitted", "no").strip().lower()
+    precedence = headers.get("precedence", "").strip().lower()
+    return (auto != "no" or precedence in ("bulk", "list", "junk")
+            or headers.get("return-path", "").strip() == "<>"
+            or MARKER.lower() in headers)
+
+
+def bounce_message(mail: InboundMail, reason: str, bot_email: str) -> EmailMessage:
+    """A polite note to the sender that their email was not delivered, and why."""
+    assert mail.sender is not None
+    msg = EmailMessage()
+    msg["From"] = Address.email(bot_email).header_form("Switchboard")
+    msg["To"] = mail.sender.header_form(mail.sender_name)
+    msg["Subject"] = " ".join(f"Not delivered: {mail.subject or '(no subject)'}".split())
+    msg["Date"] = format_datetime(datetime.now(UTC))
+    msg["Message-ID"] = make_msgid(domain=bot_email.partition("@")[2] or None)
+    msg["In-Reply-To"] = mail.message_id
+    msg["References"] = mail.message_id
+    msg["Auto-Submitted"] = "auto-replied"  # RFC 3834: never answer this one
+    msg[MARKER] = "bounce"
+    msg.set_content(render("mail/bounce.txt.j2", subject=mail.subject, reason=reason))
     return msg
