@@ -108,7 +108,11 @@ class Runtime:
             deliveries=store.deliveries, conversations=store.conversations,
             tokens=store.tokens, mailer=replies.mailer, policy=policy,
             on_bridged=lambda direction, net: metrics.bridged.labels(direction, net).inc())
-        commands = Commands(replies, emails, settings.retry_interval)
+        commands = Commands(replies=replies, emails=emails, address_book=store.address_book,
+                            history=store.history, deliveries=store.deliveries,
+                            verifications=store.verifications, mailer=mailer,
+                            bot_email=settings.bot_email or "switchboard@localhost",
+                            retry_interval=settings.retry_interval)
         slack_app = None
         if slack is not None and settings.slack is not None:
             slack_app = SlackApp(signing_secret=settings.slack.signing_secret,

@@ -1,18 +1,30 @@
 """The platform-neutral command set behind Slack's `/switchboard …` and Matrix's `!sb …`.
 
 A bridge parses nothing: it hands the text and where it was typed to ``Commands.run``
-and shows the Notice it gets back.
+and shows the Notice it gets back. Every refusal says what was wrong and what to do.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
+import time
 from dataclasses import dataclass
+from email.message import EmailMessage
 
 from bot.flows.reply_by_email import ReplyByEmail, notice_for_email
-from bot.flows.reply_in_chat import ReplyInChat, notice_for
-from bot.model import Address, ChatRef
+from bot.flows.reply_in_chat import ReplyInChat, choices_for, notice_for
+from bot.model import Address, AddressError, ChatRef, DeliveryState, Network, Provenance
 from bot.render import render
-from bridges.ports import Notice
+from bridges.errors import BridgeError
+from bridges.ports import Choice, MailSender, Notice
+from storage.errors import AddressTaken
+from storage.protocols import AddressBook, Deliveries, History, Verifications
+
+CODE_TTL = 15 * 60
+HISTORY_PAGE = 10
+_SLACK_MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
+_MAILTO = re.compile(r"^<mailto:([^|>]+)(?:\|[^>]*)?>$")  # Slack's auto-linked addresses
 
 
 @dataclass(frozen=True)
@@ -24,51 +36,233 @@ class CommandContext:
     request: str  # unique per command event: a redelivered event is not run twice
 
 
+class CommandError(Exception):
+    """Input a person can correct; the message says how."""
+
+
+@dataclass
 class Commands:
-    def __init__(self, replies: ReplyInChat, emails: ReplyByEmail,
-                 retry_interval: float) -> None:
-        self.replies = replies
-        self.emails = emails
-        self.retry_interval = retry_interval
+    replies: ReplyInChat
+    emails: ReplyByEmail
+    address_book: AddressBook
+    history: History
+    deliveries: Deliveries
+    verifications: Verifications
+    mailer: MailSender | None
+    bot_email: str
+    retry_interval: float
 
     async def run(self, text: str, ctx: CommandContext) -> Notice:
         verb, _, rest = text.strip().partition(" ")
-        verb = verb.lower()
-        rest = rest.strip()
-        if verb == "im":
-            return await self._im(rest, ctx)
-        if verb == "email":
-            return await self._email(rest, ctx)
-        if verb in ("queue", "cancel", "sendmail"):
-            if not rest:
-                return Notice(f"`{verb}` needs the delivery id it was offered with, "
-                              f"like `{verb} d1234…`")
-            outcome = await self.replies.choose(rest.split()[0], verb, ctx.user)
-            return notice_for(outcome, self.retry_interval)
+        verb, rest = verb.lower(), rest.strip()
+        handler = {
+            "im": self._im, "email": self._email, "link": self._link, "unlink": self._unlink,
+            "whois": self._whois, "history": self._history, "pending": self._pending,
+            "queue": self._choice, "cancel": self._choice, "sendmail": self._choice,
+        }.get(verb)
         if verb in ("", "help"):
             return Notice(render("chat/help.txt.j2"))
-        return Notice(f"Unknown command {verb!r}. " + render("chat/help.txt.j2"))
+        if handler is None:
+            return Notice(f"Unknown command {verb!r}.\n" + render("chat/help.txt.j2"))
+        try:
+            return await handler(verb, rest, ctx)
+        except CommandError as exc:
+            return Notice(str(exc))
 
-    async def _email(self, text: str, ctx: CommandContext) -> Notice:
-        if ctx.shows is None:
-            return Notice("`email <text>` answers by email: type it in the thread of a "
-                          "message Switchboard posted.")
-        if not text:
-            return Notice("`email` needs the text to send, like `email Thanks, will do`.")
-        cid, eid = ctx.shows
-        outcome = await self.emails.start(replier=ctx.user, replier_name=ctx.user_name,
-                                          conversation_id=cid, entry_id=eid, text=text,
-                                          request=ctx.request)
-        return notice_for_email(outcome)
+    # --- reading what people type ---------------------------------------------------
 
-    async def _im(self, text: str, ctx: CommandContext) -> Notice:
-        if ctx.shows is None:
-            return Notice("`im <text>` answers an email in chat: type it in the thread of the "
-                          "email's post.")
-        if not text:
-            return Notice("`im` needs the text of your reply, like `im Thanks, will do`.")
-        cid, eid = ctx.shows
-        outcome = await self.replies.start(replier=ctx.user, replier_name=ctx.user_name,
-                                           conversation_id=cid, entry_id=eid, text=text,
-                                           request=ctx.request, where=ctx.where)
+    def _address(self, text: str, ctx: CommandContext) -> Address:
+        text = text.strip()
+        mention = _SLACK_MENTION.match(text)
+        if mention and ctx.user.network is Network.SLACK:
+            return Address.slack(ctx.user.value.partition("/")[0], mention.group(1))
+        mailto = _MAILTO.match(text)
+        if mailto:
+            text = mailto.group(1)
+        try:
+            return Address.parse(text)
+        except AddressError as exc:
+            raise CommandError(f"{exc}. Give an email address, a Matrix id (@name:server) "
+                               "or a Slack mention.") from None
+
+    def _email_address(self, text: str, ctx: CommandContext) -> Address:
+        address = self._address(text, ctx)
+        if address.network is not Network.EMAIL:
+            raise CommandError(f"{text!r} is not an email address")
+        return address
+
+    # --- reply and message ----------------------------------------------------------
+
+    async def _im(self, verb: str, rest: str, ctx: CommandContext) -> Notice:
+        first, _, text = rest.partition(" ")
+        if ctx.shows is not None and not _looks_like_address(first):
+            if not rest:
+                raise CommandError("`im` needs the text of your reply, like `im Thanks!`")
+            cid, eid = ctx.shows
+            outcome = await self.replies.start(
+                replier=ctx.user, replier_name=ctx.user_name, conversation_id=cid,
+                entry_id=eid, text=rest, request=ctx.request, where=ctx.where)
+            return notice_for(outcome, self.retry_interval)
+        if not first or not text.strip():
+            raise CommandError("`im <email> <text>` messages someone by their email address, "
+                               "on whichever network they are; in an email's thread, "
+                               "`im <text>` answers it.")
+        to = self._email_address(first, ctx)
+        cid = "i" + hashlib.sha256(ctx.request.encode()).hexdigest()[:24]
+        outcome = await self.replies.start(
+            replier=ctx.user, replier_name=ctx.user_name, conversation_id=cid, entry_id="",
+            text=text, request=ctx.request, where=ctx.where, to_email=to)
         return notice_for(outcome, self.retry_interval)
+
+    async def _email(self, verb: str, rest: str, ctx: CommandContext) -> Notice:
+        first, _, text = rest.partition(" ")
+        if _looks_like_address(first):
+            to = self._email_address(first, ctx)
+            if not text.strip():
+                raise CommandError("`email <address> <text>` needs the text to send")
+            return notice_for_email(await self.emails.start_new(
+                sender=ctx.user, sender_name=ctx.user_name, to=to, text=text,
+                request=ctx.request))
+        if ctx.shows is None:
+            raise CommandError("`email <address> <text>` starts an email thread; in the "
+                               "thread of a message Switchboard posted, `email <text>` "
+                               "answers it by email.")
+        if not rest:
+            raise CommandError("`email` needs the text to send, like `email Thanks, will do`")
+        cid, eid = ctx.shows
+        return notice_for_email(await self.emails.start(
+            replier=ctx.user, replier_name=ctx.user_name, conversation_id=cid, entry_id=eid,
+            text=rest, request=ctx.request))
+
+    async def _choice(self, verb: str, rest: str, ctx: CommandContext) -> Notice:
+        if not rest:
+            raise CommandError(f"`{verb}` needs the delivery id it was offered with, like "
+                               f"`{verb} d1234…` (see `pending`)")
+        outcome = await self.replies.choose(rest.split()[0], verb, ctx.user)
+        return notice_for(outcome, self.retry_interval)
+
+    # --- the address book -----------------------------------------------------------
+
+    async def _link(self, verb: str, rest: str, ctx: CommandContext) -> Notice:
+        word, _, code = rest.partition(" ")
+        if word.lower() == "verify":
+            return await self._verify(code.strip(), ctx)
+        if not rest:
+            raise CommandError("`link <email>` links your email address to your chat account "
+                               "(a code is emailed to you); then `link verify <code>`.")
+        email = self._email_address(rest, ctx)
+        owner = await self.address_book.resolve(email)
+        if owner is not None and ctx.user not in owner.addresses():
+            raise CommandError(f"{email.value} is already linked to someone else; if it is "
+                               "yours, ask an administrator to move it")
+        if self.mailer is None:
+            raise CommandError("Switchboard cannot send email here (no SMTP server "
+                               "configured), so it cannot verify addresses")
+        code = await self.verifications.issue(ctx.user, email, CODE_TTL)
+        try:
+            await self.mailer.send(_code_email(self.bot_email, email, ctx, code))
+        except BridgeError as exc:
+            raise CommandError(f"the code could not be emailed to {email.value} ({exc}); "
+                               "try again later") from None
+        return Notice(f"A 6-digit code was emailed to {email.value}. Type `link verify "
+                      f"<code>` within {CODE_TTL // 60} minutes.")
+
+    async def _verify(self, code: str, ctx: CommandContext) -> Notice:
+        if not code:
+            raise CommandError("`link verify <code>` needs the code from the email")
+        result = await self.verifications.check(ctx.user, code)
+        if isinstance(result, str):
+            raise CommandError(f"Not linked: {result}.")
+        try:
+            if await self.address_book.resolve(ctx.user) is None:
+                await self.address_book.link(ctx.user, provenance=Provenance.SELF_LINKED,
+                                             verified=True)
+            await self.address_book.link(result, provenance=Provenance.SELF_LINKED,
+                                         verified=True, to=ctx.user)
+        except AddressTaken:
+            raise CommandError(f"Not linked: {result.value} is already linked to someone "
+                               "else.") from None
+        return Notice(f"Linked: {result.value} is now verified as yours. Email to it can "
+                      "reach you here.")
+
+    async def _unlink(self, verb: str, rest: str, ctx: CommandContext) -> Notice:
+        if not rest:
+            raise CommandError("`unlink <email>` removes one of your email addresses")
+        email = self._email_address(rest, ctx)
+        owner = await self.address_book.resolve(email)
+        if owner is None or ctx.user not in owner.addresses():
+            raise CommandError(f"{email.value} is not linked to you, so there is nothing to "
+                               "unlink")
+        await self.address_book.unlink(email)
+        return Notice(f"Unlinked {email.value}.")
+
+    async def _whois(self, verb: str, rest: str, ctx: CommandContext) -> Notice:
+        if not rest:
+            raise CommandError("`whois <email|chat user>` shows what Switchboard knows of "
+                               "someone")
+        address = self._address(rest, ctx)
+        identity = await self.address_book.resolve(address)
+        if identity is None:
+            return Notice(f"Switchboard knows nothing of {address.value}.")
+        lines = [f"{address.value} is known as:"]
+        for m in identity.mappings:
+            lines.append(f"  {m.address.network.value}: {m.address.value} ({m.provenance.value}"
+                         f"{', verified' if m.verified else ', not verified'})")
+        return Notice("\n".join(lines))
+
+    async def _history(self, verb: str, rest: str, ctx: CommandContext) -> Notice:
+        who, _, page_text = rest.partition(" ")
+        if not who:
+            raise CommandError("`history <email|chat user> [page]` shows the latest exchanges "
+                               "with someone")
+        try:
+            page = max(1, int(page_text or "1"))
+        except ValueError:
+            raise CommandError(f"{page_text!r} is not a page number") from None
+        address = self._address(who, ctx)
+        identity = await self.address_book.resolve(address)
+        addresses = identity.addresses() if identity else [address]
+        found = await self.history.person(addresses, page - 1, HISTORY_PAGE)
+        if not found.entries:
+            return Notice(f"No history with {address.value}" +
+                          (f" on page {page}." if page > 1 else "."))
+        lines = [f"History with {address.value}, page {page} (newest first):"]
+        for e in found.entries:
+            when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(e.at))
+            text = " ".join(e.text.split())[:120]
+            lines.append(f"  {when} {e.kind.value} from {e.sender.value}"
+                         f"{': ' + e.subject if e.subject else ''} — {text}")
+        if found.has_more:
+            lines.append(f"More: `history {who} {page + 1}`")
+        return Notice("\n".join(lines))
+
+    async def _pending(self, verb: str, rest: str, ctx: CommandContext) -> Notice:
+        mine = [d for d in await self.deliveries.from_sender(ctx.user, 200)
+                if d.state in (DeliveryState.QUEUED, DeliveryState.FAILED)]
+        if not mine:
+            return Notice("You have no queued or failed deliveries.")
+        lines = ["Your deliveries waiting or failed:"]
+        choices: list[Choice] = []
+        for d in mine[:10]:
+            note = d.changes[-1].note if d.changes else ""
+            lines.append(f"  {d.id} to {d.meta.get('email') or d.recipient.value}: "
+                         f"{d.state.value} — {note} ({d.attempts} attempts)")
+            choices += [c for c in choices_for(d.id) if c.action != "sendmail"]
+        lines.append("Retry with `queue <id>`, drop with `cancel <id>`, or `sendmail <id>`.")
+        return Notice("\n".join(lines), tuple(choices[:20]))
+
+
+def _looks_like_address(word: str) -> bool:
+    return "@" in word or word.startswith("<mailto:")
+
+
+def _code_email(bot_email: str, to: Address, ctx: CommandContext, code: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = Address.email(bot_email).header_form("Switchboard")
+    msg["To"] = to.header_form()
+    msg["Subject"] = "Your Switchboard verification code"
+    msg["Auto-Submitted"] = "auto-generated"
+    msg["X-Switchboard"] = "verification"
+    msg.set_content(render("mail/verify.txt.j2", code=code, user=ctx.user.value,
+                           network=ctx.user.network.value.title(), minutes=CODE_TTL // 60))
+    return msg

@@ -55,6 +55,10 @@ class Keys:
         """string with expiry: the conversation and recipient a reply address belongs to."""
         return self._k("token", token)
 
+    def verification(self, user: str) -> str:
+        """string with expiry: a chat user's pending email verification."""
+        return self._k("verify", user)
+
     def claim(self, name: str) -> str:
         """string with expiry: the worker currently sending a delivery."""
         return self._k("claim", name)

@@ -117,3 +117,11 @@ class Tokens(Protocol):
 class RetryScheduler(Protocol):
     async def schedule_retry(self, delivery_id: str, attempt: int, delay: float) -> None:
         """Run the retry of ``delivery_id`` in ``delay`` seconds (once per attempt)."""
+
+
+class Verifications(Protocol):
+    async def issue(self, user: Address, email: Address, ttl: int) -> str:
+        """A new code for ``user`` to prove ``email``; replaces an earlier one."""
+
+    async def check(self, user: Address, code: str) -> Address | str:
+        """The verified email, or the reason it is not verified."""

@@ -13,6 +13,7 @@ from storage.ingest import RedisIngest
 from storage.keys import Keys
 from storage.matrix_state import RedisMatrixState
 from storage.tokens import RedisTokens
+from storage.verification import RedisVerifications
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Store:
     ingest: RedisIngest
     matrix: RedisMatrixState
     tokens: RedisTokens
+    verifications: RedisVerifications
 
     @classmethod
     def open(cls, url: str, prefix: str = "sb", ca_file: str | None = None) -> Store:
@@ -42,7 +44,7 @@ class Store:
         return cls(client, keys, url, RedisAddressBook(client, keys), RedisHistory(client, keys),
                    RedisDeliveries(client, keys), RedisConversations(client, keys),
                    RedisIngest(client, keys), RedisMatrixState(client, keys),
-                   RedisTokens(client, keys))
+                   RedisTokens(client, keys), RedisVerifications(client, keys))
 
     async def server_info(self) -> ServerInfo:
         """Version and persistence of the Redis server; raises StoreUnavailable."""

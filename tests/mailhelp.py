@@ -121,13 +121,20 @@ class MatrixUser:
         return self
 
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """One client-server API call; waits out 429s as a real client does (people keep
+        Synapse's default message rate limit on the test homeserver)."""
         headers = {"Authorization": f"Bearer {self.token}"}
-        async with self.http.request(method, f"{self.base}/_matrix/client/v3{path}",
-                                     json=body, headers=headers) as r:
-            data = await r.json()
-            if r.status >= 400:
-                raise AssertionError(f"{method} {path}: {r.status} {data}")
-            return data
+        for _ in range(20):
+            async with self.http.request(method, f"{self.base}/_matrix/client/v3{path}",
+                                         json=body, headers=headers) as r:
+                data = await r.json()
+                if r.status == 429:
+                    await asyncio.sleep(data.get("retry_after_ms", 1000) / 1000)
+                    continue
+                if r.status >= 400:
+                    raise AssertionError(f"{method} {path}: {r.status} {data}")
+                return data
+        raise AssertionError(f"{method} {path}: still rate-limited")
 
     async def join(self, room: str) -> None:
         await self.call("POST", f"/join/{room}", {})

@@ -15,9 +15,9 @@ from bot.render import render
 MARKER = "X-Switchboard"  # on everything Switchboard sends: its own mail is never re-bridged
 
 
-def reply_subject(subject: str, token: str) -> str:
+def reply_subject(subject: str, token: str, is_reply: bool = True) -> str:
     subject = subject or "your email"
-    if not subject.lower().startswith("re:"):
+    if is_reply and not subject.lower().startswith("re:"):
         subject = f"Re: {subject}"
     # The token again in the subject: some providers drop plus-addressing.
     return " ".join(f"{subject} [sb:{token}]".split())
@@ -36,7 +36,7 @@ def compose_reply(*, bot_email: str, reply_domain: str, sender_name: str, to: Ad
     msg["From"] = Address.email(bot_email).header_form(f"{sender_name} via Switchboard")
     msg["To"] = to.header_form()
     msg["Reply-To"] = Address.email(f"reply+{token}@{reply_domain}").header_form(sender_name)
-    msg["Subject"] = reply_subject(subject, token)
+    msg["Subject"] = reply_subject(subject, token, is_reply=answering is not None)
     msg["Date"] = format_datetime(datetime.now(UTC))
     msg["Message-ID"] = make_msgid(idstring=message_key, domain=reply_domain)
     if original:

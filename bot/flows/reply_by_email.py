@@ -122,6 +122,19 @@ class ReplyByEmail:
             at=at, text=text, meta={"chat": f"{network}:{room}:{message}"}))
         return cid, eid
 
+    async def start_new(self, *, sender: Address, sender_name: str, to: Address, text: str,
+                        request: str) -> EmailOutcome:
+        """A new email thread from chat (`email <address> <text>`)."""
+        if not text.strip():
+            return CannotReply("the email is empty; write `email <address> <text>`")
+        if self.mailer is None:
+            return CannotReply("Switchboard has no SMTP server configured, so it cannot "
+                               "send email; ask the administrator to set SWITCHBOARD_SMTP_HOST")
+        cid = "n" + hashlib.sha256(request.encode()).hexdigest()[:24]
+        return await self._start(replier=sender, replier_name=sender_name, cid=cid,
+                                 answered=None, to=to, text=text.strip(), request=request,
+                                 subject=_first_line(text))
+
     async def start(self, *, replier: Address, replier_name: str, conversation_id: str,
                     entry_id: str, text: str, request: str) -> EmailOutcome:
         text = text.strip()
@@ -137,6 +150,16 @@ class ReplyByEmail:
         if to is None:
             return CannotReply(f"{answered.sender.value} has no email address Switchboard "
                                "knows; they can add one with the `link` command")
+        return await self._start(replier=replier, replier_name=replier_name,
+                                 cid=conversation_id, answered=answered, to=to, text=text,
+                                 request=request,
+                                 subject=answered.subject or _first_line(answered.text))
+
+    async def _start(self, *, replier: Address, replier_name: str, cid: str,
+                     answered: HistoryEntry | None, to: Address, text: str, request: str,
+                     subject: str) -> EmailOutcome:
+        conversation_id = cid
+        entry_id = answered.id if answered else ""
         did = delivery_id_for(request)
         existing = await self.deliveries.get(did)
         if existing is not None and existing.state is not DeliveryState.PENDING:
@@ -145,13 +168,14 @@ class ReplyByEmail:
             id=did, conversation_id=conversation_id, sender=replier, recipient=to, text=text,
             state=DeliveryState.PENDING, created_at=time.time(),
             meta={"entry": entry_id, "email": to.value, "replier_name": replier_name,
-                  "subject": answered.subject, "by": "email"}))
+                  "subject": subject, "by": "email"}))
         with log_context(conversation=conversation_id, delivery=did):
             return await self._send(did, replier, replier_name, conversation_id, answered,
-                                    to, text)
+                                    to, text, subject)
 
     async def _send(self, did: str, replier: Address, replier_name: str, cid: str,
-                    answered: HistoryEntry, to: Address, text: str) -> EmailOutcome:
+                    answered: HistoryEntry | None, to: Address, text: str,
+                    subject: str) -> EmailOutcome:
         assert self.mailer is not None
         if not await self.deliveries.claim(did, "reply-by-email", 120.0):
             return AlreadyHandled(did, DeliveryState.PENDING)
@@ -161,7 +185,7 @@ class ReplyByEmail:
             message = compose_reply(
                 bot_email=self.policy.bot_email, reply_domain=self.policy.reply_domain,
                 sender_name=replier_name or replier.value, to=to, text=text,
-                subject=answered.subject or _first_line(answered.text), token=token,
+                subject=subject, token=token,
                 message_key=did, answering=answered, history=tuple(reversed(page.entries)))
             try:
                 await self.mailer.send(message)

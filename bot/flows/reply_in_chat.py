@@ -141,24 +141,28 @@ class ReplyInChat:
     # --- starting a reply -----------------------------------------------------------
 
     async def start(self, *, replier: Address, replier_name: str, conversation_id: str,
-                    entry_id: str, text: str, request: str,
-                    where: ChatRef | None = None) -> ReplyOutcome:
-        """Bob's reply to the email ``entry_id``: deliver it, or say why not yet."""
+                    entry_id: str, text: str, request: str, where: ChatRef | None = None,
+                    to_email: Address | None = None) -> ReplyOutcome:
+        """Bob's reply to the email ``entry_id`` (or, with ``to_email``, a new message to
+        that person): deliver it, or say why not yet."""
         text = text.strip()
         if not text:
             return CannotReply("the reply is empty; type what you want to say")
-        answered = await self._entry(conversation_id, entry_id)
-        if answered is None or answered.kind is not EntryKind.EMAIL:
-            return CannotReply("that message is not an email Switchboard knows; reply to the "
-                               "email's post itself")
-        email = answered.sender
+        if to_email is not None:
+            email, subject = to_email, ""
+        else:
+            answered = await self._entry(conversation_id, entry_id)
+            if answered is None or answered.kind is not EntryKind.EMAIL:
+                return CannotReply("that message is not an email Switchboard knows; reply to "
+                                   "the email's post itself")
+            email, subject = answered.sender, answered.subject
         target = await self._chat_address(email)
         did = delivery_id_for(request)
         existing = await self.deliveries.get(did)
         if existing is not None and existing.state is not DeliveryState.PENDING:
             return AlreadyHandled(did, existing.state)
         meta = {"entry": entry_id, "email": email.value, "replier_name": replier_name,
-                "subject": answered.subject}
+                "subject": subject}
         if where is not None:
             meta.update(where_network=where.network.value, where_room=where.room,
                         where_thread=where.thread)
