@@ -197,8 +197,10 @@ class InboundEmailFlow:
             # A conversation that started in chat (a message answered by email) has no
             # thread of ours: the answer goes to the chat people who wrote in it.
             page = await self.history.conversation(conversation, 0, 20)
+            writer = await self.address_book.resolve(mail.sender) if mail.sender else None
+            own = set(writer.addresses()) if writer else set()
             people = dict.fromkeys(e.sender for e in page.entries
-                                   if e.sender.network in self.networks)
+                                   if e.sender.network in self.networks and e.sender not in own)
             if people:
                 return [ChatTarget.dm(p) for p in people]
         found: dict[str, ChatTarget] = {}

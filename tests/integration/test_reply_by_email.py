@@ -16,7 +16,14 @@ import pytest
 from bot.model import Address
 from tests.bridge import SLACK_CHANNEL, SLACK_PEOPLE, Bridge, running_bridge
 from tests.conftest import Services
-from tests.integration.test_reply_in_chat import bob_told, button, email_card, sender
+from tests.integration.test_reply_in_chat import (
+    bob_told,
+    button,
+    email_card,
+    reply_from_slack,
+    sender,
+    slack_dm,
+)
 from tests.mailhelp import clear_mailbox, eventually, mailbox, make_mail, send_mail
 from tests.slackapi.client import SlackControl
 
@@ -28,8 +35,8 @@ BOB = SLACK_PEOPLE["bob"]
 @pytest.fixture
 async def bridge(services: Services, slack: SlackControl, http: aiohttp.ClientSession
                  ) -> AsyncIterator[Bridge]:
-    await clear_mailbox(services, "alice")
-    await clear_mailbox(services, "dave")
+    for user in ("alice", "bob", "carol", "dave"):
+        await clear_mailbox(services, user)
     async with running_bridge(services, slack, http) as running:
         yield running
 
@@ -157,3 +164,59 @@ async def test_forged_and_expired_reply_addresses_are_bounced(bridge: Bridge) ->
 def _text(msg: EmailMessage) -> str:
     part = msg.get_body(("plain",))
     return str(part.get_content()) if part is not None else ""
+
+
+async def test_reply_by_email_to_a_delivered_chat_reply(bridge: Bridge) -> None:
+    """Bob answered Alice's email in chat; Alice answers Bob's DM by email."""
+    services = bridge.services
+    await clear_mailbox(services, "bob")
+    alice = SLACK_PEOPLE["alice"]
+    await bridge.slack.add_user(alice, "alice", services.email("alice"))
+    card = await email_card(bridge, services.email("alice"), "Offsite")
+    await reply_from_slack(bridge, card, "Let's do Thursday.")
+    (dm,) = await eventually(lambda: slack_dm(bridge, alice), what="Alice's DM")
+    slack = sender(bridge)
+    await slack.block_action(alice, "alice", dm["channel"], dm, "reply_by_email",
+                             button(dm, "reply_by_email"))
+
+    async def modal() -> dict[str, Any] | None:
+        views = [v for v in (await bridge.slack.state())["views"]
+                 if v["callback_id"] == "reply_by_email_modal"]
+        return views[-1] if views else None
+
+    view = await eventually(modal, what="the email modal")
+    await slack.view_submission(alice, "alice", view, {"reply": {"text": "Thursday is good."}})
+    sent = await received(services, "bob", "Offsite")  # Bob's email, from his Slack profile
+    assert _text(sent).startswith("Thursday is good.")
+    assert "> Let's do Thursday." in _text(sent)
+
+
+async def test_message_shortcut_and_the_answer_reaches_the_chat_user(bridge: Bridge) -> None:
+    """Bob uses *Reply by email* on Carol's ordinary channel message; Carol's email answer
+    comes back to Bob's DM."""
+    services = bridge.services
+    carol, bob = SLACK_PEOPLE["carol"], SLACK_PEOPLE["bob"]
+    message = {"type": "message", "ts": "1795600000.000100", "user": carol,
+               "text": "Who has the projector?"}
+    slack = sender(bridge)
+    status, _ = await slack.message_shortcut(bob, "bob", SLACK_CHANNEL, message,
+                                             "reply_by_email_shortcut")
+    assert status == 200
+
+    async def modal() -> dict[str, Any] | None:
+        views = [v for v in (await bridge.slack.state())["views"]
+                 if v["callback_id"] == "reply_by_email_modal"]
+        return views[-1] if views else None
+
+    view = await eventually(modal, what="the email modal")
+    await slack.view_submission(bob, "bob", view, {"reply": {"text": "I do, room 4."}})
+    sent = await received(services, "carol", "Who has the projector?")
+    assert "> Who has the projector?" in _text(sent)
+    await send_mail(services, answer(sent, services.email("carol"), "Thanks, coming over."))
+
+    async def answered() -> list[dict[str, Any]]:
+        return [m for m in await slack_dm(bridge, bob)
+                if "Thanks, coming over." in str(m["blocks"])]
+
+    (dm,) = await eventually(answered, what="the answer in Bob's DM")
+    assert "carol@switchboard.test" in str(dm["blocks"])
