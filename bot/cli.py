@@ -149,12 +149,6 @@ def cmd_pending(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_not_yet(what: str) -> int:
-    print(f"switchboard: '{what}' is not available in this version yet; "
-          "see the README for what works today.", file=sys.stderr)
-    return 2
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="switchboard", description="Answer email from chat and chat from email.")
@@ -184,9 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure()
     commands = {"doctor": cmd_doctor, "run": cmd_run, "demo": cmd_demo,
                 "pending": cmd_pending, "worker": cmd_worker}
-    if args.command in commands:
-        return commands[args.command](args)
-    return cmd_not_yet(args.command)
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":
