@@ -87,6 +87,7 @@ class Message:
     edited: bool = False
     ephemeral_to: str | None = None
     metadata: dict[str, Any] | None = None
+    received_at: float = field(default_factory=time.time)  # for latency measurements
 
 
 class SlackApiError(Exception):

@@ -1,0 +1,560 @@
+"""Switchboard's benchmarks, against the real local services and beside the floor that the
+protocols themselves set. Prints a table and writes bench/results/<date>.json.
+
+    scripts/bench.sh                # everything
+    scripts/bench.sh --quick        # smaller sizes (a minute or two)
+
+Not part of the test command: figures on a shared machine are noisy, so each is shown
+with the floor measured in the same run, and the ratio is what to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import imaplib
+import json
+import os
+import platform
+import smtplib
+import ssl
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+from typing import Any
+
+import aioimaplib
+import aiosmtplib
+from slack_sdk.web.async_client import AsyncWebClient
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bot.app import Runtime  # noqa: E402
+from bot.model import (  # noqa: E402
+    Address,
+    Delivery,
+    DeliveryState,
+    EntryKind,
+    HistoryEntry,
+    Provenance,
+)
+from bot.settings import Settings  # noqa: E402
+from storage.store import Store  # noqa: E402
+from tests.conftest import read_env_file  # noqa: E402
+from tests.servers import free_port  # noqa: E402
+from tests.slackapi.server import (  # noqa: E402
+    Channel,
+    SlackServer,
+    SlackState,
+    User,
+    Workspace,
+)
+
+CHANNEL = "C0BENCH001"
+BOB = "U0BOBBENCH"
+ALICE = "U0ALICEBEN"
+
+
+@dataclass
+class Row:
+    what: str
+    measured: str
+    floor: str = ""
+    ratio: str = ""
+    target: str = ""
+    met: str = ""
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, row: Row, **data: Any) -> None:
+        self.rows.append(row)
+        self.data[row.what] = data
+        print(f"  {row.what}: {row.measured}" + (f" (floor {row.floor})" if row.floor else ""),
+              flush=True)
+
+    def table(self) -> str:
+        head = ("measure", "Switchboard", "floor", "ratio", "target", "met")
+        rows = [head] + [(r.what, r.measured, r.floor, r.ratio, r.target, r.met)
+                         for r in self.rows]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
+                 for r in rows]
+        lines.insert(1, "| " + " | ".join("-" * w for w in widths) + " |")
+        return "\n".join(lines)
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+# --- set-up ------------------------------------------------------------------------
+
+def services_env() -> dict[str, str]:
+    subprocess.run(["bash", str(ROOT / "scripts" / "services.sh"), "up"], check=True)
+    path = subprocess.run(["bash", str(ROOT / "scripts" / "services.sh"), "env"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    return read_env_file(Path(path))
+
+
+def bot_imap(env: dict[str, str]) -> imaplib.IMAP4:
+    client = imaplib.IMAP4("127.0.0.1", int(env["SB_IMAP_PORT"]))
+    client.login(env["SWITCHBOARD_IMAP_USER"], env["SB_TEST_PASSWORD"])
+    return client
+
+
+def clear_bot_mailbox(env: dict[str, str]) -> None:
+    client = bot_imap(env)
+    _, data = client.select("INBOX")
+    if int(data[0] or 0):
+        client.store("1:*", "+FLAGS.SILENT", r"(\Deleted)")
+        client.expunge()
+    client.logout()
+
+
+def sample(i: int, to: str) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = f"Sender {i} <sender{i}@partner.test>"
+    msg["To"] = to
+    msg["Subject"] = f"bench {i:06d}"
+    msg["Message-ID"] = make_msgid(domain="partner.test")
+    msg.set_content(f"Hello,\n\nthis is benchmark message {i}.\n\nRegards,\nSender\n-- \nsig\n")
+    return msg.as_bytes()
+
+
+def append_messages(env: dict[str, str], count: int, to: str) -> None:
+    """N messages straight into the Maildir, over IMAP APPEND (faster than SMTP)."""
+    client = bot_imap(env)
+    for i in range(count):
+        client.append("INBOX", None, None, sample(i, to))
+    client.logout()
+
+
+def settings_for(env: dict[str, str], slack: SlackServer, prefix: str, **extra: str
+                 ) -> tuple[Settings, dict[str, str]]:
+    values = {k: v for k, v in env.items() if k.startswith("SWITCHBOARD_")}
+    values.update({
+        "SWITCHBOARD_REDIS_PREFIX": prefix, "SWITCHBOARD_SLACK_BOT_TOKEN": Workspace().bot_token,
+        "SWITCHBOARD_SLACK_SIGNING_SECRET": "bench-secret",
+        "SWITCHBOARD_SLACK_API_URL": slack.api_url,
+        "SWITCHBOARD_ROUTES": f"support@{env['SB_MAIL_DOMAIN']}=slack:{CHANNEL}",
+        "SWITCHBOARD_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
+        "SWITCHBOARD_LOG_LEVEL": "WARNING",
+    })
+    # Matrix stays off here: these figures are email <-> Slack, and the room is not needed.
+    for key in ("SWITCHBOARD_MATRIX_HOMESERVER", "SWITCHBOARD_MATRIX_USER",
+                "SWITCHBOARD_MATRIX_PASSWORD"):
+        values.pop(key, None)
+    values.update(extra)
+    return Settings.load(values), values
+
+
+def fresh_slack_state(slack: SlackServer) -> None:
+    slack.state.reset()
+    slack.state.channels[CHANNEL] = Channel(CHANNEL, "support", [BOB, ALICE])
+    slack.state.users[BOB] = User(BOB, "bob", "Bob", "bob@switchboard.test")
+    slack.state.users[ALICE] = User(ALICE, "alice", "Alice", "alice@switchboard.test")
+
+
+async def cleanup(store: Store, prefix: str) -> None:
+    keys = [k async for k in store.redis.scan_iter(match=f"{prefix}:*", count=5000)]
+    for i in range(0, len(keys), 5000):
+        await store.redis.delete(*keys[i:i + 5000])
+
+
+async def wait_for(probe: Callable[[], bool], limit: float) -> bool:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if probe():
+            return True
+        await asyncio.sleep(0.01)
+    return probe()
+
+
+# --- email -> chat ------------------------------------------------------------------
+
+async def email_to_chat_throughput(env: dict[str, str], slack: SlackServer, report: Report,
+                                   count: int) -> None:
+    to = f"support@{env['SB_MAIL_DOMAIN']}"
+    clear_bot_mailbox(env)
+    append_messages(env, count, to)
+    fresh_slack_state(slack)
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    settings, _ = settings_for(env, slack, prefix)
+    runtime = await Runtime.start(settings)
+    stop = asyncio.Event()
+    started = time.perf_counter()
+    serving = asyncio.create_task(runtime.serve(stop))
+    posted = await wait_for(lambda: sum(1 for m in slack.state.messages
+                                        if m.channel == CHANNEL) >= count, 600)
+    elapsed = time.perf_counter() - started
+    stop.set()
+    await serving
+    await cleanup(runtime.store, prefix)
+    await runtime.close()
+    rate = count / elapsed
+    assert posted, "not every message was posted"
+
+    # The floor: the same messages, fetched with the same library and posted raw.
+    fresh_slack_state(slack)
+    client = aioimaplib.IMAP4("127.0.0.1", int(env["SB_IMAP_PORT"]), timeout=60)
+    web = AsyncWebClient(token=Workspace().bot_token, base_url=slack.api_url)
+    started = time.perf_counter()
+    await client.wait_hello_from_server()
+    await client.login(env["SWITCHBOARD_IMAP_USER"], env["SB_TEST_PASSWORD"])
+    await client.select("INBOX")
+    found = await client.uid_search("ALL")
+    uids = [u for line in found.lines[:-1] for u in line.split() if u.isdigit()]
+    for start in range(0, len(uids), 50):
+        answer = await client.uid("fetch", b",".join(uids[start:start + 50]).decode(),
+                                  "(UID BODY.PEEK[])")
+        for line in answer.lines:
+            if isinstance(line, bytearray):
+                await web.chat_postMessage(channel=CHANNEL,
+                                           text=bytes(line)[:3000].decode(errors="replace"))
+    floor = len(uids) / (time.perf_counter() - started)
+    await client.logout()
+    report.add(Row("email -> Slack throughput", f"{rate:.0f} msg/s", f"{floor:.0f} msg/s",
+                   f"{rate / floor:.2f}", ">= 300 msg/s and >= 0.5 of floor",
+                   "yes" if rate >= 300 and rate / floor >= 0.5 else "no"),
+               messages=count, rate=rate, floor=floor, ratio=rate / floor)
+
+
+async def email_to_chat_latency(env: dict[str, str], slack: SlackServer, report: Report,
+                                rate: float, seconds: float) -> None:
+    to = f"support@{env['SB_MAIL_DOMAIN']}"
+    clear_bot_mailbox(env)
+    fresh_slack_state(slack)
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    settings, _ = settings_for(env, slack, prefix)
+    runtime = await Runtime.start(settings)
+    stop = asyncio.Event()
+    serving = asyncio.create_task(runtime.serve(stop))
+    await wait_for(lambda: bool(runtime.ingests) and runtime.ingests[0].caught_up.is_set(), 30)
+    count = int(rate * seconds)
+    accepted: dict[str, float] = {}
+
+    def send_all() -> None:
+        with smtplib.SMTP("127.0.0.1", int(env["SB_SMTP_PORT"])) as smtp:
+            began = time.monotonic()
+            for i in range(count):
+                pause = began + i / rate - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                smtp.sendmail(f"sender{i}@partner.test", [to], sample(i, to))
+                accepted[f"bench {i:06d}"] = time.time()
+
+    await asyncio.to_thread(send_all)
+    await wait_for(lambda: sum(1 for m in slack.state.messages if m.channel == CHANNEL)
+                   >= count, 120)
+    latencies = []
+    for m in slack.state.messages:
+        if m.channel != CHANNEL or not m.blocks:
+            continue
+        subject = m.blocks[0]["text"]["text"].split("*Subject:* ")[1].split("\n")[0]
+        if subject in accepted:
+            latencies.append((m.received_at - accepted[subject]) * 1000)
+    stop.set()
+    await serving
+    await cleanup(runtime.store, prefix)
+    await runtime.close()
+    p50, p95, p99 = (pct(latencies, p) for p in (50, 95, 99))
+    report.add(Row(f"SMTP accepted -> Slack post at {rate:.0f} msg/s",
+                   f"p50 {p50:.0f} / p95 {p95:.0f} / p99 {p99:.0f} ms", "", "",
+                   "p99 <= 500 ms", "yes" if p99 <= 500 else "no"),
+               offered_rate=rate, messages=count, posted=len(latencies), p50_ms=p50,
+               p95_ms=p95, p99_ms=p99)
+
+
+# --- chat -> email ------------------------------------------------------------------
+
+async def chat_to_email(env: dict[str, str], slack: SlackServer, report: Report,
+                        rate: float, count: int) -> None:
+    import aiohttp
+
+    from tests.slackapi.client import SlackControl, SlackSender
+
+    fresh_slack_state(slack)
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    settings, _ = settings_for(env, slack, prefix)
+    runtime = await Runtime.start(settings)
+    stop = asyncio.Event()
+    serving = asyncio.create_task(runtime.serve(stop))
+    store = runtime.store
+    entry = HistoryEntry("e1", "cbench", EntryKind.EMAIL, Address.email("dave@switchboard.test"),
+                         (Address.email(f"support@{env['SB_MAIL_DOMAIN']}"),), time.time(),
+                         "Can you send the numbers?", subject="Numbers",
+                         meta={"message_id": "<bench-1@partner.test>"})
+    await store.history.append(entry)
+    port = settings.http_listen[1]
+    acks: list[float] = []
+    sent_at: dict[str, float] = {}
+    async with aiohttp.ClientSession() as http:
+        control = SlackControl(slack.base_url, http)
+        sender = SlackSender(f"http://127.0.0.1:{port}/slack/events", "bench-secret", control,
+                             Workspace().team_id)
+        view = {"id": "", "type": "modal", "callback_id": "reply_by_email_modal",
+                "private_metadata": json.dumps({"c": "cbench", "e": "e1",
+                                                "w": [CHANNEL, "1.1", "1.1"]})}
+
+        async def one(i: int) -> None:
+            v = {**view, "id": f"VBENCH{i:06d}"}
+            began = time.perf_counter()
+            sent_at[v["id"]] = time.time()
+            status, _ = await sender.view_submission(BOB, "bob", v,
+                                                     {"reply": {"text": f"answer {i}"}})
+            acks.append((time.perf_counter() - began) * 1000)
+            assert status == 200
+
+        tasks = []
+        began = time.monotonic()
+        for i in range(count):
+            pause = began + i / rate - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+
+    async def emailed() -> list[Delivery]:
+        return await store.deliveries.in_state(DeliveryState.EMAILED, count + 10)
+
+    deadline = time.monotonic() + 120
+    done: list[Delivery] = []
+    while time.monotonic() < deadline:
+        done = await emailed()
+        if len(done) >= count:
+            break
+        await asyncio.sleep(0.1)
+    to_smtp = []
+    from bot.flows.reply_in_chat import delivery_id_for
+    by_id = {delivery_id_for(f"slack-view:{vid}"): t for vid, t in sent_at.items()}
+    for d in done:
+        change = next(c for c in d.changes if c.state is DeliveryState.EMAILED)
+        if d.id in by_id:
+            to_smtp.append((change.at - by_id[d.id]) * 1000)
+    stop.set()
+    await serving
+    await cleanup(store, prefix)
+    await runtime.close()
+
+    # The floor: a bare aiosmtplib send loop.
+    cfg = settings.smtp
+    assert cfg is not None
+    msgs = []
+    for i in range(count):
+        m = EmailMessage()
+        m["From"] = f"switchboard@{env['SB_MAIL_DOMAIN']}"
+        m["To"] = "dave@switchboard.test"
+        m["Subject"] = f"floor {i}"
+        m.set_content("answer")
+        msgs.append(m)
+    began = time.perf_counter()
+    for m in msgs:
+        await aiosmtplib.send(m, hostname=cfg.host, port=cfg.port, start_tls=None,
+                              tls_context=ssl.create_default_context(
+                                  cafile=settings.tls_ca_file))
+    floor_ms = (time.perf_counter() - began) / count * 1000
+    p99_ack = pct(acks, 99)
+    report.add(Row(f"Slack reply-by-email ack at {rate:.0f} req/s",
+                   f"p50 {pct(acks, 50):.0f} / p99 {p99_ack:.0f} ms", "", "",
+                   "p99 <= 100 ms", "yes" if p99_ack <= 100 else "no"),
+               requests=count, p50_ms=pct(acks, 50), p99_ms=p99_ack)
+    report.add(Row("request -> SMTP accepted",
+                   f"p50 {pct(to_smtp, 50):.0f} / p99 {pct(to_smtp, 99):.0f} ms",
+                   f"{floor_ms:.0f} ms per bare send", "", "", ""),
+               emails=len(to_smtp), p50_ms=pct(to_smtp, 50), p99_ms=pct(to_smtp, 99),
+               floor_ms=floor_ms)
+
+
+# --- reply in chat with history -----------------------------------------------------
+
+async def reply_with_history(env: dict[str, str], slack: SlackServer, report: Report,
+                             sizes: list[int]) -> None:
+    fresh_slack_state(slack)
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    settings, _ = settings_for(env, slack, prefix)
+    runtime = await Runtime.start(settings)
+    store = runtime.store
+    alice = Address.email("alice@switchboard.test")
+    await store.address_book.link(alice, provenance=Provenance.IMPORTED, verified=True)
+    await store.address_book.link(Address.slack(Workspace().team_id, ALICE),
+                                  provenance=Provenance.IMPORTED, verified=True, to=alice)
+    bob = Address.slack(Workspace().team_id, BOB)
+    timings = {}
+    for size in sizes:
+        cid = f"chist{size}"
+        pipe_batch = []
+        for i in range(size):
+            pipe_batch.append(HistoryEntry(f"h{i}", cid, EntryKind.EMAIL, alice, (bob,),
+                                           1_700_000_000 + i, f"earlier message {i}",
+                                           subject="Long thread"))
+            if len(pipe_batch) == 500:
+                await asyncio.gather(*(store.history.append(e) for e in pipe_batch))
+                pipe_batch = []
+        await asyncio.gather(*(store.history.append(e) for e in pipe_batch))
+        samples = []
+        for r in range(15):
+            began = time.perf_counter()
+            outcome = await runtime.replies.start(
+                replier=bob, replier_name="bob", conversation_id=cid, entry_id=f"h{size - 1}",
+                text=f"reply {r}", request=f"bench-{size}-{r}-{uuid.uuid4().hex}")
+            samples.append((time.perf_counter() - began) * 1000)
+            assert type(outcome).__name__ == "Delivered", outcome
+        timings[size] = statistics.median(samples)
+    await cleanup(store, prefix)
+    await runtime.close()
+    smallest, largest = timings[sizes[0]], timings[sizes[-1]]
+    report.add(Row("reply in chat, history " + " / ".join(f"{s:,}" for s in sizes),
+                   " / ".join(f"{timings[s]:.1f}" for s in sizes) + " ms", "", "",
+                   "flat in history length", "yes" if largest <= smallest * 2 else "no"),
+               median_ms=timings)
+
+
+# --- the store ----------------------------------------------------------------------
+
+async def store_figures(env: dict[str, str], report: Report, sizes: list[int]) -> None:
+    url = env["SWITCHBOARD_REDIS_URL"]
+    for size in sizes:
+        prefix = f"bench-{uuid.uuid4().hex[:8]}"
+        store = Store.open(url, prefix)
+        before = (await store.server_info()).used_memory
+        batch = 1000
+        began = time.perf_counter()
+        for start in range(0, size, batch):
+            await asyncio.gather(*(store.address_book.link(
+                Address.email(f"user{i}@example.com"), provenance=Provenance.IMPORTED,
+                verified=True) for i in range(start, min(size, start + batch))))
+        link_rate = size / (time.perf_counter() - began)
+        per_mapping = ((await store.server_info()).used_memory - before) / size
+        lookups = 20000
+        began = time.perf_counter()
+        for start in range(0, lookups, batch):
+            await asyncio.gather(*(store.address_book.resolve(
+                Address.email(f"user{(i * 7919) % size}@example.com"))
+                for i in range(start, start + batch)))
+        lookup_rate = lookups / (time.perf_counter() - began)
+        before = (await store.server_info()).used_memory
+        entries = min(size, 100_000)
+        began = time.perf_counter()
+        alice, bob = Address.email("alice@example.com"), Address.email("bob@example.com")
+        for start in range(0, entries, batch):
+            await asyncio.gather(*(store.history.append(HistoryEntry(
+                f"e{i}", f"c{i % 1000}", EntryKind.EMAIL, alice, (bob,), 1_700_000_000 + i,
+                "a short message of the usual kind", subject="Subject line"))
+                for i in range(start, min(entries, start + batch))))
+        append_rate = entries / (time.perf_counter() - began)
+        per_entry = ((await store.server_info()).used_memory - before) / entries
+        await cleanup(store, prefix)
+        await store.close()
+        report.add(Row(f"store at {size:,} mappings",
+                       f"{lookup_rate:,.0f} look-ups/s, {append_rate:,.0f} appends/s, "
+                       f"{per_mapping:.0f} B/mapping, {per_entry:.0f} B/entry", "", "",
+                       "<= 1 KB/mapping", "yes" if per_mapping <= 1024 else "no"),
+                   mappings=size, link_rate=link_rate, lookup_rate=lookup_rate,
+                   append_rate=append_rate, bytes_per_mapping=per_mapping,
+                   bytes_per_entry=per_entry)
+
+
+# --- the worker path -----------------------------------------------------------------
+
+async def worker_path(env: dict[str, str], slack: SlackServer, report: Report,
+                      jobs: int, pools: list[int]) -> None:
+    from storage.queue import RqScheduler
+
+    results = {}
+    for workers in pools:
+        fresh_slack_state(slack)
+        prefix = f"bench-{uuid.uuid4().hex[:8]}"
+        settings, values = settings_for(env, slack, prefix)
+        store = Store.open(settings.redis_url, prefix)
+        scheduler = RqScheduler(settings.redis_url, store.keys)
+        alice = Address.slack(Workspace().team_id, ALICE)
+        bob = Address.slack(Workspace().team_id, BOB)
+        for i in range(jobs):
+            did = f"dbench{i}"
+            await store.deliveries.create(Delivery(
+                did, "cbench", bob, alice, f"queued {i}", DeliveryState.PENDING, time.time(),
+                meta={"email": "alice@switchboard.test", "entry": ""}))
+            await store.deliveries.transition(did, DeliveryState.QUEUED, "bench")
+            await scheduler.schedule_retry(did, 1, 0)
+        await asyncio.sleep(1.0)  # due now
+        began = time.perf_counter()
+        procs = [await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot.cli", "worker", "--burst",
+            env={**{k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")},
+                 **values}, cwd=str(ROOT),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            for _ in range(workers)]
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            done = len(await store.deliveries.in_state(DeliveryState.DELIVERED, jobs + 1))
+            if done >= jobs:
+                break
+            await asyncio.sleep(0.1)
+        elapsed = time.perf_counter() - began
+        for p in procs:
+            if p.returncode is None:
+                p.terminate()
+            await p.wait()
+        results[workers] = jobs / elapsed
+        await cleanup(store, prefix)
+        await store.close()
+    report.add(Row("queued retries processed, " + " / ".join(f"{w} worker(s)" for w in pools),
+                   " / ".join(f"{results[w]:.1f}/s" for w in pools)), jobs=jobs,
+               per_second=results)
+
+
+# --- main ---------------------------------------------------------------------------
+
+async def main(quick: bool) -> Report:
+    env = services_env()
+    report = Report()
+    report.data["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
+                              "platform": platform.platform(), "date": time.strftime("%Y-%m-%d")}
+    slack = SlackServer(SlackState(Workspace()))
+    await slack.start()
+    steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+        ("email -> chat throughput", lambda: email_to_chat_throughput(
+            env, slack, report, 200 if quick else 1000)),
+        ("email -> chat latency", lambda: email_to_chat_latency(
+            env, slack, report, 50, 4 if quick else 10)),
+        ("chat -> email", lambda: chat_to_email(env, slack, report, 50, 100 if quick else 300)),
+        ("reply in chat with history", lambda: reply_with_history(
+            env, slack, report, [10, 1000, 10_000] if quick else [10, 1000, 100_000])),
+        ("store", lambda: store_figures(env, report,
+                                        [10_000, 100_000] if quick else [10_000, 1_000_000])),
+        ("worker path", lambda: worker_path(env, slack, report, 20 if quick else 40,
+                                            [1, 2, 4])),
+    ]
+    for name, step in steps:
+        print(f"{name} …", flush=True)
+        await step()
+    await slack.stop()
+    return report
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes")
+    args = parser.parse_args()
+    result = asyncio.run(main(args.quick))
+    print()
+    print(result.table())
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"{time.strftime('%Y-%m-%d')}{'-quick' if args.quick else ''}.json"
+    path.write_text(json.dumps({"rows": [r.__dict__ for r in result.rows], **result.data},
+                               indent=2, default=str))
+    print(f"\nwritten to {path.relative_to(ROOT)}")
