@@ -232,6 +232,66 @@ async def email_to_chat_throughput(env: dict[str, str], slack: SlackServer, repo
                messages=count, rate=rate, floor=floor, ratio=rate / floor)
 
 
+async def email_to_matrix_throughput(env: dict[str, str], slack: SlackServer,
+                                     report: Report, count: int) -> None:
+    """The same, into a Synapse room (the bot is exempt from rate limits, as it must be)."""
+    from nio import AsyncClient
+
+    to = f"sales@{env['SB_MAIL_DOMAIN']}"
+    bot = AsyncClient(env["SWITCHBOARD_MATRIX_HOMESERVER"], env["SWITCHBOARD_MATRIX_USER"])
+    await bot.login(env["SWITCHBOARD_MATRIX_PASSWORD"], device_name="bench")
+    room = (await bot.room_create(name="bench")).room_id  # type: ignore[union-attr]
+    clear_bot_mailbox(env)
+    append_messages(env, count, to)
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    settings, _ = settings_for(env, slack, prefix, **{
+        "SWITCHBOARD_ROUTES": f"{to}=matrix:{room}",
+        "SWITCHBOARD_MATRIX_HOMESERVER": env["SWITCHBOARD_MATRIX_HOMESERVER"],
+        "SWITCHBOARD_MATRIX_USER": env["SWITCHBOARD_MATRIX_USER"],
+        "SWITCHBOARD_MATRIX_PASSWORD": env["SWITCHBOARD_MATRIX_PASSWORD"]})
+    runtime = await Runtime.start(settings)
+    stop = asyncio.Event()
+    started = time.perf_counter()
+    serving = asyncio.create_task(runtime.serve(stop))
+    posts = runtime.store.redis
+
+    async def all_posted() -> bool:
+        return int(await posts.hlen(runtime.store.keys.posts())) >= count
+
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        if await all_posted():
+            break
+        await asyncio.sleep(0.05)
+    elapsed = time.perf_counter() - started
+    stop.set()
+    await serving
+    await cleanup(runtime.store, prefix)
+    await runtime.close()
+    rate = count / elapsed
+
+    client = aioimaplib.IMAP4("127.0.0.1", int(env["SB_IMAP_PORT"]), timeout=60)
+    started = time.perf_counter()
+    await client.wait_hello_from_server()
+    await client.login(env["SWITCHBOARD_IMAP_USER"], env["SB_TEST_PASSWORD"])
+    await client.select("INBOX")
+    found = await client.uid_search("ALL")
+    uids = [u for line in found.lines[:-1] for u in line.split() if u.isdigit()]
+    for start in range(0, len(uids), 50):
+        answer = await client.uid("fetch", b",".join(uids[start:start + 50]).decode(),
+                                  "(UID BODY.PEEK[])")
+        for line in answer.lines:
+            if isinstance(line, bytearray):
+                await bot.room_send(room, "m.room.message", {
+                    "msgtype": "m.text", "body": bytes(line)[:3000].decode(errors="replace")})
+    floor = len(uids) / (time.perf_counter() - started)
+    await client.logout()
+    await bot.close()
+    report.add(Row("email -> Matrix throughput", f"{rate:.0f} msg/s", f"{floor:.0f} msg/s",
+                   f"{rate / floor:.2f}", "", ""),
+               messages=count, rate=rate, floor=floor, ratio=rate / floor)
+
+
 async def email_to_chat_latency(env: dict[str, str], slack: SlackServer, report: Report,
                                 rate: float, seconds: float) -> None:
     to = f"support@{env['SB_MAIL_DOMAIN']}"
@@ -400,7 +460,7 @@ async def reply_with_history(env: dict[str, str], slack: SlackServer, report: Re
             pipe_batch.append(HistoryEntry(f"h{i}", cid, EntryKind.EMAIL, alice, (bob,),
                                            1_700_000_000 + i, f"earlier message {i}",
                                            subject="Long thread"))
-            if len(pipe_batch) == 500:
+            if len(pipe_batch) == 50:
                 await asyncio.gather(*(store.history.append(e) for e in pipe_batch))
                 pipe_batch = []
         await asyncio.gather(*(store.history.append(e) for e in pipe_batch))
@@ -430,7 +490,7 @@ async def store_figures(env: dict[str, str], report: Report, sizes: list[int]) -
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
         store = Store.open(url, prefix)
         before = (await store.server_info()).used_memory
-        batch = 1000
+        batch = 50
         began = time.perf_counter()
         for start in range(0, size, batch):
             await asyncio.gather(*(store.address_book.link(
@@ -528,6 +588,8 @@ async def main(quick: bool) -> Report:
     steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
         ("email -> chat throughput", lambda: email_to_chat_throughput(
             env, slack, report, 200 if quick else 1000)),
+        ("email -> Matrix throughput", lambda: email_to_matrix_throughput(
+            env, slack, report, 100 if quick else 300)),
         ("email -> chat latency", lambda: email_to_chat_latency(
             env, slack, report, 50, 4 if quick else 10)),
         ("chat -> email", lambda: chat_to_email(env, slack, report, 50, 100 if quick else 300)),

@@ -13,6 +13,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -32,6 +33,19 @@ log = logging.getLogger(__name__)
 
 ENDPOINT = "/slack/events"
 SHORTCUT = "reply_by_email_shortcut"  # the message shortcut's callback id in the app config
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A submitted compose modal: who, about what, the text, and where they were."""
+
+    user: Address
+    name: str
+    conversation: str
+    entry: str
+    text: str
+    request: str
+    where: ChatRef | None
 
 
 def _user(body: dict[str, Any]) -> tuple[Address, str]:
@@ -112,21 +126,30 @@ class SlackApp:
             await client.views_open(trigger_id=body["trigger_id"],
                                     view=reply_modal(meta, text.removeprefix("Email from ")))
 
-    async def submit_reply(self, ack: AsyncAck, body: dict[str, Any],
-                           view: dict[str, Any]) -> None:
+    async def _submitted(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any],
+                         empty: str) -> Submission | None:
+        """Ack a compose modal (refusing an empty one in the modal itself) and read it."""
         text = (view["state"]["values"].get("reply", {}).get("text", {}).get("value") or "")
         if not text.strip():
-            await ack(response_action="errors", errors={"reply": "Write the reply to send."})
-            return
+            await ack(response_action="errors", errors={"reply": empty})
+            return None
         await ack()
+        meta = json.loads(view["private_metadata"])
+        user, name = _user(body)
+        where = ChatRef(Network.SLACK, *meta["w"]) if meta.get("w") else None
+        return Submission(user, name, meta["c"], meta["e"], text, f"slack-view:{view['id']}",
+                          where)
+
+    async def submit_reply(self, ack: AsyncAck, body: dict[str, Any],
+                           view: dict[str, Any]) -> None:
+        s = await self._submitted(ack, body, view, "Write the reply to send.")
+        if s is None:
+            return
         with self._working():
-            meta = json.loads(view["private_metadata"])
-            user, name = _user(body)
-            where = ChatRef(Network.SLACK, *meta["w"]) if meta.get("w") else None
             outcome = await self.replies.start(
-                replier=user, replier_name=name, conversation_id=meta["c"], entry_id=meta["e"],
-                text=text, request=f"slack-view:{view['id']}", where=where)
-            await self._tell(user, notice_for(outcome, self.retry_interval), where)
+                replier=s.user, replier_name=s.name, conversation_id=s.conversation,
+                entry_id=s.entry, text=s.text, request=s.request, where=s.where)
+            await self._tell(s.user, notice_for(outcome, self.retry_interval), s.where)
 
     async def choose(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
                      respond: AsyncRespond) -> None:
@@ -172,19 +195,14 @@ class SlackApp:
 
     async def submit_email(self, ack: AsyncAck, body: dict[str, Any],
                            view: dict[str, Any]) -> None:
-        text = (view["state"]["values"].get("reply", {}).get("text", {}).get("value") or "")
-        if not text.strip():
-            await ack(response_action="errors", errors={"reply": "Write the email to send."})
+        s = await self._submitted(ack, body, view, "Write the email to send.")
+        if s is None:
             return
-        await ack()
         with self._working():
-            meta = json.loads(view["private_metadata"])
-            user, name = _user(body)
-            where = ChatRef(Network.SLACK, *meta["w"]) if meta.get("w") else None
             outcome = await self.emails.start(
-                replier=user, replier_name=name, conversation_id=meta["c"], entry_id=meta["e"],
-                text=text, request=f"slack-view:{view['id']}")
-            await self._tell(user, notice_for_email(outcome), where)
+                replier=s.user, replier_name=s.name, conversation_id=s.conversation,
+                entry_id=s.entry, text=s.text, request=s.request)
+            await self._tell(s.user, notice_for_email(outcome), s.where)
 
     async def slash_command(self, ack: AsyncAck, command: dict[str, Any],
                             respond: AsyncRespond) -> None:
