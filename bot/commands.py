@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 
+from bot.flows.outgoing import MARKER, marker
 from bot.flows.reply_by_email import ReplyByEmail, notice_for_email
 from bot.flows.reply_in_chat import ReplyInChat, choices_for, notice_for
 from bot.model import Address, AddressError, ChatRef, DeliveryState, Network, Provenance
@@ -262,7 +263,7 @@ def _code_email(bot_email: str, to: Address, ctx: CommandContext, code: str) -> 
     msg["To"] = to.header_form()
     msg["Subject"] = "Your Switchboard verification code"
     msg["Auto-Submitted"] = "auto-generated"
-    msg["X-Switchboard"] = "verification"
+    msg[MARKER] = marker("verification", bot_email)
     msg.set_content(render("mail/verify.txt.j2", code=code, user=ctx.user.value,
                            network=ctx.user.network.value.title(), minutes=CODE_TTL // 60))
     return msg

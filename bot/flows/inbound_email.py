@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from bot.flows.outgoing import bounce_message, is_automatic
+from bot.flows.outgoing import automatic_reason, bounce_message, is_automatic
 from bot.logs import log_context
 from bot.mail import InboundMail
 from bot.model import (
@@ -118,6 +118,9 @@ class InboundEmailFlow:
 
     async def handle(self, mail: InboundMail, source: str) -> IngestOutcome:
         """Bridge one email. Raises TransientFailure when it should be retried later."""
+        automatic = automatic_reason(mail, self.bot_email)
+        if automatic is not None:
+            return await self._refuse(mail, source, f"not bridged: {automatic}")
         token = self.reply_token(mail)
         if token is not None:
             return await self._handle_reply(mail, source, token)

@@ -43,7 +43,7 @@ def compose_reply(*, bot_email: str, reply_domain: str, sender_name: str, to: Ad
         msg["In-Reply-To"] = original
     if references:
         msg["References"] = " ".join(references[-20:])
-    msg[MARKER] = message_key
+    msg[MARKER] = marker(message_key, bot_email)
     context = {"name": sender_name, "text": text, "history": list(history),
                "answering": answering, "to": to.value}
     msg.set_content(render("mail/reply.txt.j2", **context))
@@ -51,15 +51,34 @@ def compose_reply(*, bot_email: str, reply_domain: str, sender_name: str, to: Ad
     return msg
 
 
-def is_automatic(mail: InboundMail) -> bool:
-    """Mail that must never be answered automatically (RFC 3834): auto-submitted, bulk or
-    list mail, a null return path, or Switchboard's own."""
+def marker(key: str, bot_email: str) -> str:
+    """The marker header's value: what it is, and which Switchboard sent it."""
+    return f"{key}; via={bot_email}"
+
+
+def automatic_reason(mail: InboundMail, bot_email: str = "") -> str | None:
+    """Why mail must not be bridged or answered automatically (RFC 3834), or None:
+    auto-submitted, bulk or list mail, a null return path, or this Switchboard's own
+    mail coming back. People's replies relayed by another Switchboard do pass: they are
+    not automatic, so a conversation crosses one hop and no loop forms."""
     headers = mail.headers
     auto = headers.get("auto-submitted", "no").strip().lower()
+    if auto != "no":
+        return f"it is automatic mail (Auto-Submitted: {auto})"
     precedence = headers.get("precedence", "").strip().lower()
-    return (auto != "no" or precedence in ("bulk", "list", "junk")
-            or headers.get("return-path", "").strip() == "<>"
-            or MARKER.lower() in headers)
+    if precedence in ("bulk", "list", "junk"):
+        return f"it is {precedence} mail (Precedence: {precedence})"
+    if headers.get("return-path", "").strip() == "<>":
+        return "it has a null return path (a bounce or notification)"
+    own = headers.get(MARKER.lower(), "")
+    if own and (not bot_email or own.endswith(f"via={bot_email}")):
+        return "it is Switchboard's own mail coming back"
+    return None
+
+
+def is_automatic(mail: InboundMail) -> bool:
+    """Mail that must never get an automatic answer, such as a bounce."""
+    return automatic_reason(mail) is not None or MARKER.lower() in mail.headers
 
 
 def bounce_message(mail: InboundMail, reason: str, bot_email: str) -> EmailMessage:
@@ -74,6 +93,6 @@ def bounce_message(mail: InboundMail, reason: str, bot_email: str) -> EmailMessa
     msg["In-Reply-To"] = mail.message_id
     msg["References"] = mail.message_id
     msg["Auto-Submitted"] = "auto-replied"  # RFC 3834: never answer this one
-    msg[MARKER] = "bounce"
+    msg[MARKER] = marker("bounce", bot_email)
     msg.set_content(render("mail/bounce.txt.j2", subject=mail.subject, reason=reason))
     return msg

@@ -240,3 +240,34 @@ async def test_slack_rate_limit_is_waited_out(bridge: Bridge) -> None:
     calls = [c for c in (await bridge.slack.state())["calls"] if c[0] == "chat.postMessage"]
     assert len(calls) == 1  # the two 429s never reached the method; one real post
     assert json.dumps(post["blocks"])
+
+
+@pytest.mark.parametrize(("header", "value", "reason"), [
+    ("Auto-Submitted", "auto-replied", "Auto-Submitted: auto-replied"),
+    ("Precedence", "bulk", "Precedence: bulk"),
+    ("X-Switchboard", "d123; via=switchboard@switchboard.test", "Switchboard's own mail"),
+])
+async def test_automatic_mail_is_never_bridged(bridge: Bridge, header: str, value: str,
+                                               reason: str) -> None:
+    services = bridge.services
+    mail = make_mail("vacation@partner.test", services.email("support"), "Out of office",
+                     "I am away until Monday.")
+    mail[header] = value
+    await send_mail(services, mail)
+    human = make_mail("alice@partner.test", services.email("support"), "A person", "hello")
+    await send_mail(services, human)
+    (post,) = await eventually(bridge.slack_posts, what="the person's post")
+    assert "A person" in block_text(post)
+    refusals = await bridge.runtime.store.ingest.refusals()
+    assert [r.subject for r in refusals] == ["Out of office"]
+    assert reason in refusals[0].reason
+    # another Switchboard's relayed human reply is not automatic: it crosses
+    relayed = make_mail("bob@partner.test", services.email("support"), "Relayed", "via B")
+    relayed["X-Switchboard"] = "d9; via=switchboard@elsewhere.test"
+    await send_mail(services, relayed)
+
+    async def two() -> list[dict[str, Any]] | None:
+        posts = await bridge.slack_posts()
+        return posts if len(posts) == 2 else None
+
+    await eventually(two, what="the relayed reply's post")

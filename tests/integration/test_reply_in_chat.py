@@ -239,7 +239,7 @@ async def test_away_then_sent_as_email(bridge: Bridge) -> None:
     assert msg["In-Reply-To"] == original["Message-ID"]
     assert original["Message-ID"] in str(msg["References"])
     assert msg["Auto-Submitted"] is None  # a person's reply, not an automatic one
-    assert msg["X-Switchboard"] == delivery_id
+    assert msg["X-Switchboard"] == f"{delivery_id}; via={services.email('switchboard')}"
     text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert text.startswith("Yes, paid on Monday.")
     assert "> Is invoice 77 paid?" in text
