@@ -7,11 +7,14 @@ a hostile or broken message cannot stop the ingest loop.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import re
 import time
 from email import errors as email_errors
 from email import policy
+from email.header import decode_header, make_header
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
@@ -21,6 +24,7 @@ from bot.model import Address, AddressError
 from bot.text import split_reply
 from bridges.email.html import html_to_text
 
+log = logging.getLogger(__name__)
 _MSGID = re.compile(r"<[^<>\s]+>")
 _DAMAGE = (email_errors.StartBoundaryNotFoundDefect, email_errors.CloseBoundaryNotFoundDefect,
            email_errors.MultipartInvariantViolationDefect,
@@ -34,13 +38,13 @@ MAX_NESTING = 20
 
 
 def _header(msg: Message, name: str) -> str:
-    """A header as text; malformed values are read raw instead of raising."""
-    try:
-        value = msg.get(name)
-    except (ValueError, IndexError, TypeError, AttributeError, email_errors.HeaderParseError):
-        raw = msg.get_all(name, failobj=[""])
-        value = raw[0] if raw else ""
-    return " ".join(str(value or "").split())
+    """A header as text (RFC 2047 decoded where the policy did not already)."""
+    value = str(msg.get(name) or "")
+    if "=?" in value:
+        with contextlib.suppress(ValueError, LookupError, UnicodeError,
+                                 email_errors.HeaderParseError):
+            value = str(make_header(decode_header(value)))
+    return " ".join(value.split())
 
 
 def _addresses(msg: Message, *names: str) -> tuple[list[tuple[str, Address]], list[str]]:
@@ -134,9 +138,34 @@ def _fallback_id(sender: str, subject: str, date: str, body: str) -> str:
 
 def parse(raw: bytes, *, max_attachment_bytes: int,
           envelope_recipients: tuple[Address, ...] = ()) -> InboundMail:
-    """Read ``raw`` (RFC 5322 bytes) into an InboundMail; never raises for bad content."""
-    notes: list[str] = []
-    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    """Read ``raw`` (RFC 5322 bytes) into an InboundMail; never raises for bad content.
+
+    The stdlib's modern header parser is the better reader but can itself fail on
+    hostile headers (found by the fuzz tests); then the message is read again with the
+    lenient compat32 policy, which treats headers as plain strings."""
+    try:
+        return _parse(raw, policy.default, max_attachment_bytes, envelope_recipients, [])
+    except (ValueError, IndexError, TypeError, AttributeError, LookupError,
+            email_errors.MessageError) as exc:
+        log.info("modern header parsing failed (%s); reading leniently", type(exc).__name__)
+    try:
+        return _parse(raw, policy.compat32, max_attachment_bytes, envelope_recipients,
+                      ["Some headers are malformed; they are shown as they came."])
+    except (ValueError, IndexError, TypeError, AttributeError, LookupError,
+            email_errors.MessageError):
+        log.warning("an unreadable message was kept as raw text", exc_info=True)
+    text = raw.decode("utf-8", errors="replace")
+    return InboundMail(
+        message_id=_fallback_id("", "", "", text), has_message_id=False, sender=None,
+        sender_name="", to=(), cc=(), subject="", date=time.time(), body=text[:20000],
+        quoted="", signature="", body_format=BodyFormat.TEXT,
+        notes=("The message could not be read as email; it is shown as raw text.",),
+        size=len(raw), envelope_recipients=envelope_recipients)
+
+
+def _parse(raw: bytes, how: policy.Policy, max_attachment_bytes: int,
+           envelope_recipients: tuple[Address, ...], notes: list[str]) -> InboundMail:
+    msg = BytesParser(policy=how).parsebytes(raw)
     leaves = _walk(msg)
     if msg.is_multipart() and not leaves:
         notes.append("The message nests its parts too deeply; only its headers were read.")
