@@ -41,7 +41,8 @@ def parts(draw: st.DrawFn, depth: int = 0) -> bytes:
         body = b"".join(b"--" + boundary.encode() + b"\r\n" + c + b"\r\n" for c in children)
         if draw(st.booleans()):
             body += b"--" + boundary.encode() + b"--\r\n"  # sometimes no closing boundary
-        head = f"Content-Type: multipart/{draw(st.sampled_from(['mixed', 'alternative', 'related']))}; boundary=\"{boundary}\""
+        kind = draw(st.sampled_from(["mixed", "alternative", "related"]))
+        head = f'Content-Type: multipart/{kind}; boundary="{boundary}"'
         return head.encode() + b"\r\n\r\n" + body
     ctype = draw(st.sampled_from(["text/plain", "text/html", "image/png", "application/pdf",
                                   "message/rfc822", "text/x-weird"]))
