@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from bot.commands import CommandContext, Commands
 from bot.doctor import Probe
 from bot.flows.inbound_email import (
+    AttachmentPolicy,
     InboundEmailFlow,
     IngestOutcome,
     Posted,
@@ -88,7 +89,10 @@ class Runtime:
             routes=settings.routes, networks=networks, address_book=store.address_book,
             history=store.history, conversations=store.conversations, ingest=store.ingest,
             tokens=store.tokens, mailer=mailer, bot_email=settings.bot_email or "",
-            reply_domain=settings.reply_domain or "", own_addresses=own)
+            reply_domain=settings.reply_domain or "", own_addresses=own, rates=store.rates,
+            sender_rate=settings.sender_rate,
+            attachments=AttachmentPolicy(max_count=settings.max_attachments,
+                                         blocked=settings.blocked_attachments))
         policy = Policy(retry_interval=settings.retry_interval,
                         retry_deadline=settings.retry_deadline,
                         unknown_counts_as_present=settings.presence_unknown == "available",

@@ -159,6 +159,20 @@ def _routes(text: str) -> tuple[Route, ...]:
     return tuple(routes)
 
 
+def _extensions(text: str) -> tuple[str, ...]:
+    found = tuple("." + e.strip().lower().lstrip(".") for e in text.split(",") if e.strip())
+    if any(not e[1:].isalnum() for e in found):
+        raise ValueError(f"{text!r} is not a list of file extensions like .exe,.bat")
+    return found
+
+
+def _rate(text: str) -> tuple[int, int]:
+    count, sep, seconds = text.partition("/")
+    if not sep:
+        raise ValueError(f"{text!r} is not count/seconds, like 120/3600")
+    return _positive_int(count), _positive_int(seconds)
+
+
 def _presence_policy(text: str) -> str:
     if text not in ("available", "away"):
         raise ValueError(f"{text!r} is not available or away")
@@ -220,6 +234,12 @@ KEYS: tuple[Key, ...] = (
         "Shared mailboxes: `addr=slack:CHANNEL,addr2=matrix:!room:server` (comma-separated)."),
     Key("max_attachment_bytes", _positive_int, "20000000",
         "Attachments larger than this are not posted (the post says so)."),
+    Key("max_attachments", _positive_int, "20",
+        "At most this many attachments of one email are posted; the rest are listed."),
+    Key("blocked_attachments", _extensions, ".exe,.bat,.cmd,.com,.scr,.js,.vbs,.msi,.ps1,.jar,.lnk",
+        "File types never posted (comma-separated extensions); the post says so."),
+    Key("sender_rate", _rate, "120/3600",
+        "Emails bridged per sender per window (`count/seconds`); more are refused."),
     Key("smtp_listen", _listen, None,
         "Address for Switchboard's own SMTP listener (`host:port`); unset disables it."),
     Key("smtp_listen_max_bytes", _positive_int, "30000000",
@@ -292,6 +312,9 @@ class Settings:
     matrix: MatrixSettings | None
     routes: tuple[Route, ...]
     max_attachment_bytes: int
+    max_attachments: int
+    blocked_attachments: tuple[str, ...]
+    sender_rate: tuple[int, int]
     smtp_listen: tuple[str, int] | None
     smtp_listen_max_bytes: int
     retry_interval: int
@@ -429,6 +452,8 @@ def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings |
         redis_url=v["redis_url"], redis_prefix=v["redis_prefix"], imap=imap, smtp=smtp,
         bot_email=v["bot_email"], reply_domain=reply_domain, slack=slack, matrix=matrix,
         routes=v["routes"], max_attachment_bytes=v["max_attachment_bytes"],
+        max_attachments=v["max_attachments"], blocked_attachments=v["blocked_attachments"],
+        sender_rate=v["sender_rate"],
         smtp_listen=v["smtp_listen"], smtp_listen_max_bytes=v["smtp_listen_max_bytes"],
         retry_interval=v["retry.interval"], retry_deadline=v["retry.deadline"],
         presence_unknown=v["presence_unknown"], reply_token_ttl=v["reply_token_ttl"],

@@ -59,6 +59,10 @@ class Keys:
         """string with expiry: a chat user's pending email verification."""
         return self._k("verify", user)
 
+    def rate(self, name: str, bucket: int) -> str:
+        """counter with expiry: events for ``name`` in one time window."""
+        return self._k("rate", name, str(bucket))
+
     def claim(self, name: str) -> str:
         """string with expiry: the worker currently sending a delivery."""
         return self._k("claim", name)

@@ -125,3 +125,8 @@ class Verifications(Protocol):
 
     async def check(self, user: Address, code: str) -> Address | str:
         """The verified email, or the reason it is not verified."""
+
+
+class RateLimits(Protocol):
+    async def hit(self, name: str, limit: int, window: int) -> bool:
+        """Count one event for ``name``; False once ``limit`` events fell in this window."""

@@ -12,6 +12,7 @@ from storage.history import RedisHistory
 from storage.ingest import RedisIngest
 from storage.keys import Keys
 from storage.matrix_state import RedisMatrixState
+from storage.ratelimit import RedisRateLimits
 from storage.tokens import RedisTokens
 from storage.verification import RedisVerifications
 
@@ -36,6 +37,7 @@ class Store:
     matrix: RedisMatrixState
     tokens: RedisTokens
     verifications: RedisVerifications
+    rates: RedisRateLimits
 
     @classmethod
     def open(cls, url: str, prefix: str = "sb", ca_file: str | None = None) -> Store:
@@ -44,7 +46,8 @@ class Store:
         return cls(client, keys, url, RedisAddressBook(client, keys), RedisHistory(client, keys),
                    RedisDeliveries(client, keys), RedisConversations(client, keys),
                    RedisIngest(client, keys), RedisMatrixState(client, keys),
-                   RedisTokens(client, keys), RedisVerifications(client, keys))
+                   RedisTokens(client, keys), RedisVerifications(client, keys),
+                   RedisRateLimits(client, keys))
 
     async def server_info(self) -> ServerInfo:
         """Version and persistence of the Redis server; raises StoreUnavailable."""

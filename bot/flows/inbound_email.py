@@ -19,11 +19,11 @@ import logging
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bot.flows.outgoing import automatic_reason, bounce_message, is_automatic
 from bot.logs import log_context
-from bot.mail import InboundMail
+from bot.mail import InboundMail, MailAttachment
 from bot.model import (
     Address,
     AttachmentRef,
@@ -37,10 +37,46 @@ from bot.model import (
 from bot.settings import Route
 from bridges.errors import BridgeError
 from bridges.ports import ChatNetwork, EmailCard, MailSender
-from storage.protocols import AddressBook, Conversations, History, Ingest, Tokens
+from storage.protocols import (
+    AddressBook,
+    Conversations,
+    History,
+    Ingest,
+    RateLimits,
+    Tokens,
+)
 
 log = logging.getLogger(__name__)
 _SUBJECT_TOKEN = re.compile(r"\[sb:([a-z2-7]{8,64})\]")
+
+
+@dataclass(frozen=True)
+class AttachmentPolicy:
+    """Which attachments are posted: not too many, and no executable types."""
+
+    max_count: int = 20
+    blocked: tuple[str, ...] = (".exe", ".bat", ".cmd", ".com", ".scr", ".js", ".vbs", ".msi",
+                                ".ps1", ".jar", ".lnk")
+    blocked_types: tuple[str, ...] = ("application/x-msdownload", "application/x-dosexec",
+                                      "application/x-msdos-program")
+
+    def screen(self, mail: InboundMail) -> InboundMail:
+        kept: list[MailAttachment] = []
+        notes = list(mail.notes)
+        for a in mail.attachments:
+            if a.filename.lower().endswith(self.blocked) or a.content_type in self.blocked_types:
+                notes.append(f"The attachment {a.filename!r} is of a type that is never "
+                             "posted.")
+                kept.append(replace(a, content=b""))
+            elif a.content and sum(1 for k in kept if k.content) >= self.max_count:
+                kept.append(replace(a, content=b""))
+            else:
+                kept.append(a)
+        extra = sum(1 for a in mail.attachments if a.content) - self.max_count
+        if extra > 0:
+            notes.append(f"Only {self.max_count} attachments are posted; {extra} more are "
+                         "listed but not posted.")
+        return replace(mail, attachments=tuple(kept), notes=tuple(notes))
 
 
 @dataclass(frozen=True)
@@ -80,7 +116,12 @@ class InboundEmailFlow:
                  address_book: AddressBook, history: History, conversations: Conversations,
                  ingest: Ingest, tokens: Tokens, mailer: MailSender | None = None,
                  bot_email: str = "", reply_domain: str = "",
-                 own_addresses: Sequence[str] = ()) -> None:
+                 own_addresses: Sequence[str] = (), rates: RateLimits | None = None,
+                 sender_rate: tuple[int, int] = (120, 3600),
+                 attachments: AttachmentPolicy | None = None) -> None:
+        self.rates = rates
+        self.sender_rate = sender_rate
+        self.attachment_policy = attachments or AttachmentPolicy()
         self.tokens = tokens
         self.mailer = mailer
         self.bot_email = bot_email
@@ -121,6 +162,12 @@ class InboundEmailFlow:
         automatic = automatic_reason(mail, self.bot_email)
         if automatic is not None:
             return await self._refuse(mail, source, f"not bridged: {automatic}")
+        if self.rates is not None and mail.sender is not None:
+            limit, window = self.sender_rate
+            if not await self.rates.hit(f"sender:{mail.sender}", limit, window):
+                return await self._refuse(mail, source, f"rate limit: more than {limit} emails "
+                                          f"from {mail.sender.value} in {window} s")
+        mail = self.attachment_policy.screen(mail)
         token = self.reply_token(mail)
         if token is not None:
             return await self._handle_reply(mail, source, token)

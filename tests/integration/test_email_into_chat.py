@@ -271,3 +271,25 @@ async def test_automatic_mail_is_never_bridged(bridge: Bridge, header: str, valu
         return posts if len(posts) == 2 else None
 
     await eventually(two, what="the relayed reply's post")
+
+
+async def test_a_flooding_sender_is_rate_limited(services: Services, slack: SlackControl,
+                                                 http: aiohttp.ClientSession) -> None:
+    async with running_bridge(services, slack, http,
+                              SWITCHBOARD_SENDER_RATE="2/3600") as limited:
+        for i in range(3):
+            await send_mail(services, make_mail("flood@partner.test", services.email("support"),
+                                                f"flood {i}", "again"))
+        await send_mail(services, make_mail("calm@partner.test", services.email("support"),
+                                            "calm", "once"))
+
+        async def settled() -> list[Any] | None:
+            refusals = await limited.runtime.store.ingest.refusals()
+            return refusals if refusals and len(await limited.slack_posts()) == 3 else None
+
+        (refusal,) = await eventually(settled, what="two floods, the calm one, one refusal")
+        # which flood is third depends on the order the mail server delivered them in
+        assert refusal.subject.startswith("flood ") and "rate limit" in refusal.reason
+        posted = {block_text(p).split("*Subject:* ")[1].split("\n")[0]
+                  for p in await limited.slack_posts()}
+        assert posted == {"flood 0", "flood 1", "flood 2", "calm"} - {refusal.subject}

@@ -1,0 +1,27 @@
+"""Which attachments are posted: the count limit and the never-posted types."""
+
+from __future__ import annotations
+
+from bot.flows.inbound_email import AttachmentPolicy
+from bot.mail import BodyFormat, InboundMail, MailAttachment
+
+
+def mail_with(*names: str) -> InboundMail:
+    return InboundMail(
+        message_id="<m@x>", has_message_id=True, sender=None, sender_name="", to=(), cc=(),
+        subject="s", date=0.0, body="b", quoted="", signature="", body_format=BodyFormat.TEXT,
+        attachments=tuple(MailAttachment(n, "application/octet-stream", 3, b"abc")
+                          for n in names))
+
+
+def test_executables_are_never_posted() -> None:
+    screened = AttachmentPolicy().screen(mail_with("report.pdf", "Setup.EXE", "run.js"))
+    assert [(a.filename, a.dropped) for a in screened.attachments] == [
+        ("report.pdf", False), ("Setup.EXE", True), ("run.js", True)]
+    assert sum("never posted" in n for n in screened.notes) == 2
+
+
+def test_only_so_many_are_posted() -> None:
+    screened = AttachmentPolicy(max_count=2).screen(mail_with("a", "b", "c", "d"))
+    assert [a.dropped for a in screened.attachments] == [False, False, True, True]
+    assert "Only 2 attachments are posted; 2 more are listed but not posted." in screened.notes
