@@ -185,6 +185,27 @@ async def wait_for(probe: Callable[[], bool], limit: float) -> bool:
 
 # --- email -> chat ------------------------------------------------------------------
 
+async def floor_rate(env: dict[str, str], post: Callable[[str], Awaitable[None]]) -> float:
+    """The floor: fetch every message of the bot's mailbox with the same IMAP library and
+    post its raw text, with no parsing, storage or rendering. Messages per second."""
+    client = aioimaplib.IMAP4("127.0.0.1", int(env["SB_IMAP_PORT"]), timeout=60)
+    started = time.perf_counter()
+    await client.wait_hello_from_server()
+    await client.login(env["SWITCHBOARD_IMAP_USER"], env["SB_TEST_PASSWORD"])
+    await client.select("INBOX")
+    found = await client.uid_search("ALL")
+    uids = [u for line in found.lines[:-1] for u in line.split() if u.isdigit()]
+    for start in range(0, len(uids), 50):
+        answer = await client.uid("fetch", b",".join(uids[start:start + 50]).decode(),
+                                  "(UID BODY.PEEK[])")
+        for line in answer.lines:
+            if isinstance(line, bytearray):
+                await post(bytes(line)[:3000].decode(errors="replace"))
+    rate = len(uids) / (time.perf_counter() - started)
+    await client.logout()
+    return rate
+
+
 async def email_to_chat_throughput(env: dict[str, str], slack: SlackServer, report: Report,
                                    count: int) -> None:
     to = f"support@{env['SB_MAIL_DOMAIN']}"
@@ -209,23 +230,12 @@ async def email_to_chat_throughput(env: dict[str, str], slack: SlackServer, repo
 
     # The floor: the same messages, fetched with the same library and posted raw.
     fresh_slack_state(slack)
-    client = aioimaplib.IMAP4("127.0.0.1", int(env["SB_IMAP_PORT"]), timeout=60)
     web = AsyncWebClient(token=Workspace().bot_token, base_url=slack.api_url)
-    started = time.perf_counter()
-    await client.wait_hello_from_server()
-    await client.login(env["SWITCHBOARD_IMAP_USER"], env["SB_TEST_PASSWORD"])
-    await client.select("INBOX")
-    found = await client.uid_search("ALL")
-    uids = [u for line in found.lines[:-1] for u in line.split() if u.isdigit()]
-    for start in range(0, len(uids), 50):
-        answer = await client.uid("fetch", b",".join(uids[start:start + 50]).decode(),
-                                  "(UID BODY.PEEK[])")
-        for line in answer.lines:
-            if isinstance(line, bytearray):
-                await web.chat_postMessage(channel=CHANNEL,
-                                           text=bytes(line)[:3000].decode(errors="replace"))
-    floor = len(uids) / (time.perf_counter() - started)
-    await client.logout()
+
+    async def post_raw(text: str) -> None:
+        await web.chat_postMessage(channel=CHANNEL, text=text)
+
+    floor = await floor_rate(env, post_raw)
     report.add(Row("email -> Slack throughput", f"{rate:.0f} msg/s", f"{floor:.0f} msg/s",
                    f"{rate / floor:.2f}", ">= 300 msg/s and >= 0.5 of floor",
                    "yes" if rate >= 300 and rate / floor >= 0.5 else "no"),
@@ -270,22 +280,10 @@ async def email_to_matrix_throughput(env: dict[str, str], slack: SlackServer,
     await runtime.close()
     rate = count / elapsed
 
-    client = aioimaplib.IMAP4("127.0.0.1", int(env["SB_IMAP_PORT"]), timeout=60)
-    started = time.perf_counter()
-    await client.wait_hello_from_server()
-    await client.login(env["SWITCHBOARD_IMAP_USER"], env["SB_TEST_PASSWORD"])
-    await client.select("INBOX")
-    found = await client.uid_search("ALL")
-    uids = [u for line in found.lines[:-1] for u in line.split() if u.isdigit()]
-    for start in range(0, len(uids), 50):
-        answer = await client.uid("fetch", b",".join(uids[start:start + 50]).decode(),
-                                  "(UID BODY.PEEK[])")
-        for line in answer.lines:
-            if isinstance(line, bytearray):
-                await bot.room_send(room, "m.room.message", {
-                    "msgtype": "m.text", "body": bytes(line)[:3000].decode(errors="replace")})
-    floor = len(uids) / (time.perf_counter() - started)
-    await client.logout()
+    async def send_raw(text: str) -> None:
+        await bot.room_send(room, "m.room.message", {"msgtype": "m.text", "body": text})
+
+    floor = await floor_rate(env, send_raw)
     await bot.close()
     report.add(Row("email -> Matrix throughput", f"{rate:.0f} msg/s", f"{floor:.0f} msg/s",
                    f"{rate / floor:.2f}", "", ""),

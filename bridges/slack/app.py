@@ -114,17 +114,23 @@ class SlackApp:
             return
         await self.network.notify(user, notice, where)
 
-    async def open_reply(self, ack: AsyncAck, body: dict[str, Any],
-                         client: AsyncWebClient) -> None:
-        await ack()
+    async def _open_compose(self, body: dict[str, Any], client: AsyncWebClient,
+                            by_email: bool) -> None:
+        """The compose modal of a button on one of our posts; the modal carries what the
+        button stood for and where it was pressed."""
         with self._working():
             cid, _, eid = str(body["actions"][0]["value"]).partition("/")
             where = _where(body)
             meta = json.dumps({"c": cid, "e": eid, "w": [where.room, where.message, where.thread]
                                if where else None})
-            text = (body.get("message") or {}).get("text", "")
+            text = str((body.get("message") or {}).get("text", "")).removeprefix("Email from ")
             await client.views_open(trigger_id=body["trigger_id"],
-                                    view=reply_modal(meta, text.removeprefix("Email from ")))
+                                    view=reply_modal(meta, text, by_email=by_email))
+
+    async def open_reply(self, ack: AsyncAck, body: dict[str, Any],
+                         client: AsyncWebClient) -> None:
+        await ack()
+        await self._open_compose(body, client, by_email=False)
 
     async def _submitted(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any],
                          empty: str) -> Submission | None:
@@ -165,14 +171,7 @@ class SlackApp:
     async def open_email(self, ack: AsyncAck, body: dict[str, Any],
                          client: AsyncWebClient) -> None:
         await ack()
-        with self._working():
-            cid, _, eid = str(body["actions"][0]["value"]).partition("/")
-            where = _where(body)
-            meta = json.dumps({"c": cid, "e": eid, "w": [where.room, where.message, where.thread]
-                               if where else None})
-            text = (body.get("message") or {}).get("text", "")
-            await client.views_open(trigger_id=body["trigger_id"],
-                                    view=reply_modal(meta, text, by_email=True))
+        await self._open_compose(body, client, by_email=True)
 
     async def open_email_shortcut(self, ack: AsyncAck, body: dict[str, Any],
                                   client: AsyncWebClient) -> None:
