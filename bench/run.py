@@ -23,7 +23,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -168,6 +169,21 @@ def fresh_slack_state(slack: SlackServer) -> None:
     slack.state.users[ALICE] = User(ALICE, "alice", "Alice", "alice@switchboard.test")
 
 
+@asynccontextmanager
+async def serving(settings: Settings, prefix: str) -> AsyncIterator[Runtime]:
+    """A running Switchboard (as `switchboard run`), stopped and its keys removed after."""
+    runtime = await Runtime.start(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runtime.serve(stop))
+    try:
+        yield runtime
+    finally:
+        stop.set()
+        await task
+        await cleanup(runtime.store, prefix)
+        await runtime.close()
+
+
 async def cleanup(store: Store, prefix: str) -> None:
     keys = [k async for k in store.redis.scan_iter(match=f"{prefix}:*", count=5000)]
     for i in range(0, len(keys), 5000):
@@ -214,17 +230,11 @@ async def email_to_chat_throughput(env: dict[str, str], slack: SlackServer, repo
     fresh_slack_state(slack)
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     settings, _ = settings_for(env, slack, prefix)
-    runtime = await Runtime.start(settings)
-    stop = asyncio.Event()
-    started = time.perf_counter()
-    serving = asyncio.create_task(runtime.serve(stop))
-    posted = await wait_for(lambda: sum(1 for m in slack.state.messages
-                                        if m.channel == CHANNEL) >= count, 600)
-    elapsed = time.perf_counter() - started
-    stop.set()
-    await serving
-    await cleanup(runtime.store, prefix)
-    await runtime.close()
+    async with serving(settings, prefix):
+        started = time.perf_counter()
+        posted = await wait_for(lambda: sum(1 for m in slack.state.messages
+                                            if m.channel == CHANNEL) >= count, 600)
+        elapsed = time.perf_counter() - started
     rate = count / elapsed
     assert posted, "not every message was posted"
 
@@ -259,25 +269,19 @@ async def email_to_matrix_throughput(env: dict[str, str], slack: SlackServer,
         "SWITCHBOARD_MATRIX_HOMESERVER": env["SWITCHBOARD_MATRIX_HOMESERVER"],
         "SWITCHBOARD_MATRIX_USER": env["SWITCHBOARD_MATRIX_USER"],
         "SWITCHBOARD_MATRIX_PASSWORD": env["SWITCHBOARD_MATRIX_PASSWORD"]})
-    runtime = await Runtime.start(settings)
-    stop = asyncio.Event()
-    started = time.perf_counter()
-    serving = asyncio.create_task(runtime.serve(stop))
-    posts = runtime.store.redis
+    async with serving(settings, prefix) as runtime:
+        started = time.perf_counter()
+        posts = runtime.store.redis
 
-    async def all_posted() -> bool:
-        return int(await posts.hlen(runtime.store.keys.posts())) >= count
+        async def all_posted() -> bool:
+            return int(await posts.hlen(runtime.store.keys.posts())) >= count
 
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        if await all_posted():
-            break
-        await asyncio.sleep(0.05)
-    elapsed = time.perf_counter() - started
-    stop.set()
-    await serving
-    await cleanup(runtime.store, prefix)
-    await runtime.close()
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            if await all_posted():
+                break
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - started
     rate = count / elapsed
 
     async def send_raw(text: str) -> None:
@@ -297,37 +301,31 @@ async def email_to_chat_latency(env: dict[str, str], slack: SlackServer, report:
     fresh_slack_state(slack)
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     settings, _ = settings_for(env, slack, prefix)
-    runtime = await Runtime.start(settings)
-    stop = asyncio.Event()
-    serving = asyncio.create_task(runtime.serve(stop))
-    await wait_for(lambda: bool(runtime.ingests) and runtime.ingests[0].caught_up.is_set(), 30)
-    count = int(rate * seconds)
-    accepted: dict[str, float] = {}
+    async with serving(settings, prefix) as runtime:
+        await wait_for(lambda: bool(runtime.ingests) and runtime.ingests[0].caught_up.is_set(), 30)
+        count = int(rate * seconds)
+        accepted: dict[str, float] = {}
 
-    def send_all() -> None:
-        with smtplib.SMTP("127.0.0.1", int(env["SB_SMTP_PORT"])) as smtp:
-            began = time.monotonic()
-            for i in range(count):
-                pause = began + i / rate - time.monotonic()
-                if pause > 0:
-                    time.sleep(pause)
-                smtp.sendmail(f"sender{i}@partner.test", [to], sample(i, to))
-                accepted[f"bench {i:06d}"] = time.time()
+        def send_all() -> None:
+            with smtplib.SMTP("127.0.0.1", int(env["SB_SMTP_PORT"])) as smtp:
+                began = time.monotonic()
+                for i in range(count):
+                    pause = began + i / rate - time.monotonic()
+                    if pause > 0:
+                        time.sleep(pause)
+                    smtp.sendmail(f"sender{i}@partner.test", [to], sample(i, to))
+                    accepted[f"bench {i:06d}"] = time.time()
 
-    await asyncio.to_thread(send_all)
-    await wait_for(lambda: sum(1 for m in slack.state.messages if m.channel == CHANNEL)
-                   >= count, 120)
-    latencies = []
-    for m in slack.state.messages:
-        if m.channel != CHANNEL or not m.blocks:
-            continue
-        subject = m.blocks[0]["text"]["text"].split("*Subject:* ")[1].split("\n")[0]
-        if subject in accepted:
-            latencies.append((m.received_at - accepted[subject]) * 1000)
-    stop.set()
-    await serving
-    await cleanup(runtime.store, prefix)
-    await runtime.close()
+        await asyncio.to_thread(send_all)
+        await wait_for(lambda: sum(1 for m in slack.state.messages if m.channel == CHANNEL)
+                       >= count, 120)
+        latencies = []
+        for m in slack.state.messages:
+            if m.channel != CHANNEL or not m.blocks:
+                continue
+            subject = m.blocks[0]["text"]["text"].split("*Subject:* ")[1].split("\n")[0]
+            if subject in accepted:
+                latencies.append((m.received_at - accepted[subject]) * 1000)
     p50, p95, p99 = (pct(latencies, p) for p in (50, 95, 99))
     report.add(Row(f"SMTP accepted -> Slack post at {rate:.0f} msg/s",
                    f"p50 {p50:.0f} / p95 {p95:.0f} / p99 {p99:.0f} ms", "", "",
@@ -347,65 +345,60 @@ async def chat_to_email(env: dict[str, str], slack: SlackServer, report: Report,
     fresh_slack_state(slack)
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     settings, _ = settings_for(env, slack, prefix)
-    runtime = await Runtime.start(settings)
-    stop = asyncio.Event()
-    serving = asyncio.create_task(runtime.serve(stop))
-    store = runtime.store
-    entry = HistoryEntry("e1", "cbench", EntryKind.EMAIL, Address.email("dave@switchboard.test"),
-                         (Address.email(f"support@{env['SB_MAIL_DOMAIN']}"),), time.time(),
-                         "Can you send the numbers?", subject="Numbers",
-                         meta={"message_id": "<bench-1@partner.test>"})
-    await store.history.append(entry)
-    port = settings.http_listen[1]
-    acks: list[float] = []
-    sent_at: dict[str, float] = {}
-    async with aiohttp.ClientSession() as http:
-        control = SlackControl(slack.base_url, http)
-        sender = SlackSender(f"http://127.0.0.1:{port}/slack/events", "bench-secret", control,
-                             Workspace().team_id)
-        view = {"id": "", "type": "modal", "callback_id": "reply_by_email_modal",
-                "private_metadata": json.dumps({"c": "cbench", "e": "e1",
-                                                "w": [CHANNEL, "1.1", "1.1"]})}
+    async with serving(settings, prefix) as runtime:
+        store = runtime.store
+        dave = Address.email("dave@switchboard.test")
+        entry = HistoryEntry("e1", "cbench", EntryKind.EMAIL, dave,
+                             (Address.email(f"support@{env['SB_MAIL_DOMAIN']}"),), time.time(),
+                             "Can you send the numbers?", subject="Numbers",
+                             meta={"message_id": "<bench-1@partner.test>"})
+        await store.history.append(entry)
+        port = settings.http_listen[1]
+        acks: list[float] = []
+        sent_at: dict[str, float] = {}
+        async with aiohttp.ClientSession() as http:
+            control = SlackControl(slack.base_url, http)
+            sender = SlackSender(f"http://127.0.0.1:{port}/slack/events", "bench-secret", control,
+                                 Workspace().team_id)
+            view = {"id": "", "type": "modal", "callback_id": "reply_by_email_modal",
+                    "private_metadata": json.dumps({"c": "cbench", "e": "e1",
+                                                    "w": [CHANNEL, "1.1", "1.1"]})}
 
-        async def one(i: int) -> None:
-            v = {**view, "id": f"VBENCH{i:06d}"}
-            began = time.perf_counter()
-            sent_at[v["id"]] = time.time()
-            status, _ = await sender.view_submission(BOB, "bob", v,
-                                                     {"reply": {"text": f"answer {i}"}})
-            acks.append((time.perf_counter() - began) * 1000)
-            assert status == 200
+            async def one(i: int) -> None:
+                v = {**view, "id": f"VBENCH{i:06d}"}
+                began = time.perf_counter()
+                sent_at[v["id"]] = time.time()
+                status, _ = await sender.view_submission(BOB, "bob", v,
+                                                         {"reply": {"text": f"answer {i}"}})
+                acks.append((time.perf_counter() - began) * 1000)
+                assert status == 200
 
-        tasks = []
-        began = time.monotonic()
-        for i in range(count):
-            pause = began + i / rate - time.monotonic()
-            if pause > 0:
-                await asyncio.sleep(pause)
-            tasks.append(asyncio.create_task(one(i)))
-        await asyncio.gather(*tasks)
+            tasks = []
+            began = time.monotonic()
+            for i in range(count):
+                pause = began + i / rate - time.monotonic()
+                if pause > 0:
+                    await asyncio.sleep(pause)
+                tasks.append(asyncio.create_task(one(i)))
+            await asyncio.gather(*tasks)
 
-    async def emailed() -> list[Delivery]:
-        return await store.deliveries.in_state(DeliveryState.EMAILED, count + 10)
+        async def emailed() -> list[Delivery]:
+            return await store.deliveries.in_state(DeliveryState.EMAILED, count + 10)
 
-    deadline = time.monotonic() + 120
-    done: list[Delivery] = []
-    while time.monotonic() < deadline:
-        done = await emailed()
-        if len(done) >= count:
-            break
-        await asyncio.sleep(0.1)
-    to_smtp = []
-    from bot.flows.reply_in_chat import delivery_id_for
-    by_id = {delivery_id_for(f"slack-view:{vid}"): t for vid, t in sent_at.items()}
-    for d in done:
-        change = next(c for c in d.changes if c.state is DeliveryState.EMAILED)
-        if d.id in by_id:
-            to_smtp.append((change.at - by_id[d.id]) * 1000)
-    stop.set()
-    await serving
-    await cleanup(store, prefix)
-    await runtime.close()
+        deadline = time.monotonic() + 120
+        done: list[Delivery] = []
+        while time.monotonic() < deadline:
+            done = await emailed()
+            if len(done) >= count:
+                break
+            await asyncio.sleep(0.1)
+        to_smtp = []
+        from bot.flows.reply_in_chat import delivery_id_for
+        by_id = {delivery_id_for(f"slack-view:{vid}"): t for vid, t in sent_at.items()}
+        for d in done:
+            change = next(c for c in d.changes if c.state is DeliveryState.EMAILED)
+            if d.id in by_id:
+                to_smtp.append((change.at - by_id[d.id]) * 1000)
 
     # The floor: a bare aiosmtplib send loop.
     cfg = settings.smtp

@@ -19,7 +19,7 @@ from bot.flows.inbound_email import (
     TransientFailure,
 )
 from bot.flows.reply_by_email import ReplyByEmail
-from bot.flows.reply_in_chat import Policy, ReplyInChat
+from bot.flows.reply_in_chat import Policy, ReplyFlow, ReplyInChat
 from bot.model import Address, Network
 from bot.settings import Settings
 from bridges.email.imap import ImapIngest, TransientIngestError
@@ -101,17 +101,13 @@ class Runtime:
                         reply_domain=settings.reply_domain or "localhost")
         metrics = Metrics()
         scheduler = RqScheduler(settings.redis_url, store.keys)
-        replies = ReplyInChat(
+        shared = ReplyFlow(
             networks=networks, address_book=store.address_book, history=store.history,
             deliveries=store.deliveries, conversations=store.conversations,
-            tokens=store.tokens, scheduler=scheduler,
-            on_bridged=lambda direction, net: metrics.bridged.labels(direction, net).inc(),
-            mailer=mailer, policy=policy)
-        emails = ReplyByEmail(
-            networks=networks, address_book=store.address_book, history=store.history,
-            deliveries=store.deliveries, conversations=store.conversations,
-            tokens=store.tokens, mailer=replies.mailer, policy=policy,
+            tokens=store.tokens, mailer=mailer, policy=policy,
             on_bridged=lambda direction, net: metrics.bridged.labels(direction, net).inc())
+        replies = ReplyInChat(**vars(shared), scheduler=scheduler)
+        emails = ReplyByEmail(**vars(shared))
         commands = Commands(replies=replies, emails=emails, address_book=store.address_book,
                             history=store.history, deliveries=store.deliveries,
                             verifications=store.verifications, mailer=mailer,

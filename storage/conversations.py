@@ -35,13 +35,13 @@ def _load(data: str) -> ChatRef:
 
 
 class RedisConversations(RedisBacked):
-    async def conversation_of(self, message_ids: Sequence[str]) -> str | None:
-        """The conversation of the first of ``message_ids`` that is known."""
+    async def conversations_of(self, message_ids: Sequence[str]) -> list[str | None]:
+        """The conversation of each Message-ID (None where unknown), in one round trip."""
         if not message_ids:
-            return None
-        async with self._translated("looking up a conversation by Message-ID"):
+            return []
+        async with self._translated("looking up conversations by Message-ID"):
             found = await self.redis.hmget(self.keys.message_index(), list(message_ids))
-        return next((text(f) for f in found if f is not None), None)
+        return [text(f) if f is not None else None for f in found]
 
     async def remember_message(self, message_id: str, conversation_id: str) -> None:
         async with self._translated("indexing a Message-ID"):

@@ -79,8 +79,8 @@ class Deliveries(Protocol):
 
 
 class Conversations(Protocol):
-    async def conversation_of(self, message_ids: Sequence[str]) -> str | None:
-        """The conversation of the first known of ``message_ids`` (email threading)."""
+    async def conversations_of(self, message_ids: Sequence[str]) -> list[str | None]:
+        """The conversation of each Message-ID (None where unknown), in one round trip."""
 
     async def remember_message(self, message_id: str, conversation_id: str) -> None: ...
 

@@ -171,9 +171,11 @@ class InboundEmailFlow:
         token = self.reply_token(mail)
         if token is not None:
             return await self._handle_reply(mail, source, token)
-        existing = await self.conversations.conversation_of(mail.thread_ids)
-        cid = existing or await self.conversations.conversation_of([mail.message_id]) \
-            or new_conversation_id(mail.message_id)
+        # One look-up: what it answers (In-Reply-To, then References), and itself (a re-read).
+        *answers, itself = await self.conversations.conversations_of(
+            [*mail.thread_ids, mail.message_id])
+        existing = next((c for c in answers if c is not None), None)
+        cid = existing or itself or new_conversation_id(mail.message_id)
         with log_context(conversation=cid):
             return await self._handle(mail, source, cid, existing)
 
@@ -193,12 +195,12 @@ class InboundEmailFlow:
 
     async def _handle(self, mail: InboundMail, source: str, cid: str,
                       existing: str | None) -> IngestOutcome:
-        targets = await self._targets(mail, existing)
+        threads = await self.conversations.threads(cid)
+        targets = await self._targets(mail, existing, threads)
         if not targets:
             return await self._refuse(mail, source, "no route: none of the recipients "
                                       f"({', '.join(a.value for a in mail.recipients) or 'none'})"
                                       " has a configured channel, room or chat account")
-        threads = await self.conversations.threads(cid)
         key = mail.message_id
         eid = entry_id(key)
         card = EmailCard(
@@ -238,9 +240,9 @@ class InboundEmailFlow:
         log.info("email %s posted to %d place(s) in conversation %s", eid, fresh, cid)
         return Posted(cid, tuple(refs))
 
-    async def _targets(self, mail: InboundMail, conversation: str | None) -> list[ChatTarget]:
+    async def _targets(self, mail: InboundMail, conversation: str | None,
+                       threads: dict[str, ChatRef]) -> list[ChatTarget]:
         if conversation is not None:
-            threads = await self.conversations.threads(conversation)
             targets = [_target_of(key, ref) for key, ref in threads.items()]
             if targets:
                 return targets

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from bot.flows.outgoing import compose_reply
@@ -18,7 +17,7 @@ from bot.flows.reply_in_chat import (
     HISTORY_SHOWN,
     AlreadyHandled,
     CannotReply,
-    Policy,
+    ReplyFlow,
     delivery_id_for,
 )
 from bot.logs import log_context
@@ -32,9 +31,8 @@ from bot.model import (
     Provenance,
 )
 from bridges.errors import BridgeError
-from bridges.ports import ChatNetwork, MailSender, Notice
+from bridges.ports import Notice
 from storage.errors import AddressTaken
-from storage.protocols import AddressBook, Conversations, Deliveries, History, Tokens
 
 log = logging.getLogger(__name__)
 
@@ -63,21 +61,8 @@ def chat_message_ids(network: Network, room: str, message: str) -> tuple[str, st
     return "s" + digest[:24], "x" + digest[:24]
 
 
-class ReplyByEmail:
-    def __init__(self, *, networks: Mapping[Network, ChatNetwork], address_book: AddressBook,
-                 history: History, deliveries: Deliveries, conversations: Conversations,
-                 tokens: Tokens, mailer: MailSender | None, policy: Policy,
-                 on_bridged: Callable[[str, str], None] | None = None) -> None:
-        self.networks = networks
-        self.address_book = address_book
-        self.history = history
-        self.deliveries = deliveries
-        self.conversations = conversations
-        self.tokens = tokens
-        self.mailer = mailer
-        self.policy = policy
-        self.on_bridged = on_bridged or (lambda direction, network: None)
-
+@dataclass(kw_only=True)
+class ReplyByEmail(ReplyFlow):
     async def email_of(self, author: Address) -> Address | None:
         """The author's email: itself, the address book, or their network profile."""
         if author.network is Network.EMAIL:

@@ -120,23 +120,29 @@ def delivery_id_for(request: str) -> str:
     return "d" + hashlib.sha256(request.encode()).hexdigest()[:24]
 
 
-class ReplyInChat:
-    def __init__(self, *, networks: Mapping[Network, ChatNetwork], address_book: AddressBook,
-                 history: History, deliveries: Deliveries, conversations: Conversations,
-                 tokens: Tokens, scheduler: RetryScheduler, mailer: MailSender | None,
-                 policy: Policy, worker: str = "switchboard",
-                 on_bridged: Callable[[str, str], None] | None = None) -> None:
-        self.networks = networks
-        self.address_book = address_book
-        self.history = history
-        self.deliveries = deliveries
-        self.conversations = conversations
-        self.tokens = tokens
-        self.scheduler = scheduler
-        self.mailer = mailer
-        self.policy = policy
-        self.worker = worker
-        self.on_bridged = on_bridged or (lambda direction, network: None)
+def _not_counted(direction: str, network: str) -> None:
+    """The default ``on_bridged``: nobody counts."""
+
+
+@dataclass(kw_only=True)
+class ReplyFlow:
+    """What both reply flows (in chat, by email) work with."""
+
+    networks: Mapping[Network, ChatNetwork]
+    address_book: AddressBook
+    history: History
+    deliveries: Deliveries
+    conversations: Conversations
+    tokens: Tokens
+    mailer: MailSender | None
+    policy: Policy
+    on_bridged: Callable[[str, str], None] = _not_counted  # (direction, network), for metrics
+
+
+@dataclass(kw_only=True)
+class ReplyInChat(ReplyFlow):
+    scheduler: RetryScheduler
+    worker: str = "switchboard"
 
     # --- starting a reply -----------------------------------------------------------
 
