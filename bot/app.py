@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bot.commands import CommandContext, Commands
 from bot.doctor import Probe
@@ -20,8 +20,10 @@ from bot.flows.inbound_email import (
 )
 from bot.flows.reply_by_email import ReplyByEmail
 from bot.flows.reply_in_chat import Policy, ReplyFlow, ReplyInChat
+from bot.mail import SenderAuth, SenderTrust
 from bot.model import Address, Network
 from bot.settings import Settings
+from bridges.email.auth import Peer, SenderAuthenticator, use_dns_server
 from bridges.email.imap import ImapIngest, TransientIngestError
 from bridges.email.listener import BridgeHandler, start_listener
 from bridges.email.mime import parse
@@ -67,6 +69,7 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     scheduler: RqScheduler | None = None
     matrix_synced: bool = False
+    authenticator: SenderAuthenticator | None = None  # None: sender checks are off
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -90,7 +93,7 @@ class Runtime:
             history=store.history, conversations=store.conversations, ingest=store.ingest,
             tokens=store.tokens, mailer=mailer, bot_email=settings.bot_email or "",
             reply_domain=settings.reply_domain or "", own_addresses=own, rates=store.rates,
-            sender_rate=settings.sender_rate,
+            sender_rate=settings.sender_rate, conversation_rate=settings.conversation_rate,
             attachments=AttachmentPolicy(max_count=settings.max_attachments,
                                          blocked=settings.blocked_attachments))
         policy = Policy(retry_interval=settings.retry_interval,
@@ -119,19 +122,31 @@ class Runtime:
                                  client=slack.client, network=slack, replies=replies,
                                  emails=emails, commands=commands,
                                  retry_interval=settings.retry_interval)
+        authenticator = None
+        if settings.sender_auth == "check":
+            if settings.dns_server is not None:
+                use_dns_server(*settings.dns_server)
+            authenticator = SenderAuthenticator(trusted_hosts=settings.auth_trusted_hosts)
+        else:
+            log.warning("sender checks are off: every From address is believed")
         return cls(settings, store, networks, inbound, replies, emails, commands, matrix,
-                   slack, slack_app, metrics=metrics, scheduler=scheduler)
+                   slack, slack_app, metrics=metrics, scheduler=scheduler,
+                   authenticator=authenticator)
 
     async def close(self) -> None:
         if self.matrix is not None:
             await self.matrix.close()
         await self.store.close()
 
-    async def ingest(self, raw: bytes, source: str,
-                     envelope: tuple[Address, ...] = ()) -> IngestOutcome:
+    async def ingest(self, raw: bytes, source: str, envelope: tuple[Address, ...] = (),
+                     peer: Peer | None = None) -> IngestOutcome:
         """Parse and bridge one raw email; TransientIngestError means "retry later"."""
         mail = parse(raw, max_attachment_bytes=self.settings.max_attachment_bytes,
                      envelope_recipients=envelope)
+        auth = SenderAuth(SenderTrust.UNCHECKED, "sender checks are off")
+        if self.authenticator is not None:
+            auth = await self.authenticator.check(raw, peer)
+        mail = replace(mail, auth=auth)
         try:
             outcome = await self.inbound.handle(mail, source)
         except (TransientFailure, StoreError) as exc:
@@ -163,8 +178,9 @@ class Runtime:
     async def _deliver_imap(self, raw: bytes, source: str) -> None:
         await self.ingest(raw, source)
 
-    async def _deliver_smtp(self, raw: bytes, recipients: tuple[Address, ...]) -> None:
-        await self.ingest(raw, "smtp", recipients)
+    async def _deliver_smtp(self, raw: bytes, recipients: tuple[Address, ...],
+                            peer: Peer) -> None:
+        await self.ingest(raw, "smtp", recipients, peer)
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Run every loop this process is configured for until ``stop`` is set."""

@@ -28,6 +28,27 @@ class BodyFormat(enum.StrEnum):
     NONE = "none"
 
 
+class SenderTrust(enum.StrEnum):
+    VERIFIED = "verified"  # DMARC (or an aligned DKIM/SPF pass) vouches for the From address
+    UNVERIFIED = "unverified"
+    UNCHECKED = "unchecked"  # checks turned off by configuration: every sender is believed
+
+
+@dataclass(frozen=True)
+class SenderAuth:
+    trust: SenderTrust
+    summary: str  # what the checks found, for people ("DKIM pass, SPF fail, DMARC pass")
+
+    @property
+    def may_act(self) -> bool:
+        """Whether the email may speak as its sender: be shown as their chat identity,
+        use a reply address."""
+        return self.trust is not SenderTrust.UNVERIFIED
+
+
+NOT_CHECKED = SenderAuth(SenderTrust.UNVERIFIED, "not checked")
+
+
 @dataclass(frozen=True)
 class InboundMail:
     """One received email. ``message_id`` is always set: a missing Message-ID is replaced
@@ -52,6 +73,7 @@ class InboundMail:
     headers: dict[str, str] = field(default_factory=dict)  # loop-relevant headers, lowercased
     size: int = 0
     envelope_recipients: tuple[Address, ...] = ()  # RCPT TO when received over SMTP
+    auth: SenderAuth = NOT_CHECKED  # safe by default: unchecked mail cannot act
 
     @property
     def recipients(self) -> tuple[Address, ...]:

@@ -173,6 +173,19 @@ def _rate(text: str) -> tuple[int, int]:
     return _positive_int(count), _positive_int(seconds)
 
 
+def _sender_auth(text: str) -> str:
+    if text not in ("check", "off"):
+        raise ValueError(f"{text!r} is not check or off")
+    return text
+
+
+def _hosts(text: str) -> tuple[str, ...]:
+    found = tuple(h.strip().lower() for h in text.split(",") if h.strip())
+    if any(not re.fullmatch(r"[a-z0-9.-]+", h) for h in found):
+        raise ValueError(f"{text!r} is not a comma-separated list of host names")
+    return found
+
+
 def _presence_policy(text: str) -> str:
     if text not in ("available", "away"):
         raise ValueError(f"{text!r} is not available or away")
@@ -240,6 +253,16 @@ KEYS: tuple[Key, ...] = (
         "File types never posted (comma-separated extensions); the post says so."),
     Key("sender_rate", _rate, "120/3600",
         "Emails bridged per sender per window (`count/seconds`); more are refused."),
+    Key("conversation_rate", _rate, "60/3600",
+        "Emails bridged into one conversation per window (`count/seconds`); more are refused."),
+    Key("sender_auth", _sender_auth, "check",
+        "`check`: DKIM/SPF/DMARC decide whether a From address may act as its chat identity; "
+        "`off` believes every From (only for a mailbox no outsider can write to)."),
+    Key("auth.trusted_hosts", _hosts, "",
+        "Mail servers whose `Authentication-Results` (by authserv-id) and `Received` headers "
+        "are believed (comma-separated), normally the server that receives your mail."),
+    Key("dns_server", _listen, None,
+        "DNS server (`host:port`) for DKIM, SPF and DMARC look-ups; unset uses the system's."),
     Key("smtp_listen", _listen, None,
         "Address for Switchboard's own SMTP listener (`host:port`); unset disables it."),
     Key("smtp_listen_max_bytes", _positive_int, "30000000",
@@ -315,6 +338,10 @@ class Settings:
     max_attachments: int
     blocked_attachments: tuple[str, ...]
     sender_rate: tuple[int, int]
+    conversation_rate: tuple[int, int]
+    sender_auth: str
+    auth_trusted_hosts: tuple[str, ...]
+    dns_server: tuple[str, int] | None
     smtp_listen: tuple[str, int] | None
     smtp_listen_max_bytes: int
     retry_interval: int
@@ -453,7 +480,9 @@ def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings |
         bot_email=v["bot_email"], reply_domain=reply_domain, slack=slack, matrix=matrix,
         routes=v["routes"], max_attachment_bytes=v["max_attachment_bytes"],
         max_attachments=v["max_attachments"], blocked_attachments=v["blocked_attachments"],
-        sender_rate=v["sender_rate"],
+        sender_rate=v["sender_rate"], conversation_rate=v["conversation_rate"],
+        sender_auth=v["sender_auth"], auth_trusted_hosts=v["auth.trusted_hosts"],
+        dns_server=v["dns_server"],
         smtp_listen=v["smtp_listen"], smtp_listen_max_bytes=v["smtp_listen_max_bytes"],
         retry_interval=v["retry.interval"], retry_deadline=v["retry.deadline"],
         presence_unknown=v["presence_unknown"], reply_token_ttl=v["reply_token_ttl"],

@@ -23,6 +23,12 @@ class EmailCard:
     notes: tuple[str, ...]
     attachments: tuple[MailAttachment, ...]
     is_reply: bool  # posted into an existing conversation's thread
+    verified: bool = False  # the From address is authenticated (see bridges/email/auth.py)
+    auth: str = ""  # what the sender checks found, shown when not verified
+    identity: tuple[Address, ...] = ()  # the verified sender's chat accounts
+
+    def identity_on(self, network: Network) -> Address | None:
+        return next((a for a in self.identity if a.network is network), None)
 
 
 @dataclass(frozen=True)

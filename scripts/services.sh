@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install (idempotently) and run, on loopback, the real services that Switchboard's
 # tests and demo talk to: redis-server, Dovecot IMAP, Postfix (SMTP delivering into
-# Dovecot's Maildirs) and a Synapse homeserver.
+# Dovecot's Maildirs), a Synapse homeserver and a DNS server (dnsmasq) that publishes the
+# test domains' SPF, DKIM and DMARC records.
 #
 #   scripts/services.sh up      install what is missing, start what is not running, wait until ready
 #   scripts/services.sh down    stop everything this script started
@@ -20,6 +21,8 @@ SYNAPSE_PORT=${SB_SYNAPSE_PORT:-18008}
 IMAPS_PORT=${SB_IMAPS_PORT:-10993}
 SMTPS_PORT=${SB_SMTPS_PORT:-10465}
 SMTP_PLAIN_PORT=${SB_SMTP_PLAIN_PORT:-10026}
+DNS_PORT=${SB_DNS_PORT:-10053}
+DKIM_SELECTOR=sb2026
 MAIL_DOMAIN=switchboard.test
 OTHER_DOMAIN=partner.test
 MATRIX_SERVER_NAME=switchboard.test
@@ -50,6 +53,7 @@ install_packages() {
     command -v dovecot >/dev/null || missing+=(dovecot-imapd)
     command -v postfix >/dev/null || missing+=(postfix)
     command -v openssl >/dev/null || missing+=(openssl)
+    command -v dnsmasq >/dev/null || missing+=(dnsmasq-base)
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing ${missing[*]} with apt-get"
         as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -405,6 +409,54 @@ synapse_down() {
     fi
 }
 
+# --- DNS: the test domains' sender-authentication records --------------------
+
+# Mail from 127.0.0.1 (where the tests send from) passes SPF for both test domains;
+# 127.0.0.2 is "elsewhere", so a test can send a spoofed From from there. Both
+# domains publish a DKIM key (its private half is for the tests to sign with) and a
+# DMARC policy.
+dns_up() {
+    local dir=$STATE/dns
+    mkdir -p "$dir"
+    if [ ! -s "$dir/dkim.key" ]; then
+        openssl genrsa -out "$dir/dkim.key" 2048 2>/dev/null
+    fi
+    local pub
+    pub=$(openssl rsa -in "$dir/dkim.key" -pubout -outform DER 2>/dev/null | base64 -w0)
+    local d
+    {
+        echo "port=$DNS_PORT"
+        echo "listen-address=127.0.0.1"
+        echo "bind-interfaces"
+        echo "no-resolv"
+        echo "no-hosts"
+        echo "no-poll"
+        echo "local=/test/"
+        echo "pid-file=$dir/dnsmasq.pid"
+        for d in "$MAIL_DOMAIN" "$OTHER_DOMAIN"; do
+            echo "txt-record=$d,\"v=spf1 ip4:127.0.0.1 -all\""
+            echo "txt-record=_dmarc.$d,\"v=DMARC1; p=reject; adkim=r; aspf=r\""
+            # A TXT string holds at most 255 characters: the key is split over several.
+            echo "txt-record=$DKIM_SELECTOR._domainkey.$d,\"v=DKIM1; k=rsa; \",$(echo "p=$pub" | fold -w 250 | sed 's/.*/"&"/' | paste -sd,)"
+        done
+    } > "$dir/dnsmasq.conf"
+    if pid_alive "$dir/dnsmasq.pid"; then
+        kill "$(cat "$dir/dnsmasq.pid")"; sleep 0.2
+    fi
+    log "starting dnsmasq on 127.0.0.1:$DNS_PORT"
+    dnsmasq --conf-file="$dir/dnsmasq.conf" --user="$(id -un)" --log-facility="$dir/dnsmasq.log" \
+        </dev/null >/dev/null 2>&1 || die "dnsmasq did not start: see $dir/dnsmasq.log"
+    for _ in $(seq 100); do
+        pid_alive "$dir/dnsmasq.pid" && return 0
+        sleep 0.1
+    done
+    die "dnsmasq did not start: see $dir/dnsmasq.log"
+}
+
+dns_down() {
+    if pid_alive "$STATE/dns/dnsmasq.pid"; then kill "$(cat "$STATE/dns/dnsmasq.pid")"; fi
+}
+
 # --- the settings file tests and the demo source -----------------------------
 
 write_env() {
@@ -425,7 +477,12 @@ export SWITCHBOARD_REPLY_DOMAIN=$MAIL_DOMAIN
 export SWITCHBOARD_MATRIX_HOMESERVER=http://127.0.0.1:$SYNAPSE_PORT
 export SWITCHBOARD_MATRIX_USER=@$BOT_MATRIX_USER:$MATRIX_SERVER_NAME
 export SWITCHBOARD_MATRIX_PASSWORD=$PASSWORD
+export SWITCHBOARD_DNS_SERVER=127.0.0.1:$DNS_PORT
+export SWITCHBOARD_AUTH_TRUSTED_HOSTS=mail.$MAIL_DOMAIN
 export SB_STATE_DIR=$STATE
+export SB_DNS_PORT=$DNS_PORT
+export SB_DKIM_KEY=$STATE/dns/dkim.key
+export SB_DKIM_SELECTOR=$DKIM_SELECTOR
 export SB_REDIS_PORT=$REDIS_PORT
 export SB_IMAP_PORT=$IMAP_PORT
 export SB_SMTP_PORT=$SMTP_PORT
@@ -447,7 +504,8 @@ EOF
 status() {
     local s
     for s in redis:"$STATE/redis/redis.pid" dovecot:"$STATE/dovecot/run/master.pid" \
-        postfix:"$STATE/postfix/spool/pid/master.pid" synapse:"$STATE/synapse/homeserver.pid"; do
+        postfix:"$STATE/postfix/spool/pid/master.pid" synapse:"$STATE/synapse/homeserver.pid" \
+        dnsmasq:"$STATE/dns/dnsmasq.pid"; do
         if pid_alive "${s#*:}"; then echo "${s%%:*}: running"; else echo "${s%%:*}: stopped"; fi
     done
 }
@@ -462,11 +520,12 @@ case "${1:-}" in
         dovecot_up
         postfix_up
         synapse_up
+        dns_up
         write_env
         log "all services ready; settings in $STATE/env"
         ;;
     down)
-        synapse_down; postfix_down; dovecot_down; redis_down
+        dns_down; synapse_down; postfix_down; dovecot_down; redis_down
         log "services stopped (state kept in $STATE; remove it for a clean start)"
         ;;
     status) status ;;

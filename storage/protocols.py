@@ -128,5 +128,6 @@ class Verifications(Protocol):
 
 
 class RateLimits(Protocol):
-    async def hit(self, name: str, limit: int, window: int) -> bool:
-        """Count one event for ``name``; False once ``limit`` events fell in this window."""
+    async def hit(self, name: str, limit: int, window: int, event: str = "") -> bool:
+        """Count one event for ``name``; False once ``limit`` events fell in this window.
+        Events with the same non-empty ``event`` id count once."""

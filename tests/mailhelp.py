@@ -38,21 +38,42 @@ def make_mail(sender: str, to: str, subject: str, body: str, *,
     return msg
 
 
-def _smtp_send(port: int, sender: str, recipients: list[str], data: bytes) -> None:
-    with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+def _smtp_send(port: int, sender: str, recipients: list[str], data: bytes,
+               source: str) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30, source_address=(source, 0)) as smtp:
         smtp.sendmail(sender, recipients, data)
 
 
+# The test domains' SPF records allow 127.0.0.1 only: mail sent from here comes from
+# "somewhere else" and fails SPF.
+ELSEWHERE = "127.0.0.2"
+
+
 async def send_raw(services: Services, sender: str, recipients: list[str], data: bytes,
-                   port: int | None = None) -> None:
+                   port: int | None = None, source: str = "127.0.0.1") -> None:
     """Submit bytes to the test SMTP server (or another SMTP port), as a mail client would."""
     await asyncio.to_thread(_smtp_send, port or int(services.env["SB_SMTP_PORT"]), sender,
-                            recipients, data)
+                            recipients, data, source)
 
 
-async def send_mail(services: Services, msg: EmailMessage, port: int | None = None) -> None:
+def dkim_signed(services: Services, msg: EmailMessage) -> bytes:
+    """``msg`` signed with the test domains' DKIM key (published by the local DNS server)."""
+    import dkim
+
+    domain = str(msg["From"]).rpartition("@")[2].strip(">").encode()
+    with open(services.env["SB_DKIM_KEY"], "rb") as f:
+        key = f.read()
+    raw = msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
+    return bytes(dkim.sign(raw, services.env["SB_DKIM_SELECTOR"].encode(), domain, key,
+                           include_headers=[b"from", b"to", b"subject", b"message-id",
+                                            b"date"])) + raw
+
+
+async def send_mail(services: Services, msg: EmailMessage, port: int | None = None,
+                    source: str = "127.0.0.1", data: bytes | None = None) -> None:
     recipients = [a.strip() for a in str(msg["To"]).split(",")]
-    await send_raw(services, str(msg["From"]), recipients, msg.as_bytes(), port)
+    envelope_from = str(msg["From"]).rpartition("<")[2].strip(">")
+    await send_raw(services, envelope_from, recipients, data or msg.as_bytes(), port, source)
 
 
 def _imap(services: Services, user: str) -> tuple[imaplib.IMAP4, int]:

@@ -118,9 +118,11 @@ class InboundEmailFlow:
                  bot_email: str = "", reply_domain: str = "",
                  own_addresses: Sequence[str] = (), rates: RateLimits | None = None,
                  sender_rate: tuple[int, int] = (120, 3600),
+                 conversation_rate: tuple[int, int] = (60, 3600),
                  attachments: AttachmentPolicy | None = None) -> None:
         self.rates = rates
         self.sender_rate = sender_rate
+        self.conversation_rate = conversation_rate
         self.attachment_policy = attachments or AttachmentPolicy()
         self.tokens = tokens
         self.mailer = mailer
@@ -162,11 +164,11 @@ class InboundEmailFlow:
         automatic = automatic_reason(mail, self.bot_email)
         if automatic is not None:
             return await self._refuse(mail, source, f"not bridged: {automatic}")
-        if self.rates is not None and mail.sender is not None:
+        if mail.sender is not None and not await self._within(
+                f"sender:{mail.sender}", self.sender_rate, mail.message_id):
             limit, window = self.sender_rate
-            if not await self.rates.hit(f"sender:{mail.sender}", limit, window):
-                return await self._refuse(mail, source, f"rate limit: more than {limit} emails "
-                                          f"from {mail.sender.value} in {window} s")
+            return await self._refuse(mail, source, f"rate limit: more than {limit} emails "
+                                      f"from {mail.sender.value} in {window} s")
         mail = self.attachment_policy.screen(mail)
         token = self.reply_token(mail)
         if token is not None:
@@ -187,14 +189,27 @@ class InboundEmailFlow:
             return await self._refuse(mail, source, "the reply address has expired or is not "
                                       "valid", bounce=True)
         cid, recipient = bound
+        if not mail.auth.may_act:
+            # No bounce: the From may be forged, and the real owner never wrote.
+            return await self._refuse(mail, source, "a reply address works only for mail "
+                                      f"whose sender is authenticated ({mail.auth.summary})")
         if mail.sender != recipient:
             return await self._refuse(mail, source, "the reply address was given to another "
                                       "sender", bounce=True)
         with log_context(conversation=cid):
             return await self._handle(mail, source, cid, cid)
 
+    async def _within(self, key: str, rate: tuple[int, int], event: str) -> bool:
+        return self.rates is None or await self.rates.hit(key, *rate, event)
+
     async def _handle(self, mail: InboundMail, source: str, cid: str,
                       existing: str | None) -> IngestOutcome:
+        # Two auto-responders that slip past the loop guard still stop here.
+        if not await self._within(f"conversation:{cid}", self.conversation_rate,
+                                  mail.message_id):
+            limit, window = self.conversation_rate
+            return await self._refuse(mail, source, f"rate limit: more than {limit} emails "
+                                      f"in this conversation in {window} s")
         threads = await self.conversations.threads(cid)
         targets = await self._targets(mail, existing, threads)
         if not targets:
@@ -207,7 +222,9 @@ class InboundEmailFlow:
             conversation_id=cid, entry_id=eid,
             sender=self._sender_text(mail), subject=mail.subject, body=mail.body,
             quoted_lines=len(mail.quoted.splitlines()) if mail.quoted else 0,
-            notes=mail.notes, attachments=mail.attachments, is_reply=existing is not None)
+            notes=mail.notes, attachments=mail.attachments, is_reply=existing is not None,
+            verified=mail.auth.may_act, auth=mail.auth.summary,
+            identity=await self._identity(mail))
         refs: list[ChatRef] = []
         fresh = 0
         for target in targets:
@@ -240,6 +257,14 @@ class InboundEmailFlow:
         log.info("email %s posted to %d place(s) in conversation %s", eid, fresh, cid)
         return Posted(cid, tuple(refs))
 
+    async def _identity(self, mail: InboundMail) -> tuple[Address, ...]:
+        """The sender's chat accounts, only when the From address is authenticated."""
+        if mail.sender is None or not mail.auth.may_act:
+            return ()
+        identity = await self.address_book.resolve(mail.sender)
+        return tuple(a for a in (identity.addresses() if identity else ())
+                     if a.network is not Network.EMAIL)
+
     async def _targets(self, mail: InboundMail, conversation: str | None,
                        threads: dict[str, ChatRef]) -> list[ChatTarget]:
         if conversation is not None:
@@ -249,7 +274,8 @@ class InboundEmailFlow:
             # A conversation that started in chat (a message answered by email) has no
             # thread of ours: the answer goes to the chat people who wrote in it.
             page = await self.history.conversation(conversation, 0, 20)
-            writer = await self.address_book.resolve(mail.sender) if mail.sender else None
+            writer = await self.address_book.resolve(mail.sender) \
+                if mail.sender and mail.auth.may_act else None
             own = set(writer.addresses()) if writer else set()
             people = dict.fromkeys(e.sender for e in page.entries
                                    if e.sender.network in self.networks and e.sender not in own)
@@ -297,7 +323,8 @@ class InboundEmailFlow:
     @staticmethod
     def _entry(mail: InboundMail, cid: str, eid: str, refs: list[ChatRef]) -> HistoryEntry:
         meta = {"message_id": mail.message_id, "posted": " ".join(
-            f"{r.network}:{r.room}:{r.message}" for r in refs)}
+            f"{r.network}:{r.room}:{r.message}" for r in refs),
+            "sender_auth": mail.auth.trust.value, "sender_checks": mail.auth.summary}
         if mail.quoted:
             meta["quoted"] = mail.quoted
         if mail.references:

@@ -15,12 +15,13 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from bot.model import Address, AddressError
+from bridges.email.auth import Peer
 from bridges.email.imap import TransientIngestError
 
 log = logging.getLogger(__name__)
 
 Accepts = Callable[[Address], Awaitable[bool]]
-DeliverSmtp = Callable[[bytes, tuple[Address, ...]], Awaitable[None]]
+DeliverSmtp = Callable[[bytes, tuple[Address, ...], Peer], Awaitable[None]]
 
 
 class BridgeHandler:
@@ -44,8 +45,11 @@ class BridgeHandler:
         raw = envelope.original_content or envelope.content
         data = raw if isinstance(raw, bytes) else str(raw).encode()
         recipients = tuple(Address.email(r) for r in envelope.rcpt_tos)
+        # What SPF judges: the connecting client, its HELO name and the envelope sender.
+        peer = Peer(ip=str(session.peer[0]) if session.peer else "",
+                    helo=session.host_name or "", mail_from=envelope.mail_from or "")
         try:
-            await self.deliver(data, recipients)
+            await self.deliver(data, recipients, peer)
         except TransientIngestError as exc:
             log.warning("SMTP message deferred: %s", exc)
             return "451 4.3.0 Temporarily unable to bridge this message; please try again later"

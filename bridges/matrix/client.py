@@ -131,9 +131,10 @@ class MatrixNetwork:
         room = await self._room_of(target)
         content: dict[str, Any] = {
             "msgtype": "m.text",
-            "body": render("chat/email_card.matrix.txt.j2", card=card),
+            "body": render("chat/email_card.matrix.txt.j2", card=card, network=Network.MATRIX),
             "format": "org.matrix.custom.html",
-            "formatted_body": render("chat/email_card.matrix.html.j2", card=card),
+            "formatted_body": render("chat/email_card.matrix.html.j2", card=card,
+                                     network=Network.MATRIX),
             "m.mentions": {},  # intentional mentions: none, whatever the text says
             "org.switchboard.conversation": card.conversation_id,
             "org.switchboard.entry": card.entry_id,

@@ -16,6 +16,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from bot.model import Network
 from bot.render import mrkdwn, render
 from bot.text import shorten
 from bridges.ports import ChatReply, EmailCard, Notice
@@ -46,7 +47,7 @@ def _body_sections(body: str) -> tuple[list[Block], bool]:
 
 def email_card(card: EmailCard) -> RenderedCard:
     body_blocks, truncated = _body_sections(card.body)
-    header = render("chat/email_header.slack.j2", card=card)
+    header = render("chat/email_header.slack.j2", card=card, network=Network.SLACK)
     footer = render("chat/email_footer.slack.j2", card=card, truncated=truncated)
     blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=header, verbatim=True))]
     blocks += body_blocks

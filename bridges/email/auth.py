@@ -1,0 +1,146 @@
+"""Who really sent an email: DKIM, SPF and DMARC, or a trusted mail server's word.
+
+A From header is only a claim. An email may act as its sender's chat identity (be
+shown as that person, use a reply address) only when the claim is authenticated:
+DMARC passes, or, for a domain that publishes no DMARC policy, a DKIM signature or
+an SPF pass is aligned with the From domain.
+
+Where the evidence comes from, in order:
+1. an ``Authentication-Results`` header added by a configured trusted server (the
+   receiving MTA that already checked; RFC 8601 says to honour only your own
+   boundary's, which must remove look-alikes from outside);
+2. otherwise our own checks with dkimpy, pyspf and authheaders' DMARC. SPF needs the
+   connecting client: the SMTP listener knows it; for mail read over IMAP it is the
+   client named in the topmost ``Received`` header a trusted server added.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.parser import BytesHeaderParser
+from email.utils import getaddresses
+from typing import Any
+
+import authheaders  # type: ignore[import-untyped]
+import authres  # type: ignore[import-untyped]
+import dns.resolver
+
+from bot.mail import SenderAuth, SenderTrust
+
+log = logging.getLogger(__name__)
+_RECEIVED = re.compile(r"^\s*from\s+(?P<helo>\S+)\s+\([^)]*?\[(?:IPv6:)?(?P<ip>[0-9a-fA-F:.]+)\]"
+                       r"\).*?\bby\s+(?P<by>[^\s;]+)", re.IGNORECASE | re.DOTALL)
+_METHODS = ("dkim", "spf", "dmarc")
+
+
+@dataclass(frozen=True)
+class Peer:
+    """The SMTP client an email came from, as the SMTP listener saw it."""
+
+    ip: str
+    helo: str
+    mail_from: str
+
+
+def use_dns_server(host: str, port: int) -> None:
+    """Send every DNS query of this process (DKIM keys, SPF, DMARC) to ``host:port``."""
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [host]
+    resolver.port = port
+    dns.resolver.default_resolver = resolver
+
+
+class SenderAuthenticator:
+    def __init__(self, *, trusted_hosts: Sequence[str] = (), authserv_id: str = "switchboard"
+                 ) -> None:
+        self.trusted = {h.lower() for h in trusted_hosts}
+        self.authserv_id = authserv_id
+
+    async def check(self, raw: bytes, peer: Peer | None = None) -> SenderAuth:
+        # The libraries ask DNS synchronously: keep them off the event loop.
+        return await asyncio.to_thread(self.verdict, raw, peer)
+
+    def verdict(self, raw: bytes, peer: Peer | None = None) -> SenderAuth:
+        headers = BytesHeaderParser().parsebytes(raw)
+        senders = [a for _, a in getaddresses([str(v) for v in headers.get_all("From", [])])
+                   if "@" in a]
+        if len(senders) != 1:
+            return SenderAuth(SenderTrust.UNVERIFIED, "no single From address to authenticate")
+        from_domain = senders[0].rpartition("@")[2].lower()
+        results = self._trusted_results(headers.get_all("Authentication-Results", []))
+        source = "trusted server"
+        if results is None:
+            source = "checked here"
+            peer = peer or self._peer_from_received(headers)
+            try:
+                results = self._check_here(raw, peer)
+            except Exception as exc:  # a library failing on hostile input is a failed check
+                log.warning("sender authentication failed to run: %s", exc)
+                return SenderAuth(SenderTrust.UNVERIFIED, f"could not be checked ({exc})")
+            if headers.get("DKIM-Signature") is None:
+                results["dkim"] = ("none", "")  # unsigned: nothing failed, nothing vouched
+        summary = ", ".join(f"{m.upper()} {results.get(m, ('none', ''))[0]}" for m in _METHODS)
+        trust = SenderTrust.VERIFIED if _authenticated(results, from_domain) \
+            else SenderTrust.UNVERIFIED
+        return SenderAuth(trust, f"{summary} ({source})")
+
+    def _trusted_results(self, values: Sequence[Any]) -> dict[str, tuple[str, str]] | None:
+        for value in values:  # topmost first: the one our boundary added
+            try:
+                header = authres.AuthenticationResultsHeader.parse_value(str(value))
+            except Exception:
+                continue
+            if str(header.authserv_id).lower() in self.trusted:
+                return _results(header)
+        return None
+
+    def _peer_from_received(self, headers: Any) -> Peer | None:
+        for value in headers.get_all("Received", []):
+            found = _RECEIVED.search(str(value))
+            if found and found["by"].lower() in self.trusted:
+                mail_from = str(headers.get("Return-Path", "")).strip().strip("<>")
+                return Peer(found["ip"], found["helo"], mail_from)
+        return None
+
+    def _check_here(self, raw: bytes, peer: Peer | None) -> dict[str, tuple[str, str]]:
+        header = authheaders.authenticate_message(
+            raw, self.authserv_id, spf=peer is not None, dkim=True, dmarc=True,
+            ip=peer.ip if peer else None, mail_from=peer.mail_from if peer else None,
+            helo=peer.helo if peer else None)
+        return _results(authres.AuthenticationResultsHeader.parse(header))
+
+
+def _results(header: Any) -> dict[str, tuple[str, str]]:
+    """{method: (result, the domain it vouches for)}, first result per method."""
+    found: dict[str, tuple[str, str]] = {}
+    for result in header.results:
+        method = str(result.method).lower()
+        if method not in _METHODS or method in found:
+            continue
+        domain = ""
+        for prop in result.properties:
+            if (prop.type, prop.name) in (("header", "d"), ("smtp", "mailfrom"),
+                                          ("header", "from")):
+                domain = str(prop.value).rpartition("@")[2].lower()
+        found[method] = (str(result.result).lower(), domain)
+    return found
+
+
+def _aligned(domain: str, from_domain: str) -> bool:
+    # Relaxed alignment, as DMARC's default: same domain or one a subdomain of the other.
+    return bool(domain) and (domain == from_domain or from_domain.endswith("." + domain)
+                             or domain.endswith("." + from_domain))
+
+
+def _authenticated(results: dict[str, tuple[str, str]], from_domain: str) -> bool:
+    dmarc = results.get("dmarc", ("none", ""))[0]
+    if dmarc == "pass":
+        return True
+    if dmarc != "none":  # fail, temperror, permerror: the domain's own policy says no
+        return False
+    return any(results.get(m, ("none", ""))[0] == "pass"
+               and _aligned(results[m][1], from_domain) for m in ("dkim", "spf"))
