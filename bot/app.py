@@ -110,7 +110,7 @@ class Runtime:
             tokens=store.tokens, mailer=mailer, policy=policy,
             on_bridged=lambda direction, net: metrics.bridged.labels(direction, net).inc())
         replies = ReplyInChat(**vars(shared), scheduler=scheduler)
-        emails = ReplyByEmail(**vars(shared))
+        emails = ReplyByEmail(**vars(shared), scheduler=scheduler)
         commands = Commands(replies=replies, emails=emails, address_book=store.address_book,
                             history=store.history, deliveries=store.deliveries,
                             verifications=store.verifications, mailer=mailer,
@@ -161,6 +161,13 @@ class Runtime:
         elif isinstance(outcome, Refused):
             self.metrics.refused.inc()
         return outcome
+
+    async def retry(self, delivery_id: str) -> str:
+        """The retry job: a queued chat delivery or a queued email, by what it is."""
+        delivery = await self.store.deliveries.get(delivery_id)
+        if delivery is not None and delivery.meta.get("by") == "email":
+            return type(await self.emails.retry(delivery_id)).__name__
+        return type(await self.replies.retry(delivery_id)).__name__
 
     async def _matrix_command(self, event: CommandEvent) -> Notice | None:
         shows = None

@@ -17,9 +17,9 @@ def retry_delivery(delivery_id: str) -> str:
     async def run() -> str:
         runtime = await Runtime.start(Settings.load())
         try:
-            outcome = await runtime.replies.retry(delivery_id)
-            log.info("retry of %s: %s", delivery_id, type(outcome).__name__)
-            return type(outcome).__name__
+            outcome = await runtime.retry(delivery_id)
+            log.info("retry of %s: %s", delivery_id, outcome)
+            return outcome
         finally:
             await runtime.close()
 

@@ -6,6 +6,7 @@
 #
 #   scripts/services.sh up      install what is missing, start what is not running, wait until ready
 #   scripts/services.sh down    stop everything this script started
+#   scripts/services.sh restart NAME | stop NAME   one service (fault tests; `up` starts it again)
 #   scripts/services.sh status  say what is running
 #   scripts/services.sh env     print the settings file path (source it to reach the services)
 #
@@ -528,7 +529,20 @@ case "${1:-}" in
         dns_down; synapse_down; postfix_down; dovecot_down; redis_down
         log "services stopped (state kept in $STATE; remove it for a clean start)"
         ;;
+    restart)
+        # One service, for fault tests: scripts/services.sh restart synapse|postfix|dovecot|dns
+        case "${2:-}" in
+            synapse|postfix|dovecot|dns) "${2}_down"; "${2}_up" ;;
+            *) die "restart what? synapse, postfix, dovecot or dns" ;;
+        esac
+        ;;
+    stop)
+        case "${2:-}" in
+            synapse|postfix|dovecot|dns) "${2}_down" ;;
+            *) die "stop what? synapse, postfix, dovecot or dns" ;;
+        esac
+        ;;
     status) status ;;
     env) echo "$STATE/env" ;;
-    *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+    *) echo "usage: $0 up|down|restart NAME|stop NAME|status|env" >&2; exit 2 ;;
 esac

@@ -33,6 +33,7 @@ from bot.model import (
 from bridges.errors import BridgeError
 from bridges.ports import Notice
 from storage.errors import AddressTaken
+from storage.protocols import RetryScheduler
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +44,25 @@ class EmailSent:
     to: Address
 
 
-EmailOutcome = EmailSent | AlreadyHandled | CannotReply
+@dataclass(frozen=True)
+class EmailQueued:
+    """The mail server was unavailable; the retry job sends it when the server is back."""
+
+    delivery_id: str
+    to: Address
+    reason: str
+
+
+EmailOutcome = EmailSent | EmailQueued | AlreadyHandled | CannotReply
 
 
 def notice_for_email(outcome: EmailOutcome) -> Notice:
     if isinstance(outcome, EmailSent):
         return Notice(f"Sent by email to {outcome.to.value}, with the conversation so far. "
                       "Their answer will come back here.")
+    if isinstance(outcome, EmailQueued):
+        return Notice(f"The mail server is unavailable ({outcome.reason}). Your email to "
+                      f"{outcome.to.value} is queued and will be sent as soon as it is back.")
     if isinstance(outcome, AlreadyHandled):
         return Notice(f"That reply was already handled (it is {outcome.state.value}).")
     return Notice(f"Your email could not be sent: {outcome.reason}.")
@@ -63,6 +76,7 @@ def chat_message_ids(network: Network, room: str, message: str) -> tuple[str, st
 
 @dataclass(kw_only=True)
 class ReplyByEmail(ReplyFlow):
+    scheduler: RetryScheduler | None = None  # None: a mail-server outage fails the reply
     async def email_of(self, author: Address) -> Address | None:
         """The author's email: itself, the address book, or their network profile."""
         if author.network is Network.EMAIL:
@@ -175,8 +189,7 @@ class ReplyByEmail(ReplyFlow):
             try:
                 await self.mailer.send(message)
             except BridgeError as exc:
-                await self.deliveries.transition(did, DeliveryState.FAILED, str(exc))
-                return CannotReply(f"the mail server refused it ({exc})")
+                return await self._failed(did, to, exc)
             await self.history.append(HistoryEntry(
                 id=did, conversation_id=cid, kind=EntryKind.EMAIL, sender=replier,
                 recipients=(to,), at=time.time(), text=text, subject=str(message["Subject"]),
@@ -188,6 +201,46 @@ class ReplyByEmail(ReplyFlow):
             return EmailSent(did, to)
         finally:
             await self.deliveries.release(did)
+
+
+    async def _failed(self, did: str, to: Address, exc: BridgeError) -> EmailOutcome:
+        """An outage queues the email for the retry job, until the deadline; a refusal fails."""
+        delivery = await self.deliveries.get(did)
+        queued_at = next((c.at for c in delivery.changes if c.state is DeliveryState.QUEUED),
+                         None) if delivery else None
+        expired = queued_at is not None and time.time() - queued_at >= self.policy.retry_deadline
+        if not exc.transient or self.scheduler is None or delivery is None or expired:
+            await self.deliveries.transition(did, DeliveryState.FAILED, str(exc))
+            return CannotReply(f"the mail server refused it ({exc})")
+        await self.deliveries.transition(did, DeliveryState.QUEUED,
+                                         f"mail server unavailable: {exc}", count_attempt=True)
+        await self.scheduler.schedule_retry(did, len(delivery.changes) + 1,
+                                            self.policy.retry_interval)
+        return EmailQueued(did, to, str(exc))
+
+    async def retry(self, delivery_id: str) -> EmailOutcome:
+        """The retry job's turn at an email held back by a mail-server outage."""
+        delivery = await self.deliveries.get(delivery_id)
+        if delivery is None:
+            return CannotReply(f"there is no delivery {delivery_id}")
+        if delivery.state is not DeliveryState.QUEUED:
+            return AlreadyHandled(delivery.id, delivery.state)
+        meta = delivery.meta
+        answered = await self.history.entry(delivery.conversation_id, meta["entry"]) \
+            if meta.get("entry") else None
+        with log_context(conversation=delivery.conversation_id, delivery=delivery.id):
+            outcome = await self._send(delivery.id, delivery.sender, meta.get("replier_name", ""),
+                                       delivery.conversation_id, answered,
+                                       Address.email(meta["email"]), delivery.text,
+                                       meta.get("subject", ""))
+        if not isinstance(outcome, (EmailQueued, AlreadyHandled)):
+            await self._tell(delivery.sender, notice_for_email(outcome))
+        return outcome
+
+    async def _tell(self, person: Address, notice: Notice) -> None:
+        network = self.networks.get(person.network)
+        if network is not None:
+            await network.notify(person, notice, None)
 
 
 def _first_line(text: str) -> str:

@@ -491,6 +491,9 @@ class SlackServer:
                       | {"size": len(f["content"] or b"")} for f in s.files.values()],
             "calls": [[name, args] for name, args in s.calls],
             "workspace": asdict(s.workspace),
+            # What is left of injected faults: {method: [times left, status or retry-after]}.
+            "failures": s.failures,
+            "rate_limits": s.rate_limits,
         })
 
     async def _control(self, request: web.Request) -> web.Response:
