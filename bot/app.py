@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
+import tracemalloc
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from bot.commands import CommandContext, Commands
@@ -20,8 +23,10 @@ from bot.flows.inbound_email import (
 )
 from bot.flows.reply_by_email import ReplyByEmail
 from bot.flows.reply_in_chat import Policy, ReplyFlow, ReplyInChat
-from bot.mail import SenderAuth, SenderTrust
+from bot.mail import InboundMail, SenderAuth, SenderTrust
+from bot.metering import Charges, Measure, Meter, Service, Usage, customer_of
 from bot.model import Address, Network
+from bot.reports import ChargeReports, ReportError, current_month
 from bot.settings import Settings
 from bridges.email.auth import Peer, SenderAuthenticator, use_dns_server
 from bridges.email.imap import ImapIngest, TransientIngestError
@@ -29,6 +34,7 @@ from bridges.email.listener import BridgeHandler, start_listener
 from bridges.email.mime import parse
 from bridges.email.probe import probe_imap, probe_smtp
 from bridges.email.smtp import SmtpSender
+from bridges.errors import BridgeError
 from bridges.http import HttpServer
 from bridges.matrix.client import MatrixNetwork
 from bridges.matrix.probe import probe_matrix
@@ -70,6 +76,8 @@ class Runtime:
     scheduler: RqScheduler | None = None
     matrix_synced: bool = False
     authenticator: SenderAuthenticator | None = None  # None: sender checks are off
+    meter: Meter = field(default_factory=Meter)
+    reports: ChargeReports | None = None
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -103,19 +111,34 @@ class Runtime:
                         bot_email=settings.bot_email or "switchboard@localhost",
                         reply_domain=settings.reply_domain or "localhost")
         metrics = Metrics()
+        if settings.meter_memory and not tracemalloc.is_tracing():
+            tracemalloc.start()
+        meter = Meter(store.usage)
+        reports = ChargeReports(usage=store.usage, customers=store.customers, mailer=mailer,
+                                card=settings.rate_card, bot_email=settings.bot_email
+                                or "switchboard@localhost", public_url=settings.public_url)
+
+        async def usage_view(customer: str) -> tuple[Usage, Charges | None]:
+            period = current_month()
+            usage = await store.usage.usage(customer, period)
+            return usage, (await reports.charges(customer, period)
+                           if settings.rate_card else None)
+
         scheduler = RqScheduler(settings.redis_url, store.keys)
         shared = ReplyFlow(
             networks=networks, address_book=store.address_book, history=store.history,
             deliveries=store.deliveries, conversations=store.conversations,
             tokens=store.tokens, mailer=mailer, policy=policy,
-            on_bridged=lambda direction, net: metrics.bridged.labels(direction, net).inc())
+            on_bridged=lambda direction, net: metrics.bridged.labels(direction, net).inc(),
+            meter=meter)
         replies = ReplyInChat(**vars(shared), scheduler=scheduler)
         emails = ReplyByEmail(**vars(shared), scheduler=scheduler)
         commands = Commands(replies=replies, emails=emails, address_book=store.address_book,
                             history=store.history, deliveries=store.deliveries,
                             verifications=store.verifications, mailer=mailer,
                             bot_email=settings.bot_email or "switchboard@localhost",
-                            retry_interval=settings.retry_interval)
+                            retry_interval=settings.retry_interval, meter=meter,
+                            usage=usage_view)
         slack_app = None
         if slack is not None and settings.slack is not None:
             slack_app = SlackApp(signing_secret=settings.slack.signing_secret,
@@ -131,7 +154,7 @@ class Runtime:
             log.warning("sender checks are off: every From address is believed")
         return cls(settings, store, networks, inbound, replies, emails, commands, matrix,
                    slack, slack_app, metrics=metrics, scheduler=scheduler,
-                   authenticator=authenticator)
+                   authenticator=authenticator, meter=meter, reports=reports)
 
     async def close(self) -> None:
         if self.matrix is not None:
@@ -141,6 +164,7 @@ class Runtime:
     async def ingest(self, raw: bytes, source: str, envelope: tuple[Address, ...] = (),
                      peer: Peer | None = None) -> IngestOutcome:
         """Parse and bridge one raw email; TransientIngestError means "retry later"."""
+        measure = self.meter.start()
         mail = parse(raw, max_attachment_bytes=self.settings.max_attachment_bytes,
                      envelope_recipients=envelope)
         auth = SenderAuth(SenderTrust.UNCHECKED, "sender checks are off")
@@ -153,6 +177,7 @@ class Runtime:
             self.metrics.errors.labels("ingest").inc()
             raise TransientIngestError(str(exc)) from exc
         if isinstance(outcome, Posted):
+            await self._meter_ingest(measure, mail, len(raw), outcome)
             for ref in outcome.refs:
                 self.metrics.bridged.labels("email_to_chat", ref.network.value).inc()
             lag = time.time() - mail.date
@@ -161,6 +186,50 @@ class Runtime:
         elif isinstance(outcome, Refused):
             self.metrics.refused.inc()
         return outcome
+
+    async def customer_of_network(self, network: Network) -> str | None:
+        """The customer this process serves on ``network``: its Slack workspace, its
+        Matrix homeserver's organisation."""
+        if network is Network.SLACK and self.slack is not None:
+            try:
+                return f"slack:{await self.slack.team()}"
+            except BridgeError as exc:
+                log.error("cannot tell which Slack workspace this is: %s", exc)
+                return None
+        if network is Network.MATRIX and self.settings.matrix is not None:
+            return customer_of(Address.matrix(self.settings.matrix.user))
+        return None
+
+    async def _meter_ingest(self, measure: Measure, mail: InboundMail, size: int,
+                            outcome: Posted) -> None:
+        """One email ingested per customer it reached, one chat post per post made."""
+        card = len(mail.body.encode()) + sum(a.size for a in mail.attachments if a.content)
+        stored = len(mail.body.encode()) + len(mail.quoted.encode()) + len(mail.subject.encode())
+        by_customer: dict[str, list[str]] = {}
+        for ref in outcome.refs:
+            customer = await self.customer_of_network(ref.network)
+            if customer is not None:
+                by_customer.setdefault(customer, []).append(ref.network.value)
+        for customer, networks in by_customer.items():
+            for network in networks:
+                await self.meter.finish(self.meter.start(), Service.CHAT_POST, customer,
+                                        bytes_out=card, network=network)
+            await self.meter.finish(measure, Service.EMAIL_INGESTED, customer, bytes_in=size,
+                                    bytes_stored=stored, attachments=str(len(mail.attachments)),
+                                    sender_auth=mail.auth.trust.value)
+
+    async def report_page(self, params: Mapping[str, str], query: Mapping[str, str]
+                          ) -> tuple[int, str]:
+        """A customer's charge report page (GET /reports/{token}?period=YYYY-MM)."""
+        assert self.reports is not None
+        period = query.get("period") or current_month()
+        if not re.fullmatch(r"\d{4}-\d{2}", period):
+            return 400, "period must look like 2026-11"
+        try:
+            html = await self.reports.page(params["token"], period)
+        except ReportError as exc:
+            return 503, str(exc)
+        return (404, "no such report") if html is None else (200, html)
 
     async def retry(self, delivery_id: str) -> str:
         """The retry job: a queued chat delivery or a queued email, by what it is."""
@@ -211,6 +280,7 @@ class Runtime:
         http = HttpServer(*s.http_listen, readiness=self.readiness, metrics=self.scrape)
         if self.slack_app is not None:
             http.route("POST", ENDPOINT, self.slack_app.handle)
+        http.page("/reports/{token}", self.report_page)
         await http.start()
         log.info("Switchboard is running (HTTP on %s:%d)", *s.http_listen)
         await stop.wait()

@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 
 from bot import logs
+from bot.cli_billing import BILLING_COMMANDS, add_billing_commands
 from bot.settings import Settings, SettingsError
 
 
@@ -77,8 +78,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    """RQ workers (with RQ's scheduler) for delivery retries, and the sweep that re-makes
-    the retry job of any queued delivery whose job was lost with a killed worker."""
+    """RQ workers (with RQ's scheduler) for delivery retries and charge reports.
+
+    By default a pool: between SWITCHBOARD_WORKERS_MIN and _MAX worker processes, grown
+    and shrunk with the queue's backlog, plus the sweep that re-makes the retry job of
+    any queued delivery whose job was lost with a killed worker. ``--single`` is one
+    worker in this process (a pool's member); ``--burst`` one that stops when the queue
+    is empty (scripts, tests)."""
     import threading
 
     from bot.model import DeliveryState
@@ -88,6 +94,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _load(args)
     pool = RqWorkerPool(settings.redis_url, Store.open(settings.redis_url,
                                                        settings.redis_prefix).keys)
+    if args.single:
+        pool.work(name=args.name)
+        return 0
 
     async def queued() -> list[tuple[str, int]]:
         store = Store.open(settings.redis_url, settings.redis_prefix)
@@ -109,8 +118,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
             time.sleep(max(1.0, settings.retry_interval / 2))
 
     threading.Thread(target=sweep_forever, name="sweep", daemon=True).start()
-    pool.work(name=args.name, burst=args.burst)
-    return 0
+    if args.burst:
+        pool.work(name=args.name, burst=True)
+        return 0
+    from bot.workers import run_pool
+
+    return run_pool(settings, pool, args.config)
 
 
 def cmd_pending(args: argparse.Namespace) -> int:
@@ -161,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run the background job worker (delivery retries)")
     worker.add_argument("--name", default=None, help="the worker's name in RQ")
     worker.add_argument("--burst", action="store_true",
-                        help="stop when the queue is empty (for scripts and tests)")
+                        help="one worker that stops when the queue is empty (scripts, tests)")
+    worker.add_argument("--single", action="store_true",
+                        help="one worker in this process, no pool (a pool starts these)")
     pending = sub.add_parser("pending", help="list refused emails and undelivered messages")
     pending.add_argument("--limit", type=int, default=50, help="at most this many of each")
     demo = sub.add_parser("demo", help="send a sample email through the local services and "
@@ -170,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a Matrix user to invite to the demo room (e.g. @alice:server)")
     demo.add_argument("--keep-running", action="store_true",
                       help="keep Switchboard running after the sample email arrived")
+    add_billing_commands(sub)
     return parser
 
 
@@ -177,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure()
     commands = {"doctor": cmd_doctor, "run": cmd_run, "demo": cmd_demo,
-                "pending": cmd_pending, "worker": cmd_worker}
+                "pending": cmd_pending, "worker": cmd_worker, **BILLING_COMMANDS}
     return commands[args.command](args)
 
 

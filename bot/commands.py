@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 
 from bot.flows.outgoing import MARKER, marker
 from bot.flows.reply_by_email import ReplyByEmail, notice_for_email
 from bot.flows.reply_in_chat import ReplyInChat, choices_for, notice_for
+from bot.metering import Charges, Meter, Service, Usage, customer_of
 from bot.model import Address, AddressError, ChatRef, DeliveryState, Network, Provenance
 from bot.render import render
 from bridges.errors import BridgeError
@@ -37,6 +39,10 @@ class CommandContext:
     request: str  # unique per command event: a redelivered event is not run twice
 
 
+# The current period's usage of a customer, and its charges so far if there is a rate card.
+UsageView = Callable[[str], Awaitable[tuple[Usage, Charges | None]]]
+
+
 class CommandError(Exception):
     """Input a person can correct; the message says how."""
 
@@ -52,14 +58,26 @@ class Commands:
     mailer: MailSender | None
     bot_email: str
     retry_interval: float
+    meter: Meter = field(default_factory=Meter)
+    usage: UsageView | None = None
 
     async def run(self, text: str, ctx: CommandContext) -> Notice:
+        measure = self.meter.start()
+        notice = await self._run(text, ctx)
+        verb = text.strip().partition(" ")[0].lower() or "help"
+        await self.meter.finish(measure, Service.COMMAND, customer_of(ctx.user),
+                                bytes_in=len(text.encode()),
+                                bytes_out=len(notice.text.encode()), verb=verb[:20])
+        return notice
+
+    async def _run(self, text: str, ctx: CommandContext) -> Notice:
         verb, _, rest = text.strip().partition(" ")
         verb, rest = verb.lower(), rest.strip()
         handler = {
             "im": self._im, "email": self._email, "link": self._link, "unlink": self._unlink,
             "whois": self._whois, "history": self._history, "pending": self._pending,
             "queue": self._choice, "cancel": self._choice, "sendmail": self._choice,
+            "usage": self._usage,
         }.get(verb)
         if verb in ("", "help"):
             return Notice(render("chat/help.txt.j2"))
@@ -69,6 +87,13 @@ class Commands:
             return await handler(verb, rest, ctx)
         except CommandError as exc:
             return Notice(str(exc))
+
+    async def _usage(self, verb: str, rest: str, ctx: CommandContext) -> Notice:
+        customer = customer_of(ctx.user)
+        if customer is None or self.usage is None:
+            raise CommandError("Usage is not metered here.")
+        usage, charges = await self.usage(customer)
+        return Notice(render("chat/usage.txt.j2", usage=usage, charges=charges))
 
     # --- reading what people type ---------------------------------------------------
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bot.metering import RateCard, RateCardError
 from bot.model import Address, AddressError
 
 ENV_PREFIX = "SWITCHBOARD_"
@@ -186,6 +187,13 @@ def _hosts(text: str) -> tuple[str, ...]:
     return found
 
 
+def _rate_card(text: str) -> RateCard:
+    try:
+        return RateCard.load(text)
+    except RateCardError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def _presence_policy(text: str) -> str:
     if text not in ("available", "away"):
         raise ValueError(f"{text!r} is not available or away")
@@ -277,6 +285,21 @@ KEYS: tuple[Key, ...] = (
         "Seconds a reply address (`reply+TOKEN@…`) stays valid (default 30 days)."),
     Key("http.listen", _listen, "127.0.0.1:8080",
         "Address of Switchboard's HTTP server (Slack endpoints, health, reports)."),
+    Key("public_url", _url("http", "https"), None,
+        "How customers reach the HTTP server (report pages' links); default `http://` + "
+        "`http.listen`."),
+    Key("rate_card", _rate_card, None,
+        "TOML file with every price (see Metering); unset: usage is recorded, not charged. "
+        "A missing or negative price stops the start."),
+    Key("meter_memory", _bool, "false",
+        "Measure each transaction's memory with tracemalloc (slower); otherwise the payload "
+        "bytes it held are counted."),
+    Key("workers.min", _positive_int, "1", "Fewest RQ workers `switchboard worker` runs."),
+    Key("workers.max", _positive_int, "4", "Most RQ workers `switchboard worker` runs."),
+    Key("workers.jobs_per_worker", _positive_int, "20",
+        "Waiting jobs per worker before the pool grows."),
+    Key("workers.scale_interval", _positive_int, "5",
+        "Seconds between the pool's looks at the queue."),
     Key("log_level", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR."),
     Key("require_tls", _bool, "false",
         "Refuse plain links: `auto` TLS modes then demand STARTTLS, `off` is refused, and "
@@ -349,6 +372,10 @@ class Settings:
     presence_unknown: str
     reply_token_ttl: int
     http_listen: tuple[str, int]
+    public_url: str
+    rate_card: RateCard | None
+    meter_memory: bool
+    workers: tuple[int, int, int, int]  # min, max, jobs per worker, scale interval
     log_level: str
     require_tls: bool
     tls_ca_file: str | None
@@ -470,6 +497,10 @@ def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings |
                 problems.append(f"{KEYS_BY_NAME[name].env}: {url} is a plain link but "
                                 f"{KEYS_BY_NAME['require_tls'].env} is true; use "
                                 f"{scheme}s://")
+    low, high = v.get("workers.min"), v.get("workers.max")
+    if low is not None and high is not None and low > high:
+        problems.append(f"{KEYS_BY_NAME['workers.min'].env}: {low} is more than "
+                        f"{KEYS_BY_NAME['workers.max'].env} ({high})")
     reply_domain = v["reply_domain"]
     if reply_domain is None and v["bot_email"]:
         reply_domain = v["bot_email"].partition("@")[2]
@@ -486,7 +517,12 @@ def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings |
         smtp_listen=v["smtp_listen"], smtp_listen_max_bytes=v["smtp_listen_max_bytes"],
         retry_interval=v["retry.interval"], retry_deadline=v["retry.deadline"],
         presence_unknown=v["presence_unknown"], reply_token_ttl=v["reply_token_ttl"],
-        http_listen=v["http.listen"], log_level=v["log_level"], require_tls=v["require_tls"],
+        http_listen=v["http.listen"],
+        public_url=v["public_url"] or "http://{}:{}".format(*v["http.listen"]),
+        rate_card=v["rate_card"], meter_memory=v["meter_memory"],
+        workers=(v["workers.min"], v["workers.max"], v["workers.jobs_per_worker"],
+                 v["workers.scale_interval"]),
+        log_level=v["log_level"], require_tls=v["require_tls"],
         tls_ca_file=v["tls_ca_file"], log_format=v["log_format"],
         source=source,
     )

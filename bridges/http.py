@@ -3,7 +3,7 @@ bridges mount on it (Slack's)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
@@ -12,6 +12,8 @@ from bridges.metrics import CONTENT_TYPE
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Readiness = Callable[[], Awaitable[dict[str, bool]]]
 Scrape = Callable[[], Awaitable[bytes]]
+# A page: (path parameters, query) -> (HTTP status, HTML or a plain-text reason).
+Page = Callable[[Mapping[str, str], Mapping[str, str]], Awaitable[tuple[int, str]]]
 
 
 class HttpServer:
@@ -29,6 +31,19 @@ class HttpServer:
 
     def route(self, method: str, path: str, handler: Handler) -> None:
         self.app.router.add_route(method, path, handler)
+
+    def page(self, path: str, page: Page) -> None:
+        """Serve ``page`` at ``path`` (GET): HTML on 200, the reason as text otherwise."""
+        async def handle(request: web.Request) -> web.Response:
+            status, body = await page(request.match_info, request.query)
+            if status != 200:
+                return web.Response(status=status, text=body)
+            # Private pages: never cached, and their address never leaks in a Referer.
+            return web.Response(text=body, content_type="text/html", headers={
+                "Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+                "X-Robots-Tag": "noindex"})
+
+        self.app.router.add_get(path, handle)
 
     async def _healthz(self, _: web.Request) -> web.Response:
         return web.json_response({"ok": True})

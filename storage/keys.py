@@ -106,3 +106,52 @@ class Keys:
 
     def deliveries_by_sender(self, address: str) -> str:
         return self._k("dlv-from", address)
+
+    # metering, charges, customers and their accounts
+    def usage(self, customer: str, period: str) -> str:
+        """hash: measure or ``tx:<service>`` -> total for one customer in one day or month."""
+        return self._k("usage", customer, period)
+
+    def usage_days(self, customer: str, month: str) -> str:
+        """set: the days of ``month`` with usage, for the report's chart."""
+        return self._k("usage-days", customer, month)
+
+    def transactions(self, customer: str) -> str:
+        """stream: one customer's transactions, newest last (capped)."""
+        return self._k("tx", customer)
+
+    def metered_customers(self) -> str:
+        """set: every customer with recorded usage."""
+        return self._k("customers", "metered")
+
+    def customer(self, customer: str) -> str:
+        """hash: a customer's name, billing address, report and payment choices."""
+        return self._k("customer", customer)
+
+    def customers(self) -> str:
+        """set: configured customers."""
+        return self._k("customers", "configured")
+
+    def report_pages(self) -> str:
+        """hash: unguessable web token -> customer."""
+        return self._k("report-pages")
+
+    def charges(self, customer: str, period: str) -> str:
+        """string: the period's charges as computed last, with their inputs (JSON)."""
+        return self._k("charges", customer, period)
+
+    def report_mark(self, customer: str, period: str) -> str:
+        """hash: what the period's report job has done (emailed at, warnings)."""
+        return self._k("report", customer, period)
+
+    def account_balance(self, customer: str) -> str:
+        """integer: the account's balance in minor units (cents)."""
+        return self._k("account", customer, "balance")
+
+    def account_ledger(self, customer: str) -> str:
+        """list: ledger entries (JSON), oldest first."""
+        return self._k("account", customer, "ledger")
+
+    def account_debits(self, customer: str) -> str:
+        """hash: period -> its debit entry; HSETNX makes one debit per period."""
+        return self._k("account", customer, "debits")

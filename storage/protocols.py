@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from bot.metering import Charges, Customer, Transaction, Usage
 from bot.model import (
     Address,
     ChatRef,
@@ -131,3 +132,35 @@ class RateLimits(Protocol):
     async def hit(self, name: str, limit: int, window: int, event: str = "") -> bool:
         """Count one event for ``name``; False once ``limit`` events fell in this window.
         Events with the same non-empty ``event`` id count once."""
+
+
+class UsageStore(Protocol):
+    async def record(self, tx: Transaction) -> None: ...
+
+    async def usage(self, customer: str, period: str) -> Usage: ...
+
+    async def days(self, customer: str, month: str) -> list[Usage]: ...
+
+    async def customers(self) -> list[str]: ...
+
+    async def save_charges(self, charges: Charges) -> None: ...
+
+
+class CustomerStore(Protocol):
+    async def get(self, customer_id: str) -> Customer | None: ...
+
+    async def all(self) -> list[str]: ...
+
+    async def by_web_token(self, token: str) -> Customer | None: ...
+
+    async def claim_report_email(self, customer_id: str, period: str, ttl: int = 600
+                                 ) -> bool: ...
+
+    async def mark_report(self, customer_id: str, period: str, **fields: str) -> None: ...
+
+    async def report_marks(self, customer_id: str, period: str) -> dict[str, str]: ...
+
+    async def debit_once(self, customer_id: str, period: str, amount_minor: int,
+                         note: str) -> int | None: ...
+
+    async def balance(self, customer_id: str) -> int: ...

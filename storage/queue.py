@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 
 from redis import Redis as SyncRedis
@@ -15,6 +16,8 @@ from storage.errors import StoreUnavailable
 from storage.keys import Keys
 
 RETRY_JOB = "bot.jobs.retry_delivery"
+REPORTS_JOB = "bot.jobs.charge_reports"
+log = logging.getLogger(__name__)
 OVERDUE = 5.0  # seconds past its time before a scheduled retry counts as lost
 
 
@@ -30,10 +33,24 @@ class RqScheduler:
         self.url = url
         self.queue = Queue(keys.queue_name(), connection=sync_client(url))
 
+    def capacity(self) -> tuple[int, int]:
+        """(jobs waiting, workers alive) on the queue."""
+        return self.queue.count, Worker.count(queue=self.queue)
+
+    def _check_capacity(self) -> None:
+        depth, workers = self.capacity()
+        if workers == 0:
+            log.warning("a job is queued but no worker is running (%d waiting): start "
+                        "`switchboard worker`", depth)
+        elif depth > 50 * workers:
+            log.warning("the queue is long: %d job(s) waiting for %d worker(s); raise "
+                        "SWITCHBOARD_WORKERS_MAX if this lasts", depth, workers)
+
     def _schedule(self, delivery_id: str, attempt: int, delay: float) -> None:
         job_id = f"retry-{delivery_id}-{attempt}"
         at = datetime.now(UTC) + timedelta(seconds=delay)
         try:
+            self._check_capacity()
             # A fixed job id per attempt: scheduling the same attempt twice runs it once.
             if self.queue.fetch_job(job_id) is not None:
                 return
@@ -43,6 +60,27 @@ class RqScheduler:
         except (OSError, redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
             raise StoreUnavailable(f"Redis at {redacted(self.url)} is unreachable while "
                                    f"scheduling a retry: {exc}") from exc
+
+    def schedule_reports(self, period: str, at: datetime | None = None,
+                         job_id: str | None = None) -> str:
+        """The charge-report job for ``period``, at ``at`` (now when None). Scheduled
+        reports have one id per period, so scheduling twice runs once."""
+        job_id = job_id or f"reports-{period}"
+        try:
+            self._check_capacity()
+            if self.queue.fetch_job(job_id) is not None:
+                return job_id
+            if at is None:
+                self.queue.enqueue(REPORTS_JOB, period, job_id=job_id, result_ttl=30 * 86400,
+                                   failure_ttl=30 * 86400, job_timeout=3600)
+            else:
+                self.queue.enqueue_at(at, REPORTS_JOB, period, job_id=job_id,
+                                      result_ttl=30 * 86400, failure_ttl=30 * 86400,
+                                      job_timeout=3600)
+        except (OSError, redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+            raise StoreUnavailable(f"Redis at {redacted(self.url)} is unreachable while "
+                                   f"scheduling charge reports: {exc}") from exc
+        return job_id
 
     async def depth(self) -> int:
         """Jobs waiting to run (scheduled ones not counted until they are due)."""
@@ -87,6 +125,12 @@ class RqWorkerPool:
                                retry=Retry(max=3, interval=[10, 30, 60]), result_ttl=3600)
             remade += 1
         return remade
+
+    def depth(self) -> int:
+        return int(self.queue.count)
+
+    def workers(self) -> int:
+        return int(Worker.count(queue=self.queue))
 
     def work(self, name: str | None = None, burst: bool = False) -> None:
         worker = Worker([self.queue], connection=self.connection, name=name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from storage.accounts import RedisCustomers
 from storage.address_book import RedisAddressBook
 from storage.connection import Redis, connect, translated
 from storage.conversations import RedisConversations
@@ -14,6 +15,7 @@ from storage.keys import Keys
 from storage.matrix_state import RedisMatrixState
 from storage.ratelimit import RedisRateLimits
 from storage.tokens import RedisTokens
+from storage.usage import RedisUsage
 from storage.verification import RedisVerifications
 
 
@@ -38,6 +40,8 @@ class Store:
     tokens: RedisTokens
     verifications: RedisVerifications
     rates: RedisRateLimits
+    usage: RedisUsage
+    customers: RedisCustomers
 
     @classmethod
     def open(cls, url: str, prefix: str = "sb", ca_file: str | None = None) -> Store:
@@ -47,7 +51,8 @@ class Store:
                    RedisDeliveries(client, keys), RedisConversations(client, keys),
                    RedisIngest(client, keys), RedisMatrixState(client, keys),
                    RedisTokens(client, keys), RedisVerifications(client, keys),
-                   RedisRateLimits(client, keys))
+                   RedisRateLimits(client, keys), RedisUsage(client, keys),
+                   RedisCustomers(client, keys))
 
     async def server_info(self) -> ServerInfo:
         """Version and persistence of the Redis server; raises StoreUnavailable."""

@@ -21,6 +21,7 @@ from bot.flows.reply_in_chat import (
     delivery_id_for,
 )
 from bot.logs import log_context
+from bot.metering import Service, customer_of, entry_size
 from bot.model import (
     Address,
     Delivery,
@@ -178,6 +179,7 @@ class ReplyByEmail(ReplyFlow):
         assert self.mailer is not None
         if not await self.deliveries.claim(did, "reply-by-email", 120.0):
             return AlreadyHandled(did, DeliveryState.PENDING)
+        measure = self.meter.start()
         try:
             page = await self.history.conversation(cid, 0, HISTORY_SHOWN)
             token = await self.tokens.issue(cid, to, self.policy.reply_token_ttl)
@@ -190,14 +192,19 @@ class ReplyByEmail(ReplyFlow):
                 await self.mailer.send(message)
             except BridgeError as exc:
                 return await self._failed(did, to, exc)
-            await self.history.append(HistoryEntry(
+            entry = HistoryEntry(
                 id=did, conversation_id=cid, kind=EntryKind.EMAIL, sender=replier,
                 recipients=(to,), at=time.time(), text=text, subject=str(message["Subject"]),
-                meta={"delivery": did, "message_id": str(message["Message-ID"])}))
+                meta={"delivery": did, "message_id": str(message["Message-ID"])})
+            stored = entry_size(entry) if await self.history.append(entry) else 0
             await self.conversations.remember_message(str(message["Message-ID"]), cid)
             await self.deliveries.transition(did, DeliveryState.EMAILED,
                                              f"sent by email to {to.value}")
             self.on_bridged("chat_to_email", "email")
+            await self.meter.finish(measure, Service.EMAIL_SENT, customer_of(replier),
+                                    bytes_in=len(text.encode()),
+                                    bytes_out=len(message.as_bytes()), bytes_stored=stored,
+                                    by="reply_by_email")
             return EmailSent(did, to)
         finally:
             await self.deliveries.release(did)

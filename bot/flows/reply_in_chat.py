@@ -14,11 +14,12 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 
 from bot.flows.outgoing import compose_reply
 from bot.logs import log_context
+from bot.metering import Meter, Service, customer_of, entry_size
 from bot.model import (
     Address,
     ChatRef,
@@ -137,6 +138,7 @@ class ReplyFlow:
     mailer: MailSender | None
     policy: Policy
     on_bridged: Callable[[str, str], None] = _not_counted  # (direction, network), for metrics
+    meter: Meter = field(default_factory=Meter)  # usage per customer, for charges
 
 
 @dataclass(kw_only=True)
@@ -228,6 +230,7 @@ class ReplyInChat(ReplyFlow):
             return await self._deliver_now(delivery)
 
     async def _deliver_now(self, delivery: Delivery) -> Delivered | AlreadyHandled:
+        measure = self.meter.start()
         if not await self.deliveries.claim(delivery.id, self.worker, CLAIM_SECONDS):
             current = await self.deliveries.get(delivery.id)
             return AlreadyHandled(delivery.id, current.state if current else delivery.state)
@@ -238,19 +241,23 @@ class ReplyInChat(ReplyFlow):
                                       DeliveryState.CANCELLED)
             target_key = f"dm:{delivery.recipient}"
             ref = await self.conversations.posted(delivery.id, target_key)
+            sent = 0
             if ref is None:
                 reply = await self._chat_reply(delivery)
+                sent = len(reply.text.encode()) + sum(len(e.text.encode())
+                                                      for e in reply.history)
                 network = self.networks[delivery.recipient.network]
                 ref = await network.send_reply(delivery.recipient, reply, key=delivery.id)
                 await self.conversations.record_post(delivery.id, target_key, ref,
                                                      delivery.conversation_id,
                                                      entry_id=delivery.id)
-            await self.history.append(HistoryEntry(
+            entry = HistoryEntry(
                 id=delivery.id, conversation_id=delivery.conversation_id, kind=EntryKind.CHAT,
                 sender=delivery.sender,
                 recipients=(delivery.recipient, Address.email(delivery.meta["email"])),
                 at=time.time(), text=delivery.text, subject=delivery.meta.get("subject", ""),
-                meta={"delivery": delivery.id}))
+                meta={"delivery": delivery.id})
+            stored = entry_size(entry) if await self.history.append(entry) else 0
             try:
                 await self.deliveries.transition(delivery.id, DeliveryState.DELIVERED,
                                                  f"delivered to {delivery.recipient}",
@@ -258,6 +265,10 @@ class ReplyInChat(ReplyFlow):
             except InvalidTransition as exc:
                 return AlreadyHandled(delivery.id, DeliveryState(exc.current))
             self.on_bridged("chat_to_chat", delivery.recipient.network.value)
+            await self.meter.finish(measure, Service.IM_DELIVERED, customer_of(delivery.sender),
+                                    bytes_in=len(delivery.text.encode()), bytes_out=sent,
+                                    bytes_stored=stored,
+                                    network=delivery.recipient.network.value)
             return Delivered(delivery.id, delivery.recipient, ref, delivery.meta.get("email", ""))
         finally:
             await self.deliveries.release(delivery.id)
@@ -320,8 +331,12 @@ class ReplyInChat(ReplyFlow):
                 return AlreadyHandled(delivery.id, current.state if current else
                                       DeliveryState.CANCELLED)
             to = Address.email(delivery.meta["email"])
+            measure = self.meter.start()
             message = await self._email(current, to)
             await self.mailer.send(message)
+            await self.meter.finish(measure, Service.EMAIL_SENT, customer_of(delivery.sender),
+                                    bytes_in=len(delivery.text.encode()),
+                                    bytes_out=len(message.as_bytes()), by="sendmail")
             await self.history.append(HistoryEntry(
                 id=delivery.id, conversation_id=delivery.conversation_id,
                 kind=EntryKind.EMAIL, sender=delivery.sender, recipients=(to,),
@@ -360,7 +375,10 @@ class ReplyInChat(ReplyFlow):
             return CannotReply(f"there is no delivery {delivery_id}")
         if delivery.state is not DeliveryState.QUEUED:
             return AlreadyHandled(delivery.id, delivery.state)
+        measure = self.meter.start()
         outcome = await self.attempt(delivery)
+        await self.meter.finish(measure, Service.RETRY, customer_of(delivery.sender),
+                                outcome=type(outcome).__name__)
         if isinstance(outcome, Unavailable):
             queued_at = next((c.at for c in delivery.changes
                               if c.state is DeliveryState.QUEUED), delivery.created_at)

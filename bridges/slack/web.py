@@ -45,6 +45,13 @@ class SlackNetwork:
     def __init__(self, client: AsyncWebClient) -> None:
         self.client = client
         self._dm_channels: dict[str, str] = {}
+        self._team: str | None = None
+
+    async def team(self) -> str:
+        """The workspace's id (``auth.test``), asked once."""
+        if self._team is None:
+            self._team = str((await self._call("auth.test"))["team_id"])
+        return self._team
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
         try:
