@@ -55,6 +55,8 @@ install_packages() {
     command -v postfix >/dev/null || missing+=(postfix)
     command -v openssl >/dev/null || missing+=(openssl)
     command -v dnsmasq >/dev/null || missing+=(dnsmasq-base)
+    # Not a service: the browser the report-page tests drive (through Playwright).
+    command -v chromium >/dev/null || missing+=(chromium)
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing ${missing[*]} with apt-get"
         as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -440,10 +442,14 @@ dns_up() {
             # A TXT string holds at most 255 characters: the key is split over several.
             echo "txt-record=$DKIM_SELECTOR._domainkey.$d,\"v=DKIM1; k=rsa; \",$(echo "p=$pub" | fold -w 250 | sed 's/.*/"&"/' | paste -sd,)"
         done
-    } > "$dir/dnsmasq.conf"
+    } > "$dir/dnsmasq.conf.new"
     if pid_alive "$dir/dnsmasq.pid"; then
+        if cmp -s "$dir/dnsmasq.conf.new" "$dir/dnsmasq.conf"; then
+            rm "$dir/dnsmasq.conf.new"; return 0
+        fi
         kill "$(cat "$dir/dnsmasq.pid")"; sleep 0.2
     fi
+    mv "$dir/dnsmasq.conf.new" "$dir/dnsmasq.conf"
     log "starting dnsmasq on 127.0.0.1:$DNS_PORT"
     dnsmasq --conf-file="$dir/dnsmasq.conf" --user="$(id -un)" --log-facility="$dir/dnsmasq.log" \
         </dev/null >/dev/null 2>&1 || die "dnsmasq did not start: see $dir/dnsmasq.log"
