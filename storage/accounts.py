@@ -43,16 +43,16 @@ class RedisCustomers(RedisBacked):
             token = secrets.token_urlsafe(24)
         saved = Customer(customer.id, customer.name, customer.billing_email,
                          customer.web_report, token, customer.pays_by_account)
-        async with self._translated(f"saving customer {customer.id}"):
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(self.keys.customer(customer.id), mapping={
-                    "name": saved.name, "billing_email": saved.billing_email,
-                    "web_report": int(saved.web_report), "web_token": saved.web_token,
-                    "pays_by_account": int(saved.pays_by_account)})
-                pipe.sadd(self.keys.customers(), customer.id)
-                if token:
-                    pipe.hset(self.keys.report_pages(), token, customer.id)
-                await pipe.execute()
+        async with self._translated(f"saving customer {customer.id}"), \
+                    self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.customer(customer.id), mapping={
+                "name": saved.name, "billing_email": saved.billing_email,
+                "web_report": int(saved.web_report), "web_token": saved.web_token,
+                "pays_by_account": int(saved.pays_by_account)})
+            pipe.sadd(self.keys.customers(), customer.id)
+            if token:
+                pipe.hset(self.keys.report_pages(), token, customer.id)
+            await pipe.execute()
         return saved
 
     async def get(self, customer_id: str) -> Customer | None:

@@ -27,22 +27,22 @@ class RedisUsage(RedisBacked):
     async def record(self, tx: Transaction) -> None:
         day, month = day_of(tx.at), month_of(tx.at)
         amounts = {m: getattr(tx, m) for m in MEASURES}
-        async with self._translated(f"recording usage of {tx.customer}"):
-            async with self.redis.pipeline(transaction=True) as pipe:
-                for period in (day, month):
-                    key = self.keys.usage(tx.customer, period)
-                    pipe.hincrby(key, f"tx:{tx.service.value}", 1)
-                    for measure, amount in amounts.items():
-                        if amount:
-                            pipe.hincrby(key, measure, amount)
-                pipe.sadd(self.keys.usage_days(tx.customer, month), day)
-                pipe.sadd(self.keys.metered_customers(), tx.customer)
-                pipe.xadd(self.keys.transactions(tx.customer), {
-                    "service": tx.service.value, "at": repr(tx.at),
-                    "params": json.dumps(dict(tx.params), sort_keys=True),
-                    **{m: str(v) for m, v in amounts.items()}},
-                    maxlen=TRANSACTIONS_KEPT, approximate=True)
-                await pipe.execute()
+        async with self._translated(f"recording usage of {tx.customer}"), \
+                    self.redis.pipeline(transaction=True) as pipe:
+            for period in (day, month):
+                key = self.keys.usage(tx.customer, period)
+                pipe.hincrby(key, f"tx:{tx.service.value}", 1)
+                for measure, amount in amounts.items():
+                    if amount:
+                        pipe.hincrby(key, measure, amount)
+            pipe.sadd(self.keys.usage_days(tx.customer, month), day)
+            pipe.sadd(self.keys.metered_customers(), tx.customer)
+            pipe.xadd(self.keys.transactions(tx.customer), {
+                "service": tx.service.value, "at": repr(tx.at),
+                "params": json.dumps(dict(tx.params), sort_keys=True),
+                **{m: str(v) for m, v in amounts.items()}},
+                maxlen=TRANSACTIONS_KEPT, approximate=True)
+            await pipe.execute()
 
     async def usage(self, customer: str, period: str) -> Usage:
         async with self._translated(f"reading usage of {customer}"):

@@ -235,11 +235,14 @@ class ReplyByEmail(ReplyFlow):
         meta = delivery.meta
         answered = await self.history.entry(delivery.conversation_id, meta["entry"]) \
             if meta.get("entry") else None
+        measure = self.meter.start()
         with log_context(conversation=delivery.conversation_id, delivery=delivery.id):
             outcome = await self._send(delivery.id, delivery.sender, meta.get("replier_name", ""),
                                        delivery.conversation_id, answered,
                                        Address.email(meta["email"]), delivery.text,
                                        meta.get("subject", ""))
+        await self.meter.finish(measure, Service.RETRY, customer_of(delivery.sender),
+                                outcome=type(outcome).__name__, by="email")
         if not isinstance(outcome, (EmailQueued, AlreadyHandled)):
             await self._tell(delivery.sender, notice_for_email(outcome))
         return outcome

@@ -119,8 +119,13 @@ class MatrixNetwork:
         return winner
 
     async def send(self, room: str, content: dict[str, Any], key: str) -> str:
-        answer = await self.client.room_send(room, "m.room.message", content, tx_id=txn_id(key),
-                                             ignore_unverified_devices=True)
+        try:
+            answer = await self.client.room_send(room, "m.room.message", content,
+                                                 tx_id=txn_id(key),
+                                                 ignore_unverified_devices=True)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            # Down or restarting: the same transaction id makes the retry post once.
+            raise MatrixError(f"the homeserver is unreachable ({exc})", transient=True) from exc
         if isinstance(answer, RoomSendError):
             raise MatrixError(f"the homeserver refused a message to {room}: {answer.message}",
                               transient=_transient(answer))
@@ -128,6 +133,13 @@ class MatrixNetwork:
 
     async def post_email(self, target: ChatTarget, card: EmailCard, *,
                          thread: ChatRef | None, key: str) -> ChatRef:
+        try:
+            return await self._post_email(target, card, thread, key)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise MatrixError(f"the homeserver is unreachable ({exc})", transient=True) from exc
+
+    async def _post_email(self, target: ChatTarget, card: EmailCard, thread: ChatRef | None,
+                          key: str) -> ChatRef:
         room = await self._room_of(target)
         content: dict[str, Any] = {
             "msgtype": "m.text",

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import aiohttp
 from nio import InviteMemberEvent, MatrixRoom, RoomMessageText, SyncError
 
 from bot.model import Address, ChatRef, Network
@@ -74,10 +75,14 @@ async def sync_forever(matrix: MatrixNetwork, stop: asyncio.Event,
     first = True
     while not stop.is_set():
         # The first sync only needs to learn where "now" is, not every room's past.
-        answer = await _until_stopped(
-            client.sync(timeout=10_000 if not first else 0, full_state=first,
-                        sync_filter={"room": {"timeline": {"limit": 1 if first else 50},
-                                              "state": {"lazy_load_members": True}}}), stop)
+        try:
+            answer = await _until_stopped(
+                client.sync(timeout=10_000 if not first else 0, full_state=first,
+                            sync_filter={"room": {"timeline": {"limit": 1 if first else 50},
+                                                  "state": {"lazy_load_members": True}}}), stop)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            # The homeserver is down or restarting (nio raises rather than answering).
+            answer = SyncError(f"the homeserver is unreachable ({exc})")
         if answer is None:
             return
         if isinstance(answer, SyncError):

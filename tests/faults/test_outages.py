@@ -19,6 +19,7 @@ from bot.model import DeliveryState
 from tests.bridge import SLACK_CHANNEL, SLACK_PEOPLE, Bridge, running_bridge
 from tests.conftest import Services
 from tests.faults.test_ingest_faults import subject_of_matrix, subject_of_slack
+from tests.integration.test_commands import matrix_runner
 from tests.integration.test_reply_by_email import received
 from tests.integration.test_reply_in_chat import (
     bob_told,
@@ -127,6 +128,8 @@ async def test_synapse_restarted_mid_burst(bridge: Bridge) -> None:
     await asyncio.sleep(2)
     seen = await matrix_subjects()
     assert {s: seen[s] for s in subjects} == {s: 1 for s in subjects}
+    # The sync loop lived through it: commands are still heard.
+    assert "Switchboard commands" in await matrix_runner(bridge, bridge.alice)("help")
 
 
 async def test_slack_answering_500_and_429_for_a_while(bridge: Bridge) -> None:
