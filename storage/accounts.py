@@ -85,13 +85,15 @@ class RedisCustomers(RedisBacked):
         async with self._translated("claiming a report email"):
             if await self.redis.hexists(key, "emailed_at"):
                 return False
-            return bool(await self.redis.set(f"{key}:sending", "1", nx=True, ex=ttl))
+            return bool(await self.redis.set(self.keys.report_sending(customer_id, period), "1",
+                                             nx=True, ex=ttl))
 
     async def mark_report(self, customer_id: str, period: str, **fields: str) -> None:
         key = self.keys.report_mark(customer_id, period)
         async with self._translated("marking a report"):
-            await self.redis.hset(key, mapping=dict(fields.items()))
-            await self.redis.delete(f"{key}:sending")
+            if fields:
+                await self.redis.hset(key, mapping=dict(fields.items()))
+            await self.redis.delete(self.keys.report_sending(customer_id, period))
 
     async def report_marks(self, customer_id: str, period: str) -> dict[str, str]:
         async with self._translated("reading a report's marks"):

@@ -144,6 +144,10 @@ class Keys:
         """hash: what the period's report job has done (emailed at, warnings)."""
         return self._k("report", customer, period)
 
+    def report_sending(self, customer: str, period: str) -> str:
+        """string with expiry: a report email being sent now (one sender at a time)."""
+        return self._k("report", customer, period, "sending")
+
     def account_balance(self, customer: str) -> str:
         """integer: the account's balance in minor units (cents)."""
         return self._k("account", customer, "balance")
