@@ -136,3 +136,27 @@ async def test_trusted_servers_results_are_honoured_and_others_ignored(services:
     failed = b"Authentication-Results: mx.example.net; spf=fail smtp.mailfrom=switchboard.test;" \
              b" dmarc=fail header.from=switchboard.test\r\n"
     assert not (await check.check(failed + body)).may_act
+
+
+async def test_a_signature_by_another_domain_does_not_vouch_for_the_from(services: Services
+                                                                         ) -> None:
+    import dkim
+
+    from bridges.email.auth import Peer
+
+    use_dns_server("127.0.0.1", int(services.env["SB_DNS_PORT"]))
+    check = SenderAuthenticator()
+    body = (b"From: Alice <alice@switchboard.test>\r\nTo: support@switchboard.test\r\n"
+            b"Subject: signed elsewhere\r\nMessage-ID: <other-domain@partner.test>\r\n\r\nhi\r\n")
+    with open(services.env["SB_DKIM_KEY"], "rb") as f:
+        key = f.read()
+    selector = services.env["SB_DKIM_SELECTOR"].encode()
+    elsewhere = Peer("127.0.0.2", "relay.partner.test", "bounces@partner.test")
+    # partner.test signs a message claiming to be from switchboard.test: the signature is
+    # valid, but it is not the From domain's, so DMARC fails.
+    by_partner = dkim.sign(body, selector, b"partner.test", key) + body
+    verdict = await check.check(by_partner, elsewhere)
+    assert not verdict.may_act
+    assert "DKIM pass" in verdict.summary and "DMARC fail" in verdict.summary
+    by_owner = dkim.sign(body, selector, b"switchboard.test", key) + body
+    assert (await check.check(by_owner, elsewhere)).may_act
