@@ -6,8 +6,8 @@ from 127.0.0.1 (allowed) or 127.0.0.2 ("elsewhere")."""
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
