@@ -5,6 +5,7 @@ from 127.0.0.1 (allowed) or 127.0.0.2 ("elsewhere")."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -149,7 +150,7 @@ async def test_a_signature_by_another_domain_does_not_vouch_for_the_from(service
     check = SenderAuthenticator()
     body = (b"From: Alice <alice@switchboard.test>\r\nTo: support@switchboard.test\r\n"
             b"Subject: signed elsewhere\r\nMessage-ID: <other-domain@partner.test>\r\n\r\nhi\r\n")
-    key = Path(services.env["SB_DKIM_KEY"]).read_bytes()
+    key = await asyncio.to_thread(Path(services.env["SB_DKIM_KEY"]).read_bytes)
     selector = services.env["SB_DKIM_SELECTOR"].encode()
     elsewhere = Peer("127.0.0.2", "relay.partner.test", "bounces@partner.test")
     # partner.test signs a message claiming to be from switchboard.test: the signature is
