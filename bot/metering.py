@@ -79,8 +79,9 @@ def day_of(at: float) -> str:
 
 
 class UsageRecorder(Protocol):
-    async def record(self, tx: Transaction) -> None:
-        """Keep ``tx`` and add it to its customer's day and month totals, atomically."""
+    async def record_all(self, txs: list[Transaction]) -> None:
+        """Keep each transaction and add it to its customer's day and month totals, each
+        atomically, all in one round trip."""
 
 
 class Measure:
@@ -115,21 +116,32 @@ class Meter:
     def start(self) -> Measure:
         return Measure()
 
+    @staticmethod
+    def transaction(measure: Measure, service: Service, customer: str, *, bytes_in: int = 0,
+                    bytes_out: int = 0, bytes_stored: int = 0, **params: str) -> Transaction:
+        return Transaction(customer, service, time.time(), params, bytes_in, bytes_out,
+                           bytes_stored, measure.cpu_us(), measure.memory(bytes_in + bytes_out))
+
     async def finish(self, measure: Measure, service: Service, customer: str | None, *,
                      bytes_in: int = 0, bytes_out: int = 0, bytes_stored: int = 0,
                      **params: str) -> Transaction | None:
-        if self.recorder is None or customer is None:
+        if customer is None:
             return None
-        tx = Transaction(customer, service, time.time(), params, bytes_in, bytes_out,
-                         bytes_stored, measure.cpu_us(), measure.memory(bytes_in + bytes_out))
+        tx = self.transaction(measure, service, customer, bytes_in=bytes_in,
+                              bytes_out=bytes_out, bytes_stored=bytes_stored, **params)
+        return tx if await self.record(tx) else None
+
+    async def record(self, *txs: Transaction) -> bool:
+        if self.recorder is None or not txs:
+            return False
         try:
-            await self.recorder.record(tx)
+            await self.recorder.record_all(list(txs))
         except StoreError as exc:
             # The work is done; failing it now would repeat it. The gap is logged.
-            log.error("usage of %s not recorded (%s %s): %s", customer, service.value,
-                      dict(params), exc)
-            return None
-        return tx
+            log.error("usage not recorded (%s): %s", ", ".join(
+                f"{t.customer} {t.service.value}" for t in txs), exc)
+            return False
+        return True
 
 
 # --- customers ---------------------------------------------------------------------------
