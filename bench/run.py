@@ -342,6 +342,9 @@ async def chat_to_email(env: dict[str, str], slack: SlackServer, report: Report,
 
     from tests.slackapi.client import SlackControl, SlackSender
 
+    # An empty bot mailbox: otherwise the runtime's IMAP ingest re-reads what the steps
+    # before left there, on the same event loop, and the ack measures that too.
+    clear_bot_mailbox(env)
     fresh_slack_state(slack)
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     settings, _ = settings_for(env, slack, prefix)

@@ -21,7 +21,7 @@ from bot.flows.reply_in_chat import (
     delivery_id_for,
 )
 from bot.logs import log_context
-from bot.metering import Service, customer_of, entry_size
+from bot.metering import Service, customer_of, entry_size, message_size
 from bot.model import (
     Address,
     Delivery,
@@ -203,7 +203,7 @@ class ReplyByEmail(ReplyFlow):
             self.on_bridged("chat_to_email", "email")
             await self.meter.finish(measure, Service.EMAIL_SENT, customer_of(replier),
                                     bytes_in=len(text.encode()),
-                                    bytes_out=len(message.as_bytes()), bytes_stored=stored,
+                                    bytes_out=message_size(message), bytes_stored=stored,
                                     by="reply_by_email")
             return EmailSent(did, to)
         finally:

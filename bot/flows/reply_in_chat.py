@@ -19,7 +19,7 @@ from email.message import EmailMessage
 
 from bot.flows.outgoing import compose_reply
 from bot.logs import log_context
-from bot.metering import Meter, Service, customer_of, entry_size
+from bot.metering import Meter, Service, customer_of, entry_size, message_size
 from bot.model import (
     Address,
     ChatRef,
@@ -336,7 +336,7 @@ class ReplyInChat(ReplyFlow):
             await self.mailer.send(message)
             await self.meter.finish(measure, Service.EMAIL_SENT, customer_of(delivery.sender),
                                     bytes_in=len(delivery.text.encode()),
-                                    bytes_out=len(message.as_bytes()), by="sendmail")
+                                    bytes_out=message_size(message), by="sendmail")
             await self.history.append(HistoryEntry(
                 id=delivery.id, conversation_id=delivery.conversation_id,
                 kind=EntryKind.EMAIL, sender=delivery.sender, recipients=(to,),

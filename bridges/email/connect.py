@@ -9,6 +9,7 @@ system's authorities or ``SWITCHBOARD_TLS_CA_FILE``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 from collections.abc import Callable
 
@@ -21,7 +22,10 @@ from bridges.errors import MailError
 TIMEOUT = 30.0
 
 
+@functools.lru_cache(maxsize=8)
 def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    # Built once per CA file (loading authorities costs a millisecond or two per send);
+    # a rotated CA file is read again at the next start.
     return ssl.create_default_context(cafile=ca_file)
 
 
