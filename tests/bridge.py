@@ -108,6 +108,20 @@ async def running_bridge(services: Services, slack: SlackControl, http: aiohttp.
         if keys:
             await runtime.store.redis.delete(*keys)
         await runtime.close()
+        await retire_room(services, http, room, alice)
+
+
+async def retire_room(services: Services, http: aiohttp.ClientSession, room: str,
+                      member: MatrixUser) -> None:
+    """The test room left and forgotten by the bot and its member, and their test sessions
+    ended: otherwise every test makes the next one's first sync slower."""
+    try:
+        bot = await MatrixUser(services, "switchboard", http).login()
+        for user in (member, bot):
+            await user.leave(room)
+            await user.logout()
+    except (AssertionError, aiohttp.ClientError) as exc:  # a homeserver left stopped
+        print(f"could not retire the test room {room}: {exc}")
 
 
 def _caught_up(runtime: Runtime) -> Any:

@@ -160,6 +160,14 @@ class MatrixUser:
     async def join(self, room: str) -> None:
         await self.call("POST", f"/join/{room}", {})
 
+    async def leave(self, room: str) -> None:
+        """Leave and forget ``room``: a homeserver's sync cost grows with every room kept."""
+        await self.call("POST", f"/rooms/{room}/leave", {})
+        await self.call("POST", f"/rooms/{room}/forget", {})
+
+    async def logout(self) -> None:
+        await self.call("POST", "/logout", {})
+
     async def messages(self, room: str, limit: int = 200) -> list[dict[str, Any]]:
         """Message events in ``room``, oldest first, as this user's client would get them."""
         data = await self.call("GET", f"/rooms/{room}/messages?dir=b&limit={limit}")
