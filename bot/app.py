@@ -165,11 +165,13 @@ class Runtime:
                      peer: Peer | None = None) -> IngestOutcome:
         """Parse and bridge one raw email; TransientIngestError means "retry later"."""
         measure = self.meter.start()
+        # The sender check waits on DNS in a thread: let it overlap the parsing.
+        checking = asyncio.ensure_future(self.authenticator.check(raw, peer)) \
+            if self.authenticator is not None else None
         mail = parse(raw, max_attachment_bytes=self.settings.max_attachment_bytes,
                      envelope_recipients=envelope)
-        auth = SenderAuth(SenderTrust.UNCHECKED, "sender checks are off")
-        if self.authenticator is not None:
-            auth = await self.authenticator.check(raw, peer)
+        auth = await checking if checking is not None else \
+            SenderAuth(SenderTrust.UNCHECKED, "sender checks are off")
         mail = replace(mail, auth=auth)
         try:
             outcome = await self.inbound.handle(mail, source)

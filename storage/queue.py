@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
 from redis import Redis as SyncRedis
@@ -32,13 +33,19 @@ class RqScheduler:
     def __init__(self, url: str, keys: Keys) -> None:
         self.url = url
         self.queue = Queue(keys.queue_name(), connection=sync_client(url))
+        self._warned = -60.0
 
     def capacity(self) -> tuple[int, int]:
         """(jobs waiting, workers alive) on the queue."""
         return self.queue.count, Worker.count(queue=self.queue)
 
     def _check_capacity(self) -> None:
+        # Said at most once a minute: a burst of jobs is one problem, not a thousand.
+        if time.monotonic() - self._warned < 60:
+            return
         depth, workers = self.capacity()
+        if workers == 0 or depth > 50 * workers:
+            self._warned = time.monotonic()
         if workers == 0:
             log.warning("a job is queued but no worker is running (%d waiting): start "
                         "`switchboard worker`", depth)

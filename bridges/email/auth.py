@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
@@ -181,7 +182,22 @@ def _spf(peer: Peer) -> tuple[str, str]:
     return (str(result), sender.rpartition("@")[2].lower())
 
 
+_DMARC_CACHE: dict[str, tuple[float, dict[str, str] | None]] = {}
+DMARC_CACHE_SECONDS = 300.0  # a burst from one domain asks DNS once
+
+
 def _dmarc_record(domain: str) -> dict[str, str] | None:
+    cached = _DMARC_CACHE.get(domain)
+    if cached is not None and time.monotonic() - cached[0] < DMARC_CACHE_SECONDS:
+        return cached[1]
+    record = _lookup_dmarc(domain)
+    if len(_DMARC_CACHE) > 10_000:
+        _DMARC_CACHE.clear()
+    _DMARC_CACHE[domain] = (time.monotonic(), record)
+    return record
+
+
+def _lookup_dmarc(domain: str) -> dict[str, str] | None:
     """The DMARC policy for ``domain``: its own record, else its organisation's."""
     for name in dict.fromkeys((domain, _org(domain))):
         try:
