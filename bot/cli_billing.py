@@ -13,21 +13,15 @@ from typing import Any
 from bot.metering import CENT, Customer
 from bot.model import Address, AddressError
 from bot.reports import ChargeReports, ReportError, current_month, previous_month
-from bot.settings import Settings, SettingsError
+from bot.settings import Settings
 from storage.errors import StoreError
 from storage.store import Store
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    from bot import logs
+    from bot.cli import _load  # the one settings loader of the command (cli imports us)
 
-    try:
-        settings = Settings.load(config_file=args.config)
-    except SettingsError as exc:
-        print(f"switchboard: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    logs.configure(settings.log_level, settings.log_format)
-    return settings
+    return _load(args)
 
 
 def _with_store(args: argparse.Namespace,

@@ -10,22 +10,19 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
 from bot.model import DeliveryState
-from tests.bridge import SLACK_CHANNEL, SLACK_PEOPLE, Bridge, running_bridge
+from tests.bridge import SLACK_PEOPLE, Bridge, running_bridge
 from tests.conftest import Services
 from tests.faults.test_ingest_faults import subject_of_matrix, subject_of_slack
 from tests.integration.test_commands import matrix_runner
-from tests.integration.test_reply_by_email import received
+from tests.integration.test_reply_by_email import received, reply_by_email_from_slack
 from tests.integration.test_reply_in_chat import (
     bob_told,
-    button,
     email_card,
-    sender,
     slack_dm,
     start_worker,
     stop_worker,
@@ -65,17 +62,7 @@ async def test_mail_server_stopped_then_back(bridge: Bridge, tmp_path: Path) -> 
     worker = start_worker(bridge, tmp_path / "worker.log")
     service("stop", "postfix")
     try:
-        slack = sender(bridge)
-        await slack.block_action(BOB, "bob", SLACK_CHANNEL, card, "reply_by_email",
-                                 button(card, "reply_by_email"))
-
-        async def modal() -> dict[str, Any] | None:
-            views = [v for v in (await bridge.slack.state())["views"]
-                     if v["callback_id"] == "reply_by_email_modal"]
-            return views[-1] if views else None
-
-        view = await eventually(modal, what="the email modal")
-        await slack.view_submission(BOB, "bob", view, {"reply": {"text": "Report attached."}})
+        await reply_by_email_from_slack(bridge, card, "Report attached.")
         await bob_told(bridge, "is queued and will be sent as soon as it is back")
         await asyncio.sleep(3)  # a few retries against the stopped server
     finally:

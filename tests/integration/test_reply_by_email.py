@@ -66,10 +66,8 @@ def answer(to_msg: EmailMessage, sender_address: str, text: str,
     return reply
 
 
-async def test_slack_reply_by_email_and_the_answer_comes_back(bridge: Bridge) -> None:
-    services = bridge.services
-    alice = services.email("alice")
-    card = await email_card(bridge, f"Alice <{alice}>", "Budget 2027", "What is the budget?")
+async def reply_by_email_from_slack(bridge: Bridge, card: dict[str, Any], text: str) -> None:
+    """Bob clicks *Reply by email* on ``card``, the modal opens, Bob types and sends."""
     slack = sender(bridge)
     await slack.block_action(BOB, "bob", SLACK_CHANNEL, card, "reply_by_email",
                              button(card, "reply_by_email"))
@@ -80,9 +78,15 @@ async def test_slack_reply_by_email_and_the_answer_comes_back(bridge: Bridge) ->
         return views[-1] if views else None
 
     view = await eventually(modal, what="the email modal")
-    status, _ = await slack.view_submission(BOB, "bob", view,
-                                            {"reply": {"text": "It is 40k, as planned."}})
+    status, _ = await slack.view_submission(BOB, "bob", view, {"reply": {"text": text}})
     assert status == 200
+
+
+async def test_slack_reply_by_email_and_the_answer_comes_back(bridge: Bridge) -> None:
+    services = bridge.services
+    alice = services.email("alice")
+    card = await email_card(bridge, f"Alice <{alice}>", "Budget 2027", "What is the budget?")
+    await reply_by_email_from_slack(bridge, card, "It is 40k, as planned.")
     await bob_told(bridge, f"Sent by email to {alice}")
     sent = await received(services, "alice", "Budget 2027")
     assert str(sent["From"]) == f"bob via Switchboard <{services.email('switchboard')}>"
