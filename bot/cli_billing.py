@@ -116,11 +116,11 @@ def cmd_account(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     period = args.period or previous_month()
     if args.enqueue:
+        from storage.keys import Keys
         from storage.queue import RqScheduler
 
         settings = _settings(args)
-        scheduler = RqScheduler(settings.redis_url, Store.open(
-            settings.redis_url, settings.redis_prefix).keys)
+        scheduler = RqScheduler(settings.redis_url, Keys(settings.redis_prefix))
         job = scheduler.schedule_reports(period, job_id=f"reports-{period}-manual-"
                                                         f"{uuid.uuid4().hex[:8]}")
         print(f"charge reports for {period} queued as job {job}")

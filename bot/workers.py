@@ -12,8 +12,8 @@ from types import FrameType
 from bot.capacity import Bounds, decide
 from bot.reports import current_month, report_time
 from bot.settings import Settings
+from storage.keys import Keys
 from storage.queue import RqScheduler, RqWorkerPool
-from storage.store import Store
 
 log = logging.getLogger("switchboard.worker")
 
@@ -37,8 +37,7 @@ def run_pool(settings: Settings, pool: RqWorkerPool, config: str | None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    scheduler = RqScheduler(settings.redis_url, Store.open(settings.redis_url,
-                                                           settings.redis_prefix).keys)
+    scheduler = RqScheduler(settings.redis_url, Keys(settings.redis_prefix))
     period = current_month()
     scheduler.schedule_reports(period, report_time(period))  # once per period, by its id
     members: list[subprocess.Popen[bytes]] = []

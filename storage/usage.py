@@ -70,7 +70,12 @@ class RedisUsage(RedisBacked):
         async with self._translated(f"reading daily usage of {customer}"):
             days = sorted(text(d) for d in await self.redis.smembers(
                 self.keys.usage_days(customer, month)))
-        return [await self.usage(customer, day) for day in days]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for day in days:  # one round trip for the month, not one per day
+                    pipe.hgetall(self.keys.usage(customer, day))
+                totals = await pipe.execute()
+        return [_usage(customer, day, {text(k): int(v) for k, v in raw.items()})
+                for day, raw in zip(days, totals, strict=True)]
 
     async def transactions(self, customer: str, count: int = 100) -> list[Transaction]:
         """The newest ``count`` transactions, newest first."""

@@ -66,10 +66,8 @@ def use_dns_server(host: str, port: int) -> None:
 
 
 class SenderAuthenticator:
-    def __init__(self, *, trusted_hosts: Sequence[str] = (), authserv_id: str = "switchboard"
-                 ) -> None:
+    def __init__(self, *, trusted_hosts: Sequence[str] = ()) -> None:
         self.trusted = {h.lower() for h in trusted_hosts}
-        self.authserv_id = authserv_id
 
     async def check(self, raw: bytes, peer: Peer | None = None) -> SenderAuth:
         # The libraries ask DNS synchronously: keep them off the event loop.
