@@ -11,6 +11,7 @@ import tracemalloc
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from bot.audit import AuditedMailer
 from bot.commands import CommandContext, Commands
 from bot.doctor import Probe
 from bot.flows.inbound_email import (
@@ -21,11 +22,13 @@ from bot.flows.inbound_email import (
     Refused,
     TransientFailure,
 )
+from bot.flows.outgoing import MARKER
 from bot.flows.reply_by_email import ReplyByEmail
 from bot.flows.reply_in_chat import Policy, ReplyFlow, ReplyInChat
 from bot.mail import InboundMail, SenderAuth, SenderTrust
 from bot.metering import Charges, Measure, Meter, Service, Usage, customer_of
 from bot.model import Address, Network
+from bot.permissions import Permissions, thread_rule
 from bot.reports import ChargeReports, ReportError, current_month
 from bot.settings import Settings
 from bridges.email.auth import Peer, SenderAuthenticator, use_dns_server
@@ -78,6 +81,7 @@ class Runtime:
     authenticator: SenderAuthenticator | None = None  # None: sender checks are off
     meter: Meter = field(default_factory=Meter)
     reports: ChargeReports | None = None
+    permissions: Permissions | None = None
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -94,14 +98,18 @@ class Runtime:
             networks[Network.MATRIX] = matrix
         own = [a for a in (settings.bot_email, settings.imap.user if settings.imap else None)
                if a]
-        mailer = SmtpSender(settings.smtp, ca_file=settings.tls_ca_file,
-                            require_tls=settings.require_tls) if settings.smtp else None
+        mailer = AuditedMailer(SmtpSender(settings.smtp, ca_file=settings.tls_ca_file,
+                                          require_tls=settings.require_tls),
+                               store.audit, MARKER) if settings.smtp else None
+        permissions = Permissions(settings.permissions, store.address_book, store.rates,
+                                  store.audit)
         inbound = InboundEmailFlow(
             routes=settings.routes, networks=networks, address_book=store.address_book,
             history=store.history, conversations=store.conversations, ingest=store.ingest,
             tokens=store.tokens, mailer=mailer, bot_email=settings.bot_email or "",
             reply_domain=settings.reply_domain or "", own_addresses=own, rates=store.rates,
             sender_rate=settings.sender_rate, conversation_rate=settings.conversation_rate,
+            bounce_rate=settings.bounce_rate,
             attachments=AttachmentPolicy(max_count=settings.max_attachments,
                                          blocked=settings.blocked_attachments))
         policy = Policy(retry_interval=settings.retry_interval,
@@ -130,7 +138,7 @@ class Runtime:
             deliveries=store.deliveries, conversations=store.conversations,
             tokens=store.tokens, mailer=mailer, policy=policy,
             on_bridged=lambda direction, net: metrics.bridged.labels(direction, net).inc(),
-            meter=meter)
+            meter=meter, permissions=permissions)
         replies = ReplyInChat(**vars(shared), scheduler=scheduler)
         emails = ReplyByEmail(**vars(shared), scheduler=scheduler)
         commands = Commands(replies=replies, emails=emails, address_book=store.address_book,
@@ -138,7 +146,11 @@ class Runtime:
                             verifications=store.verifications, mailer=mailer,
                             bot_email=settings.bot_email or "switchboard@localhost",
                             retry_interval=settings.retry_interval, meter=meter,
-                            usage=usage_view)
+                            usage=usage_view, permissions=permissions,
+                            conversations=store.conversations,
+                            thread_replies=thread_rule(
+                                {r.room: r.replies for r in settings.routes if r.replies},
+                                settings.plain_thread_replies))
         slack_app = None
         if slack is not None and settings.slack is not None:
             slack_app = SlackApp(signing_secret=settings.slack.signing_secret,
@@ -154,7 +166,8 @@ class Runtime:
             log.warning("sender checks are off: every From address is believed")
         return cls(settings, store, networks, inbound, replies, emails, commands, matrix,
                    slack, slack_app, metrics=metrics, scheduler=scheduler,
-                   authenticator=authenticator, meter=meter, reports=reports)
+                   authenticator=authenticator, meter=meter, reports=reports,
+                   permissions=permissions)
 
     async def close(self) -> None:
         if self.matrix is not None:
@@ -247,13 +260,11 @@ class Runtime:
         if event.where.thread:
             shows = await self.store.conversations.shown_in(Network.MATRIX, event.where.room,
                                                             event.where.thread)
-        if event.plain and shows is None:
-            return None  # ordinary chatter, not an answer to something Switchboard posted
         ctx = CommandContext(user=event.sender, user_name=event.sender_name, where=event.where,
                              shows=shows, request=f"matrix:{event.event_id}")
-        # A plain answer in a post's thread means: reply by email.
-        text = f"email {event.text}" if event.plain else event.text
-        return await self.commands.run(text, ctx)
+        if event.plain:
+            return await self.commands.run_plain(event.text, ctx)
+        return await self.commands.run(event.text, ctx)
 
     async def _deliver_imap(self, raw: bytes, source: str) -> None:
         await self.ingest(raw, source)
@@ -274,10 +285,13 @@ class Runtime:
                 tasks.append(asyncio.create_task(ingest.run(stop), name=f"imap {mailbox}"))
         if self.matrix is not None:
             tasks.append(asyncio.create_task(
-                sync_forever(self.matrix, stop, self._matrix_command), name="matrix"))
+                sync_forever(self.matrix, stop, self._matrix_command,
+                             self.permissions.may_invite if self.permissions else None),
+                name="matrix"))
         listener = None
         if s.smtp_listen is not None:
-            handler = BridgeHandler(self.inbound.accepts, self._deliver_smtp)
+            handler = BridgeHandler(self.inbound.accepts, self._deliver_smtp,
+                                    self.store.ingest)
             listener = await start_listener(*s.smtp_listen, handler, s.smtp_listen_max_bytes,
                                             s.reply_domain or "switchboard")
             log.info("SMTP listener on %s:%d", *s.smtp_listen)

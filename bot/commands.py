@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
@@ -17,15 +17,27 @@ from bot.flows.outgoing import MARKER, marker
 from bot.flows.reply_by_email import ReplyByEmail, notice_for_email
 from bot.flows.reply_in_chat import ReplyInChat, choices_for, notice_for
 from bot.metering import Charges, Meter, Service, Usage, customer_of
-from bot.model import Address, AddressError, ChatRef, DeliveryState, Network, Provenance
+from bot.model import (
+    Address,
+    AddressError,
+    ChatRef,
+    DeliveryState,
+    HistoryEntry,
+    HistoryPage,
+    Network,
+    Provenance,
+)
+from bot.permissions import Permissions, ThreadReplies
 from bot.render import render
 from bridges.errors import BridgeError
 from bridges.ports import Choice, MailSender, Notice
 from storage.errors import AddressTaken
-from storage.protocols import AddressBook, Deliveries, History, Verifications
+from storage.protocols import AddressBook, Conversations, Deliveries, History, Verifications
 
 CODE_TTL = 15 * 60
 HISTORY_PAGE = 10
+SCOPE_DEPTH = 2000  # conversations (and history entries) looked through to decide scope
+SCAN_PAGE = 100
 _SLACK_MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
 _MAILTO = re.compile(r"^<mailto:([^|>]+)(?:\|[^>]*)?>$")  # Slack's auto-linked addresses
 
@@ -60,6 +72,20 @@ class Commands:
     retry_interval: float
     meter: Meter = field(default_factory=Meter)
     usage: UsageView | None = None
+    permissions: Permissions | None = None  # None: everyone may everything (unit tests)
+    conversations: Conversations | None = None  # where conversations were posted (scoping)
+    # What a plain message in an email's thread does, by room (None: the default rule).
+    thread_replies: Callable[[ChatRef], ThreadReplies] | None = None
+
+    async def run_plain(self, text: str, ctx: CommandContext) -> Notice | None:
+        """A plain message in the thread of a post: the answer by email when the room's
+        rule says so, else nothing (colleagues talking stays in chat)."""
+        if ctx.shows is None or ctx.where is None:
+            return None
+        rule = self.thread_replies(ctx.where) if self.thread_replies else ThreadReplies.EMAIL
+        if rule is not ThreadReplies.EMAIL:
+            return None
+        return await self.run(f"email {text}", ctx)
 
     async def run(self, text: str, ctx: CommandContext) -> Notice:
         measure = self.meter.start()
@@ -79,6 +105,10 @@ class Commands:
             "queue": self._choice, "cancel": self._choice, "sendmail": self._choice,
             "usage": self._usage,
         }.get(verb)
+        if self.permissions is not None:
+            refused = await self.permissions.may_use(ctx.user, f"command {verb or 'help'}")
+            if refused is not None:
+                return Notice(f"Not allowed: {refused}.")
         if verb in ("", "help"):
             return Notice(render("chat/help.txt.j2"))
         if handler is None:
@@ -230,6 +260,10 @@ class Commands:
         identity = await self.address_book.resolve(address)
         if identity is None:
             return Notice(f"Switchboard knows nothing of {address.value}.")
+        if not await self._may_look_up(ctx.user, identity.addresses()):
+            raise CommandError(await self._refuse(
+                ctx.user, f"whois {address.value}", "you can look up yourself and people "
+                "you have exchanged messages with; an administrator can look up anyone"))
         lines = [f"{address.value} is known as:"]
         for m in identity.mappings:
             lines.append(f"  {m.address.network.value}: {m.address.value} ({m.provenance.value}"
@@ -248,7 +282,7 @@ class Commands:
         address = self._address(who, ctx)
         identity = await self.address_book.resolve(address)
         addresses = identity.addresses() if identity else [address]
-        found = await self.history.person(addresses, page - 1, HISTORY_PAGE)
+        found = await self._visible_history(ctx.user, addresses, page - 1)
         if not found.entries:
             return Notice(f"No history with {address.value}" +
                           (f" on page {page}." if page > 1 else "."))
@@ -261,6 +295,66 @@ class Commands:
         if found.has_more:
             lines.append(f"More: `history {who} {page + 1}`")
         return Notice("\n".join(lines))
+
+    # --- who may read what ------------------------------------------------------------
+
+    async def _own_addresses(self, user: Address) -> list[Address]:
+        identity = await self.address_book.resolve(user)
+        return identity.addresses() if identity else [user]
+
+    async def _may_look_up(self, asker: Address, addresses: Sequence[Address]) -> bool:
+        if self.permissions is None or self.permissions.is_admin(asker):
+            return True
+        own = await self._own_addresses(asker)
+        if asker in addresses or set(own) & set(addresses):
+            return True
+        mine = await self.history.conversations_of(own, SCOPE_DEPTH)
+        theirs = await self.history.conversations_of(list(addresses), SCOPE_DEPTH)
+        return bool(mine & theirs)
+
+    async def _visible_history(self, asker: Address, addresses: Sequence[Address],
+                               page: int) -> HistoryPage:
+        """A page of someone's history as ``asker`` may see it: the conversations the
+        asker took part in, or that were posted where the asker is a member; all of it
+        for an administrator."""
+        if self.permissions is None or self.permissions.is_admin(asker):
+            return await self.history.person(addresses, page, HISTORY_PAGE)
+        mine = await self.history.conversations_of(await self._own_addresses(asker),
+                                                   SCOPE_DEPTH)
+        seen: dict[str, bool] = {}
+        shown: list[HistoryEntry] = []
+        wanted = (page + 1) * HISTORY_PAGE + 1
+        scanned = 0
+        while len(shown) < wanted and scanned < SCOPE_DEPTH:
+            batch = await self.history.person(addresses, scanned // SCAN_PAGE, SCAN_PAGE)
+            for entry in batch.entries:
+                cid = entry.conversation_id
+                if cid not in seen:
+                    seen[cid] = cid in mine or await self._member_where_posted(asker, cid)
+                if seen[cid]:
+                    shown.append(entry)
+            scanned += SCAN_PAGE
+            if not batch.has_more:
+                break
+        window = shown[page * HISTORY_PAGE:]
+        return HistoryPage(tuple(window[:HISTORY_PAGE]), page, HISTORY_PAGE,
+                           has_more=len(window) > HISTORY_PAGE)
+
+    async def _member_where_posted(self, user: Address, conversation_id: str) -> bool:
+        if self.conversations is None:
+            return False
+        network = self.replies.networks.get(user.network)
+        if network is None:
+            return False
+        for ref in (await self.conversations.threads(conversation_id)).values():
+            if ref.network is user.network and await network.is_member(ref.room, user):
+                return True
+        return False
+
+    async def _refuse(self, user: Address, what: str, reason: str) -> str:
+        if self.permissions is not None:
+            await self.permissions.refuse(user, what, reason)
+        return f"Not allowed: {reason}."
 
     async def _pending(self, verb: str, rest: str, ctx: CommandContext) -> Notice:
         mine = [d for d in await self.deliveries.from_sender(ctx.user, 200)

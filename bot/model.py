@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from email.headerregistry import Address as _HeaderAddress
 from email.utils import parseaddr
 
+from bot.headers import display_name as clean_display_name
+
 
 class AddressError(ValueError):
     """Text that is not a usable email, Slack or Matrix address."""
@@ -114,8 +116,8 @@ class Address:
         if self.network is not Network.EMAIL:
             raise AddressError(f"{self} is not an email address")
         local, _, domain = self.value.rpartition("@")
-        name = " ".join(display_name.split())  # no CR/LF or tabs reach the header
-        return str(_HeaderAddress(display_name=name, username=local, domain=domain))
+        return str(_HeaderAddress(display_name=clean_display_name(display_name),
+                                  username=local, domain=domain))
 
 
 class Provenance(enum.StrEnum):

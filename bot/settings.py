@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from bot.metering import RateCard, RateCardError
 from bot.model import Address, AddressError
+from bot.permissions import Level, OutsideMail, PermissionRules, ThreadReplies, parse_levels
 
 ENV_PREFIX = "SWITCHBOARD_"
 CONFIG_FILE_KEY = "SWITCHBOARD_CONFIG"
@@ -50,6 +51,7 @@ class Route:
     address: str  # normalised email address
     network: str  # "slack" or "matrix"
     room: str  # Slack channel id, Matrix room id or alias
+    replies: ThreadReplies | None = None  # plain thread replies; None: the global setting
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,13 @@ def _bool(text: str) -> bool:
 def _routes(text: str) -> tuple[Route, ...]:
     routes = []
     for item in (i.strip() for i in text.split(",") if i.strip()):
+        item, _, options = item.partition(";")
+        replies = None
+        for option in (o.strip() for o in options.split(";") if o.strip()):
+            name, _, value = option.partition("=")
+            if name.strip() != "replies":
+                raise ValueError(f"{option!r}: the only route option is replies=email|internal")
+            replies = _thread_replies(value.strip())
         address, sep, target = item.partition("=")
         network, _, room = target.strip().partition(":")
         if not sep or network not in ("slack", "matrix") or not room:
@@ -156,8 +165,26 @@ def _routes(text: str) -> tuple[Route, ...]:
         # Room ids are opaque (room version 12 dropped the ":server" part); aliases are not.
         if network == "matrix" and not re.fullmatch(r"![^\s=]+|#[^:\s]+:[^\s]+", room):
             raise ValueError(f"{room!r} is not a Matrix room id (!id) or alias (#name:server)")
-        routes.append(Route(_email(address), network, room))
+        routes.append(Route(_email(address), network, room, replies))
     return tuple(routes)
+
+
+def _thread_replies(text: str) -> ThreadReplies:
+    try:
+        return ThreadReplies(text.lower())
+    except ValueError:
+        raise ValueError(f"{text!r} is not internal or email") from None
+
+
+def _outside_mail(text: str) -> OutsideMail:
+    try:
+        return OutsideMail(text.lower())
+    except ValueError:
+        raise ValueError(f"{text!r} is not verified, users or admins") from None
+
+
+def _domains(text: str) -> tuple[str, ...]:
+    return tuple(_domain(d.strip()) for d in text.split(",") if d.strip())
 
 
 def _extensions(text: str) -> tuple[str, ...]:
@@ -275,6 +302,28 @@ KEYS: tuple[Key, ...] = (
         "Address for Switchboard's own SMTP listener (`host:port`); unset disables it."),
     Key("smtp_listen_max_bytes", _positive_int, "30000000",
         "Largest message the SMTP listener accepts."),
+    Key("permissions", parse_levels, None,
+        "Who may use the bot: `who=level` pairs (level `none`, `user` or `admin`; who is a "
+        "Matrix user or homeserver, a Slack `TEAM/USER` or `TEAM`, `matrix`, `slack` or `*`; "
+        "the most specific wins). Default: the bot's own homeserver and the Slack workspace "
+        "the app is installed in are users, everyone else none."),
+    Key("outside_mail", _outside_mail, "verified",
+        "Who may start email to addresses outside `org_domains`: `verified` (users whose "
+        "chat account is linked to a verified email address), `users` or `admins`. "
+        "Answering an email its sender wrote is always allowed."),
+    Key("org_domains", _domains, "",
+        "The organisation's mail domains (comma-separated; subdomains included); default: "
+        "the domains of `bot_email` and `reply_domain`."),
+    Key("mail_rate.user", _rate, "30/3600",
+        "Emails one chat user may send per window (`count/seconds`)."),
+    Key("mail_rate.org", _rate, "300/3600",
+        "Emails one organisation (Slack workspace, Matrix homeserver) may send per window."),
+    Key("bounce_rate", _rate, "3/3600",
+        "Bounces (\"not delivered\" notes) sent to one address per window; more are not sent."),
+    Key("plain_thread_replies", _thread_replies, "internal",
+        "A plain message in an email's Matrix thread: `internal` (stays in chat; `!sb email "
+        "<text>` answers by email) or `email` (sent to the email's sender). Per route: "
+        "`addr=matrix:!room;replies=email`."),
     Key("retry.interval", _positive_int, "60",
         "Seconds between presence checks of a queued delivery."),
     Key("retry.deadline", _positive_int, "86400",
@@ -380,6 +429,9 @@ class Settings:
     require_tls: bool
     tls_ca_file: str | None
     log_format: str
+    permissions: PermissionRules
+    bounce_rate: tuple[int, int]
+    plain_thread_replies: ThreadReplies
     source: str  # where the values came from, for messages
 
     @classmethod
@@ -506,6 +558,16 @@ def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings |
         reply_domain = v["bot_email"].partition("@")[2]
     if problems:
         return None
+    levels = v["permissions"]
+    if levels is None:
+        levels = {"slack": Level.USER}
+        if matrix is not None:
+            levels[matrix.user.partition(":")[2]] = Level.USER
+    org_domains = v["org_domains"] or tuple(
+        d for d in (v["bot_email"] and v["bot_email"].partition("@")[2], reply_domain) if d)
+    rules = PermissionRules(levels=levels, org_domains=frozenset(org_domains),
+                            outside_mail=v["outside_mail"], user_mail_rate=v["mail_rate.user"],
+                            org_mail_rate=v["mail_rate.org"])
     return Settings(
         redis_url=v["redis_url"], redis_prefix=v["redis_prefix"], imap=imap, smtp=smtp,
         bot_email=v["bot_email"], reply_domain=reply_domain, slack=slack, matrix=matrix,
@@ -523,6 +585,7 @@ def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings |
         workers=(v["workers.min"], v["workers.max"], v["workers.jobs_per_worker"],
                  v["workers.scale_interval"]),
         log_level=v["log_level"], require_tls=v["require_tls"],
-        tls_ca_file=v["tls_ca_file"], log_format=v["log_format"],
+        tls_ca_file=v["tls_ca_file"], log_format=v["log_format"], permissions=rules,
+        bounce_rate=v["bounce_rate"], plain_thread_replies=v["plain_thread_replies"],
         source=source,
     )

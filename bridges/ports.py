@@ -88,6 +88,10 @@ class ChatNetwork(Protocol):
         """Deliver ``reply`` to ``user``'s direct messages (idempotent per ``key``)."""
         ...
 
+    async def is_member(self, room: str, user: Address) -> bool:
+        """Whether ``user`` is in the channel or room ``room`` now."""
+        ...
+
     async def notify(self, user: Address, notice: Notice, where: ChatRef | None) -> None:
         """Tell ``user`` something, near ``where`` (the thread they acted in) if given."""
         ...

@@ -63,6 +63,15 @@ class RedisHistory(RedisBacked):
         entries = tuple(load_entry(text(r)) for r in records if r is not None)
         return HistoryPage(entries, page, page_size, has_more=len(ids) > page_size)
 
+    async def conversations_of(self, addresses: Sequence[Address], limit: int
+                               ) -> set[str]:
+        async with (self._translated("reading a person's conversations"),
+                    self.redis.pipeline(transaction=False) as pipe):
+            for address in dict.fromkeys(addresses):
+                pipe.zrevrange(self.keys.person_history(str(address)), 0, limit - 1)
+            timelines: list[list[str]] = await pipe.execute()
+        return {text(m).partition(_SEP)[0] for members in timelines for m in members}
+
     async def person(self, addresses: Sequence[Address], page: int = 0,
                      page_size: int = 20) -> HistoryPage:
         """Merges each address's timeline; reads only as deep as the page asked for."""

@@ -20,6 +20,9 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 REFUSALS_KEPT = 1000
+FAILURES_REMEMBERED = 86400  # seconds a message's failure count is kept
+SET_ASIDE_KEPT = 30 * 86400  # seconds a set-aside message's bytes are kept
+SET_ASIDE_MAX_BYTES = 5_000_000
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,32 @@ class RedisIngest(RedisBacked):
             pipe.rpush(self.keys.ingest_refusals(), json.dumps(refusal.__dict__))
             pipe.ltrim(self.keys.ingest_refusals(), -REFUSALS_KEPT, -1)
             await pipe.execute()
+
+    async def count_failure(self, key: str) -> int:
+        """One more failed attempt at the message ``key``; how many there were."""
+        async with (self._translated("counting a failed email"),
+                    self.redis.pipeline(transaction=True) as pipe):
+            pipe.incr(self.keys.ingest_failures(key))
+            pipe.expire(self.keys.ingest_failures(key), FAILURES_REMEMBERED)
+            count, _ = await pipe.execute()
+        return int(count)
+
+    async def set_aside(self, key: str, raw: bytes, refusal: Refusal) -> None:
+        """Keep a message that cannot be bridged (its bytes, for a while) and list it
+        with the reason among the refused, so ingest can move past it."""
+        async with (self._translated("setting an email aside"),
+                    self.redis.pipeline(transaction=True) as pipe):
+            pipe.set(self.keys.set_aside(key), raw[:SET_ASIDE_MAX_BYTES].decode("latin-1"),
+                     ex=SET_ASIDE_KEPT)
+            pipe.delete(self.keys.ingest_failures(key))
+            pipe.rpush(self.keys.ingest_refusals(), json.dumps(refusal.__dict__))
+            pipe.ltrim(self.keys.ingest_refusals(), -REFUSALS_KEPT, -1)
+            await pipe.execute()
+
+    async def set_aside_message(self, key: str) -> bytes | None:
+        async with self._translated("reading a set-aside email"):
+            found = await self.redis.get(self.keys.set_aside(key))
+        return text(found).encode("latin-1") if found is not None else None
 
     async def refusals(self, limit: int = 100) -> list[Refusal]:
         async with self._translated("reading refused emails"):

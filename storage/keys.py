@@ -80,6 +80,18 @@ class Keys:
         """list: emails that could not be bridged, with the reason, newest last."""
         return self._k("ingest", "refused")
 
+    def set_aside(self, key: str) -> str:
+        """string with expiry: the raw bytes of a message set aside after failures."""
+        return self._k("ingest", "aside", key)
+
+    def ingest_failures(self, key: str) -> str:
+        """counter with expiry: how often one message failed to be bridged."""
+        return self._k("ingest", "failures", key)
+
+    def audit(self) -> str:
+        """stream: outgoing mail and refused actions (who, what, when)."""
+        return self._k("audit")
+
     def lease(self, name: str) -> str:
         """string with expiry: which process holds a mailbox."""
         return self._k("lease", name)

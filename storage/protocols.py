@@ -48,6 +48,12 @@ class History(Protocol):
                      page_size: int = 20) -> HistoryPage:
         """Entries involving any of ``addresses`` across conversations, newest first."""
 
+    async def conversations_of(self, addresses: Sequence[Address], limit: int
+                               ) -> set[str]:
+        """The conversations any of ``addresses`` took part in (the newest ``limit``
+        entries of each)."""
+        ...
+
     async def count(self, conversation_id: str) -> int:
         """How many entries the conversation has."""
 

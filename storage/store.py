@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from storage.accounts import RedisCustomers
 from storage.address_book import RedisAddressBook
+from storage.audit import RedisAudit
 from storage.connection import Redis, connect, translated
 from storage.conversations import RedisConversations
 from storage.deliveries import RedisDeliveries
@@ -42,6 +43,7 @@ class Store:
     rates: RedisRateLimits
     usage: RedisUsage
     customers: RedisCustomers
+    audit: RedisAudit
 
     @classmethod
     def open(cls, url: str, prefix: str = "sb", ca_file: str | None = None) -> Store:
@@ -52,7 +54,7 @@ class Store:
                    RedisIngest(client, keys), RedisMatrixState(client, keys),
                    RedisTokens(client, keys), RedisVerifications(client, keys),
                    RedisRateLimits(client, keys), RedisUsage(client, keys),
-                   RedisCustomers(client, keys))
+                   RedisCustomers(client, keys), RedisAudit(client, keys))
 
     async def server_info(self) -> ServerInfo:
         """Version and persistence of the Redis server; raises StoreUnavailable."""

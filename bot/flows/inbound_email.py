@@ -18,6 +18,7 @@ import hashlib
 import logging
 import re
 import time
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -50,6 +51,17 @@ log = logging.getLogger(__name__)
 _SUBJECT_TOKEN = re.compile(r"\[sb:([a-z2-7]{8,64})\]")
 
 
+def file_type_name(filename: str) -> str:
+    """The name as the receiving system will treat it, for the type check: Windows
+    ignores trailing dots and spaces and reads ``name:stream`` (NTFS alternate data
+    streams, ``::$DATA``) as ``name``; compatibility forms and invisible characters
+    must not hide an extension either."""
+    name = unicodedata.normalize("NFKC", filename)
+    name = "".join(c for c in name if unicodedata.category(c) not in ("Cc", "Cf"))
+    name = name.partition(":")[0]
+    return name.rstrip(" .").lower()
+
+
 @dataclass(frozen=True)
 class AttachmentPolicy:
     """Which attachments are posted: not too many, and no executable types."""
@@ -60,11 +72,15 @@ class AttachmentPolicy:
     blocked_types: tuple[str, ...] = ("application/x-msdownload", "application/x-dosexec",
                                       "application/x-msdos-program")
 
+    def is_blocked(self, attachment: MailAttachment) -> bool:
+        return (file_type_name(attachment.filename).endswith(self.blocked)
+                or attachment.content_type.lower() in self.blocked_types)
+
     def screen(self, mail: InboundMail) -> InboundMail:
         kept: list[MailAttachment] = []
         notes = list(mail.notes)
         for a in mail.attachments:
-            if a.filename.lower().endswith(self.blocked) or a.content_type in self.blocked_types:
+            if self.is_blocked(a):
                 notes.append(f"The attachment {a.filename!r} is of a type that is never "
                              "posted.")
                 kept.append(replace(a, content=b""))
@@ -119,8 +135,10 @@ class InboundEmailFlow:
                  own_addresses: Sequence[str] = (), rates: RateLimits | None = None,
                  sender_rate: tuple[int, int] = (120, 3600),
                  conversation_rate: tuple[int, int] = (60, 3600),
+                 bounce_rate: tuple[int, int] = (3, 3600),
                  attachments: AttachmentPolicy | None = None) -> None:
         self.rates = rates
+        self.bounce_rate = bounce_rate
         self.sender_rate = sender_rate
         self.conversation_rate = conversation_rate
         self.attachment_policy = attachments or AttachmentPolicy()
@@ -304,13 +322,26 @@ class InboundEmailFlow:
         await self.ingest.refuse(Refusal(time.time(), source, mail.message_id,
                                          mail.sender.value if mail.sender else "",
                                          mail.subject, reason))
-        if bounce and self.mailer is not None and mail.sender is not None \
-                and not is_automatic(mail):
+        if bounce and await self._may_bounce(mail):
+            assert self.mailer is not None and mail.sender is not None
             try:
                 await self.mailer.send(bounce_message(mail, reason, self.bot_email))
             except BridgeError as exc:
                 log.warning("could not tell %s why: %s", mail.sender, exc)
         return Refused(reason)
+
+    async def _may_bounce(self, mail: InboundMail) -> bool:
+        """A bounce goes only to a sender who provably wrote (a forged From would make us
+        mail an innocent address), never to automatic mail, and at a bounded rate."""
+        if self.mailer is None or mail.sender is None or is_automatic(mail):
+            return False
+        if not mail.auth.may_act:
+            log.info("no bounce to %s: the sender is not authenticated", mail.sender)
+            return False
+        if not await self._within(f"bounce:{mail.sender}", self.bounce_rate, mail.message_id):
+            log.info("no bounce to %s: bounce rate reached", mail.sender)
+            return False
+        return True
 
     @staticmethod
     def _sender_text(mail: InboundMail) -> str:

@@ -8,15 +8,18 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
+from bot.headers import header_text
 from bot.mail import InboundMail
 from bot.model import Address, HistoryEntry
 from bot.render import render
 
 MARKER = "X-Switchboard"  # on everything Switchboard sends: its own mail is never re-bridged
+SENDER_HEADER = "X-Switchboard-Sender"  # the chat account that really wrote a relayed email
+BOUNCE_SUBJECT_LIMIT = 60  # a bounce repeats no more of the offending mail than this
 
 
 def reply_subject(subject: str, token: str, is_reply: bool = True) -> str:
-    subject = subject or "your email"
+    subject = header_text(subject, limit=200) or "your email"
     if is_reply and not subject.lower().startswith("re:"):
         subject = f"Re: {subject}"
     # The token again in the subject: some providers drop plus-addressing.
@@ -25,10 +28,14 @@ def reply_subject(subject: str, token: str, is_reply: bool = True) -> str:
 
 def compose_reply(*, bot_email: str, reply_domain: str, sender_name: str, to: Address,
                   text: str, subject: str, token: str, message_key: str,
-                  answering: HistoryEntry | None, history: Sequence[HistoryEntry]
-                  ) -> EmailMessage:
+                  answering: HistoryEntry | None, history: Sequence[HistoryEntry],
+                  sender: Address | None = None) -> EmailMessage:
     """The email: From the bot in the replier's name, Reply-To the conversation's reply
-    address, In-Reply-To/References onto what it answers, text and HTML parts."""
+    address, In-Reply-To/References onto what it answers, text and HTML parts.
+
+    A display name is whatever its owner typed ("Alice (Finance)"): the chat account
+    that really wrote (``sender``) is named in a header and in the text."""
+    sender_name = header_text(sender_name, limit=80) or (sender.value if sender else "")
     original = answering.meta.get("message_id", "") if answering else ""
     references = answering.meta.get("references", "").split() if answering else []
     references = [r for r in [*references, original] if r]
@@ -44,8 +51,12 @@ def compose_reply(*, bot_email: str, reply_domain: str, sender_name: str, to: Ad
     if references:
         msg["References"] = " ".join(references[-20:])
     msg[MARKER] = marker(message_key, bot_email)
-    context = {"name": sender_name, "text": text, "history": list(history),
-               "answering": answering, "to": to.value}
+    account = ""
+    if sender is not None:
+        account = f"{sender.value} on {sender.network.value.title()}"
+        msg[SENDER_HEADER] = str(sender)
+    context = {"name": sender_name, "account": account, "text": text,
+               "history": list(history), "answering": answering, "to": to.value}
     msg.set_content(render("mail/reply.txt.j2", **context))
     msg.add_alternative(render("mail/reply.html.j2", **context), subtype="html")
     return msg
@@ -86,13 +97,19 @@ def bounce_message(mail: InboundMail, reason: str, bot_email: str) -> EmailMessa
     assert mail.sender is not None
     msg = EmailMessage()
     msg["From"] = Address.email(bot_email).header_form("Switchboard")
-    msg["To"] = mail.sender.header_form(mail.sender_name)
-    msg["Subject"] = " ".join(f"Not delivered: {mail.subject or '(no subject)'}".split())
+    # The address alone: the display name and most of the subject are the sender's text.
+    subject = bounce_subject(mail)
+    msg["To"] = mail.sender.header_form()
+    msg["Subject"] = f"Not delivered: {subject}"
     msg["Date"] = format_datetime(datetime.now(UTC))
     msg["Message-ID"] = make_msgid(domain=bot_email.partition("@")[2] or None)
     msg["In-Reply-To"] = mail.message_id
     msg["References"] = mail.message_id
     msg["Auto-Submitted"] = "auto-replied"  # RFC 3834: never answer this one
     msg[MARKER] = marker("bounce", bot_email)
-    msg.set_content(render("mail/bounce.txt.j2", subject=mail.subject, reason=reason))
+    msg.set_content(render("mail/bounce.txt.j2", subject=subject, reason=reason))
     return msg
+
+
+def bounce_subject(mail: InboundMail) -> str:
+    return header_text(mail.subject, limit=BOUNCE_SUBJECT_LIMIT) or "(no subject)"

@@ -164,6 +164,10 @@ class ReplyByEmail(ReplyFlow):
         existing = await self.deliveries.get(did)
         if existing is not None and existing.state is not DeliveryState.PENDING:
             return AlreadyHandled(did, existing.state)
+        if existing is None:
+            refused = await self.refused_mail(replier, to, answered, did)
+            if refused is not None:
+                return refused
         await self.deliveries.create(Delivery(
             id=did, conversation_id=conversation_id, sender=replier, recipient=to, text=text,
             state=DeliveryState.PENDING, created_at=time.time(),
@@ -185,7 +189,7 @@ class ReplyByEmail(ReplyFlow):
             token = await self.tokens.issue(cid, to, self.policy.reply_token_ttl)
             message = compose_reply(
                 bot_email=self.policy.bot_email, reply_domain=self.policy.reply_domain,
-                sender_name=replier_name or replier.value, to=to, text=text,
+                sender_name=replier_name or replier.value, sender=replier, to=to, text=text,
                 subject=subject, token=token,
                 message_key=did, answering=answered, history=tuple(reversed(page.entries)))
             try:

@@ -31,6 +31,7 @@ from bot.model import (
     Presence,
     Provenance,
 )
+from bot.permissions import Permissions
 from bot.render import render
 from bridges.errors import BridgeError
 from bridges.ports import ChatNetwork, ChatReply, Choice, MailSender, Notice
@@ -139,6 +140,20 @@ class ReplyFlow:
     policy: Policy
     on_bridged: Callable[[str, str], None] = _not_counted  # (direction, network), for metrics
     meter: Meter = field(default_factory=Meter)  # usage per customer, for charges
+    permissions: Permissions | None = None  # None: everyone may everything (unit tests)
+
+    async def refused_use(self, user: Address, action: str) -> CannotReply | None:
+        if self.permissions is None:
+            return None
+        reason = await self.permissions.may_use(user, action)
+        return CannotReply(reason) if reason is not None else None
+
+    async def refused_mail(self, sender: Address, to: Address,
+                           answering: HistoryEntry | None, event: str) -> CannotReply | None:
+        if self.permissions is None:
+            return None
+        reason = await self.permissions.may_mail(sender, to, answering, event)
+        return CannotReply(reason) if reason is not None else None
 
 
 @dataclass(kw_only=True)
@@ -156,6 +171,9 @@ class ReplyInChat(ReplyFlow):
         text = text.strip()
         if not text:
             return CannotReply("the reply is empty; type what you want to say")
+        refused = await self.refused_use(replier, "reply in chat")
+        if refused is not None:
+            return refused
         if to_email is not None:
             email, subject = to_email, ""
         else:
@@ -331,6 +349,11 @@ class ReplyInChat(ReplyFlow):
                 return AlreadyHandled(delivery.id, current.state if current else
                                       DeliveryState.CANCELLED)
             to = Address.email(delivery.meta["email"])
+            answered = await self._entry(delivery.conversation_id, delivery.meta["entry"]) \
+                if delivery.meta.get("entry") else None
+            refused = await self.refused_mail(delivery.sender, to, answered, delivery.id)
+            if refused is not None:
+                return refused
             measure = self.meter.start()
             message = await self._email(current, to)
             await self.mailer.send(message)
@@ -361,7 +384,8 @@ class ReplyInChat(ReplyFlow):
         token = await self.tokens.issue(delivery.conversation_id, to, p.reply_token_ttl)
         return compose_reply(
             bot_email=p.bot_email, reply_domain=p.reply_domain,
-            sender_name=delivery.meta.get("replier_name") or delivery.sender.value, to=to,
+            sender_name=delivery.meta.get("replier_name") or delivery.sender.value,
+            sender=delivery.sender, to=to,
             text=delivery.text, subject=delivery.meta.get("subject", ""), token=token,
             message_key=delivery.id, answering=answered,
             history=tuple(reversed(page.entries)))

@@ -43,6 +43,7 @@ from bot.mail import SenderAuth, SenderTrust
 log = logging.getLogger(__name__)
 _RECEIVED = re.compile(r"^\s*from\s+(?P<helo>\S+)\s+\([^)]*?\[(?:IPv6:)?(?P<ip>[0-9a-fA-F:.]+)\]"
                        r"\).*?\bby\s+(?P<by>[^\s;]+)", re.IGNORECASE | re.DOTALL)
+_RECEIVED_BY = re.compile(r"\bby\s+(?P<by>[^\s;]+)", re.IGNORECASE)
 _METHODS = ("dkim", "spf", "dmarc")
 _PSL = PublicSuffixList()  # loaded once: the list is large
 DNS_TIMEOUT = 5.0
@@ -80,7 +81,9 @@ class SenderAuthenticator:
         if len(senders) != 1:
             return SenderAuth(SenderTrust.UNVERIFIED, "no single From address to authenticate")
         from_domain = senders[0].rpartition("@")[2].lower()
-        results = self._trusted_results(headers.get_all("Authentication-Results", []))
+        # Mail that reached our own listener passed no trusted server: every
+        # Authentication-Results in it was written by the sender, so none is believed.
+        results = None if peer is not None else self._trusted_results(headers)
         source = "trusted server"
         if results is None:
             source = "checked here"
@@ -95,7 +98,19 @@ class SenderAuthenticator:
             else SenderTrust.UNVERIFIED
         return SenderAuth(trust, f"{summary} ({source})")
 
-    def _trusted_results(self, values: Sequence[Any]) -> dict[str, tuple[str, str]] | None:
+    def _trusted_results(self, headers: Any) -> dict[str, tuple[str, str]] | None:
+        """The results a trusted server added: the topmost ones, above the first
+        ``Received`` header that a host outside the trusted ones wrote (what stands below
+        it came from outside, where anyone can write a look-alike)."""
+        values = []
+        for name, value in headers.items():
+            lowered = name.lower()
+            if lowered == "received":
+                found = _RECEIVED_BY.search(str(value))
+                if not found or found["by"].lower() not in self.trusted:
+                    break
+            elif lowered == "authentication-results":
+                values.append(value)
         for value in values:  # topmost first: the one our boundary added
             try:
                 header = authres.AuthenticationResultsHeader.parse_value(str(value))

@@ -20,6 +20,7 @@ import aioimaplib
 
 from bot.settings import ImapSettings
 from bridges.email.connect import imap_connect
+from bridges.email.poison import MAX_FAILURES, failure_text, refusal_for
 from bridges.errors import MailError
 from storage.ingest import Checkpoint, RedisIngest
 
@@ -141,13 +142,32 @@ class ImapIngest:
                 for uid in chunk:
                     raw = messages.get(uid)
                     if raw is not None:
-                        await self.deliver(raw, f"imap:{self.mailbox}")
+                        await self._deliver_one(raw, uidvalidity, uid)
                     done = uid
             finally:
                 if done > last:
                     await self.ingest.save_checkpoint(self.account, self.mailbox,
                                                       Checkpoint(uidvalidity, done))
                     last = done
+
+    async def _deliver_one(self, raw: bytes, uidvalidity: int, uid: int) -> None:
+        """Bridge one message. One that fails for a reason that is not an outage is
+        tried again (the session restarts) and, after MAX_FAILURES, set aside with the
+        reason so that the messages after it are bridged."""
+        source = f"imap:{self.mailbox}"
+        try:
+            await self.deliver(raw, source)
+        except TransientIngestError:
+            raise
+        except Exception as exc:
+            key = f"{self.account}:{self.mailbox}:{uidvalidity}:{uid}"
+            failures = await self.ingest.count_failure(key)
+            if failures < MAX_FAILURES:
+                raise
+            log.exception("IMAP %s/%s: message UID %d failed %d times; set aside",
+                          self.account, self.mailbox, uid, failures)
+            reason = f"set aside after {failures} failed attempts ({failure_text(exc)})"
+            await self.ingest.set_aside(key, raw, refusal_for(raw, source, reason))
 
     async def _fetch(self, client: aioimaplib.IMAP4, uids: list[int]) -> dict[int, bytes]:
         answer = await client.uid("fetch", ",".join(map(str, uids)), "(UID BODY.PEEK[])")

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from bot.model import Address, AddressError
+from bot.model import Address, AddressError, Refusal
 from bridges.email.auth import Peer
 from bridges.email.imap import TransientIngestError
+from bridges.email.poison import aside_key, failure_text, refusal_for
 
 log = logging.getLogger(__name__)
 
@@ -24,18 +25,38 @@ Accepts = Callable[[Address], Awaitable[bool]]
 DeliverSmtp = Callable[[bytes, tuple[Address, ...], Peer], Awaitable[None]]
 
 
+class SetAside(Protocol):
+    async def set_aside(self, key: str, raw: bytes, refusal: Refusal) -> None: ...
+
+
+TRY_LATER = "451 4.3.0 Temporarily unable to accept mail here; please try again later"
+
+
 class BridgeHandler:
-    def __init__(self, accepts: Accepts, deliver: DeliverSmtp) -> None:
+    """Every answer is an SMTP code with a plain reason: 4xx whenever trying again may
+    work (a store or network outage), never internals such as addresses of servers."""
+
+    def __init__(self, accepts: Accepts, deliver: DeliverSmtp, ingest: SetAside) -> None:
         self.accepts = accepts
         self.deliver = deliver
+        self.ingest = ingest
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.warning("SMTP session failed: %s", failure_text(error))
+        return TRY_LATER
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
         try:
             recipient = Address.email(address)
         except AddressError:
-            return f"553 5.1.3 <{address}>: not a valid mailbox address"
-        if not await self.accepts(recipient):
+            return "553 5.1.3 not a valid mailbox address"
+        try:
+            accepted = await self.accepts(recipient)
+        except Exception as exc:
+            log.warning("SMTP recipient check deferred: %s", failure_text(exc))
+            return TRY_LATER
+        if not accepted:
             return (f"550 5.1.1 <{address}>: no such recipient here; Switchboard accepts "
                     "only its configured addresses")
         envelope.rcpt_tos.append(address)
@@ -53,6 +74,17 @@ class BridgeHandler:
         except TransientIngestError as exc:
             log.warning("SMTP message deferred: %s", exc)
             return "451 4.3.0 Temporarily unable to bridge this message; please try again later"
+        except Exception as exc:
+            # Not an outage: the same bytes would fail again. Keep them for the operator.
+            log.exception("SMTP message could not be bridged; set aside")
+            reason = f"set aside: it could not be bridged ({failure_text(exc)})"
+            try:
+                await self.ingest.set_aside(f"smtp:{aside_key(data)}", data,
+                                            refusal_for(data, "smtp", reason))
+            except Exception:
+                return TRY_LATER
+            return ("554 5.6.0 This message could not be processed and was not delivered; "
+                    "it was kept for the administrator")
         return "250 2.0.0 Message accepted for delivery"
 
 

@@ -35,6 +35,10 @@ _DAMAGE = (email_errors.StartBoundaryNotFoundDefect, email_errors.CloseBoundaryN
 _KEPT_HEADERS = ("auto-submitted", "precedence", "list-id", "return-path", "x-switchboard",
                  "authentication-results", "x-auto-response-suppress")
 MAX_NESTING = 20
+MAX_PARTS = 200
+TOO_DEEP = "The message nests its parts too deeply; only its headers were read."
+_UNREADABLE = (ValueError, IndexError, TypeError, AttributeError, LookupError,
+               email_errors.MessageError)
 
 
 def _header(msg: Message, name: str) -> str:
@@ -145,14 +149,18 @@ def parse(raw: bytes, *, max_attachment_bytes: int,
     lenient compat32 policy, which treats headers as plain strings."""
     try:
         return _parse(raw, policy.default, max_attachment_bytes, envelope_recipients, [])
-    except (ValueError, IndexError, TypeError, AttributeError, LookupError,
-            email_errors.MessageError) as exc:
+    except RecursionError:
+        # The stdlib parser recurses once per nesting level: thousands of levels is an
+        # attack, not an email. Its headers are still worth showing.
+        log.warning("a message nested too deeply to parse; reading its headers only")
+        return _parse(raw, policy.compat32, max_attachment_bytes, envelope_recipients,
+                      [TOO_DEEP], headers_only=True)
+    except _UNREADABLE as exc:
         log.info("modern header parsing failed (%s); reading leniently", type(exc).__name__)
     try:
         return _parse(raw, policy.compat32, max_attachment_bytes, envelope_recipients,
                       ["Some headers are malformed; they are shown as they came."])
-    except (ValueError, IndexError, TypeError, AttributeError, LookupError,
-            email_errors.MessageError):
+    except (*_UNREADABLE, RecursionError):
         log.warning("an unreadable message was kept as raw text", exc_info=True)
     text = raw.decode("utf-8", errors="replace")
     return InboundMail(
@@ -164,11 +172,16 @@ def parse(raw: bytes, *, max_attachment_bytes: int,
 
 
 def _parse(raw: bytes, how: policy.Policy, max_attachment_bytes: int,
-           envelope_recipients: tuple[Address, ...], notes: list[str]) -> InboundMail:
-    msg = BytesParser(policy=how).parsebytes(raw)
-    leaves = _walk(msg)
+           envelope_recipients: tuple[Address, ...], notes: list[str],
+           headers_only: bool = False) -> InboundMail:
+    msg = BytesParser(policy=how).parsebytes(raw, headersonly=headers_only)
+    leaves = [] if headers_only else _walk(msg)
     if msg.is_multipart() and not leaves:
-        notes.append("The message nests its parts too deeply; only its headers were read.")
+        notes.append(TOO_DEEP)
+    if len(leaves) > MAX_PARTS:
+        notes.append(f"The message has {len(leaves)} parts; only the first {MAX_PARTS} "
+                     "were read.")
+        leaves = leaves[:MAX_PARTS]
     damaged = any(isinstance(d, _DAMAGE) for p in [msg, *leaves] for d in p.defects)
     if damaged:
         notes.append("The message is damaged or incomplete; showing what could be read.")

@@ -14,6 +14,7 @@ from nio import (
     AsyncClient,
     AsyncClientConfig,
     ErrorResponse,
+    JoinedMembersError,
     LoginError,
     PresenceGetError,
     RoomCreateError,
@@ -160,6 +161,13 @@ class MatrixNetwork:
                 await self.send_file(room, root, attachment.filename, attachment.content_type,
                                      attachment.content, f"{key}|{attachment.filename}")
         return ChatRef(Network.MATRIX, room, event, root)
+
+    async def is_member(self, room: str, user: Address) -> bool:
+        answer = await self.client.joined_members(room)
+        if isinstance(answer, JoinedMembersError):
+            log.warning("members of %s unknown: %s", room, answer.message)
+            return False
+        return any(m.user_id == user.value for m in answer.members)
 
     async def presence(self, user: Address) -> Presence:
         answer = await self.client.get_presence(user.value)

@@ -32,6 +32,7 @@ class CommandEvent:
 
 
 OnCommand = Callable[[CommandEvent], Awaitable[Notice | None]]
+MayInvite = Callable[[Address, str], Awaitable[bool]]
 
 
 def _thread_root(content: dict[str, Any]) -> str:
@@ -42,13 +43,26 @@ def _thread_root(content: dict[str, Any]) -> str:
 
 
 async def sync_forever(matrix: MatrixNetwork, stop: asyncio.Event,
-                       on_command: OnCommand | None = None) -> None:
+                       on_command: OnCommand | None = None,
+                       may_invite: MayInvite | None = None) -> None:
     client = matrix.client
 
     async def on_invite(room: MatrixRoom, event: InviteMemberEvent) -> None:
-        if event.state_key == client.user_id and event.membership == "invite":
-            log.info("joining %s on %s's invitation", room.room_id, event.sender)
-            await client.join(room.room_id)
+        if event.state_key != client.user_id or event.membership != "invite":
+            return
+        try:
+            inviter = Address.matrix(event.sender)
+            allowed = may_invite is None or await may_invite(inviter, room.room_id)
+        except Exception:
+            log.exception("the invitation to %s from %s could not be judged", room.room_id,
+                          event.sender)
+            return
+        if not allowed:
+            log.info("declining %s: %s may not invite the bot", room.room_id, event.sender)
+            await client.room_leave(room.room_id)
+            return
+        log.info("joining %s on %s's invitation", room.room_id, event.sender)
+        await client.join(room.room_id)
 
     async def on_message(room: MatrixRoom, event: RoomMessageText) -> None:
         body = event.body.strip()

@@ -39,6 +39,9 @@ def web_client(token: str, api_url: str, ca_file: str | None = None) -> AsyncWeb
     return client
 
 
+MEMBER_PAGES = 20  # conversations.members pages read (1,000 members each)
+
+
 class SlackNetwork:
     network = Network.SLACK
 
@@ -117,6 +120,19 @@ class SlackNetwork:
             raise SlackError(f"uploading {filename} to Slack failed: {exc}",
                              transient=True) from exc
         return str(answer["file"]["id"]) if answer.get("file") else ""
+
+    async def is_member(self, room: str, user: Address) -> bool:
+        user_id = _user_id(user)
+        cursor = ""
+        for _ in range(MEMBER_PAGES):
+            answer = await self._call("conversations.members", channel=room, limit=1000,
+                                      **({"cursor": cursor} if cursor else {}))
+            if user_id in answer.get("members", []):
+                return True
+            cursor = str((answer.get("response_metadata") or {}).get("next_cursor") or "")
+            if not cursor:
+                return False
+        return False
 
     async def presence(self, user: Address) -> Presence:
         try:

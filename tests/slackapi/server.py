@@ -42,6 +42,7 @@ SCOPES: dict[str, str | None] = {
     "chat.postEphemeral": "chat:write",
     "chat.update": "chat:write",
     "conversations.open": "im:write",
+    "conversations.members": "channels:read",
     "users.info": "users:read",
     "users.lookupByEmail": "users:read.email",
     "users.getPresence": "users:read",
@@ -52,7 +53,7 @@ SCOPES: dict[str, str | None] = {
 }
 
 ALL_SCOPES = ("chat:write", "im:write", "users:read", "users:read.email", "files:write",
-              "commands")
+              "commands", "channels:read")
 
 
 @dataclass
@@ -303,6 +304,21 @@ class Methods:
         if existing:
             answer.update(no_op=True, already_open=True)
         return answer
+
+    def conversations_members(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Members of a channel, paged with an opaque cursor (limit default 100, 1000 at
+        most), as Slack's conversations.members answers."""
+        channel = self._channel(_require(args, "channel"))
+        limit = min(int(args.get("limit") or 100), 1000)
+        cursor = str(args.get("cursor") or "")
+        try:
+            start = int(cursor.removeprefix("m:")) if cursor else 0
+        except ValueError:
+            raise SlackApiError("invalid_cursor") from None
+        members = channel.members[start:start + limit]
+        following = start + limit
+        more = f"m:{following}" if following < len(channel.members) else ""
+        return {"members": members, "response_metadata": {"next_cursor": more}}
 
     def users_info(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"user": self.s.user_json(self._user(_require(args, "user")))}

@@ -25,3 +25,12 @@ def test_only_so_many_are_posted() -> None:
     screened = AttachmentPolicy(max_count=2).screen(mail_with("a", "b", "c", "d"))
     assert [a.dropped for a in screened.attachments] == [False, False, True, True]
     assert "Only 2 attachments are posted; 2 more are listed but not posted." in screened.notes
+
+
+def test_disguised_executables_are_caught() -> None:
+    # What Windows would run: trailing dots/spaces dropped, NTFS streams read as the file,
+    # full-width letters folded, invisible characters ignored.
+    disguised = ("invoice.exe.", "invoice.exe::$DATA", "invoice.exe:zone.pdf", "invoice.exe . .",
+                 "invoice.\uff45\uff58\uff45", "invoice.e\u200bxe", "photo\u202egpj.scr")
+    screened = AttachmentPolicy().screen(mail_with(*disguised, "minutes 10.30.pdf"))
+    assert [a.dropped for a in screened.attachments] == [True] * len(disguised) + [False]
