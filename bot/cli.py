@@ -162,6 +162,33 @@ def cmd_pending(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """The audit trail: emails sent and actions refused, newest first."""
+    from storage.errors import StoreError
+    from storage.store import Store
+
+    settings = _load(args)
+
+    async def read() -> list[str]:
+        store = Store.open(settings.redis_url, settings.redis_prefix)
+        try:
+            events = await store.audit.recent(args.limit)
+        finally:
+            await store.close()
+        lines = [f"Audit trail ({len(events)} newest first):"]
+        for e in events:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.at))
+            lines.append(f"  {when}  {e.action.value:<14}  {e.actor}  -> {e.target}: {e.detail}")
+        return lines
+
+    try:
+        print("\n".join(asyncio.run(read())))
+    except StoreError as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="switchboard", description="Answer email from chat and chat from email.")
@@ -179,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="one worker in this process, no pool (a pool starts these)")
     pending = sub.add_parser("pending", help="list refused emails and undelivered messages")
     pending.add_argument("--limit", type=int, default=50, help="at most this many of each")
+    audit = sub.add_parser("audit", help="list emails sent and actions refused (who, what, "
+                                         "when), newest first")
+    audit.add_argument("--limit", type=int, default=100, help="at most this many events")
     demo = sub.add_parser("demo", help="send a sample email through the local services and "
                                        "show it arriving in a Matrix room")
     demo.add_argument("--invite", default=None,
@@ -193,7 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure()
     commands = {"doctor": cmd_doctor, "run": cmd_run, "demo": cmd_demo,
-                "pending": cmd_pending, "worker": cmd_worker, **BILLING_COMMANDS}
+                "pending": cmd_pending, "audit": cmd_audit, "worker": cmd_worker,
+                **BILLING_COMMANDS}
     return commands[args.command](args)
 
 

@@ -214,6 +214,12 @@ class Commands:
         if self.mailer is None:
             raise CommandError("Switchboard cannot send email here (no SMTP server "
                                "configured), so it cannot verify addresses")
+        if self.permissions is not None:
+            # A code mails any address someone types: it counts against their mail rate.
+            refused = await self.permissions.may_mail(ctx.user, email, None, ctx.request,
+                                                      own_address=True)
+            if refused is not None:
+                raise CommandError(f"Not allowed: {refused}.")
         code = await self.verifications.issue(ctx.user, email, CODE_TTL)
         try:
             await self.mailer.send(_code_email(self.bot_email, email, ctx, code))

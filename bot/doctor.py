@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
+from email import policy
 from importlib import metadata
 
 from packaging.requirements import Requirement
@@ -68,6 +69,19 @@ def check_python() -> Check:
     return Check.ok("python", f"Python {version}", version)
 
 
+def check_header_fix(mail_policy: object = policy.default) -> Check:
+    """Whether the interpreter's email package refuses to write headers that break
+    lines (CVE-2024-6923, fixed in 3.11.10, 3.12.5, 3.13). Switchboard seals every
+    outgoing email itself either way; the upstream fix is a second line of defence."""
+    version = ".".join(map(str, sys.version_info[:3]))
+    if hasattr(mail_policy, "verify_generated_headers"):
+        return Check.ok("email headers", f"Python {version} refuses header injection itself")
+    return Check.warn("email headers", f"Python {version} lacks the upstream fix for header "
+                      "injection through encoded words (CVE-2024-6923); Switchboard's own "
+                      "check still guards every outgoing email",
+                      "upgrade Python to 3.11.10, 3.12.5, 3.13 or newer")
+
+
 def _supported_ranges() -> dict[str, SpecifierSet]:
     """What switchboard's own metadata says it supports (pyproject's dependencies)."""
     try:
@@ -114,7 +128,8 @@ async def _guarded(probe: Probe, settings: Settings) -> list[Check]:
 async def run_checks(settings: Settings, probes: Sequence[Probe]) -> list[Check]:
     """Every check, the local ones first; probes run concurrently."""
     results = await asyncio.gather(*(_guarded(p, settings) for p in probes))
-    return [check_python(), *check_packages(), *(c for group in results for c in group)]
+    return [check_python(), check_header_fix(), *check_packages(),
+            *(c for group in results for c in group)]
 
 
 def failed(checks: Sequence[Check]) -> bool:

@@ -33,14 +33,21 @@ class UnsafeHeader(ValueError):
     """An outgoing email whose headers would not survive being written as given."""
 
 
+def _word(match: re.Match[str]) -> str:
+    try:
+        return str(make_header(decode_header(match.group(0))))
+    except (ValueError, LookupError, UnicodeError, email_errors.HeaderParseError):
+        return match.group(0)
+
+
 def _decoded(value: str) -> str:
+    # Word by word: decode_header on a whole value mangles the non-ASCII text around
+    # the words. White space between two encoded words is not text (RFC 2047 6.2).
     for _ in range(_DECODE_ROUNDS):
         if "=?" not in value:
             break
-        try:
-            decoded = str(make_header(decode_header(value)))
-        except (ValueError, LookupError, UnicodeError, email_errors.HeaderParseError):
-            break
+        joined = re.sub(r"(\?=)\s+(?==\?)", r"\1", value)
+        decoded = _ENCODED_WORD.sub(_word, joined)
         if decoded == value:
             break
         value = decoded

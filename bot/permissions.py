@@ -123,17 +123,18 @@ class Permissions:
         return False
 
     async def may_mail(self, sender: Address, to: Address, answering: HistoryEntry | None,
-                       event: str) -> str | None:
+                       event: str, *, own_address: bool = False) -> str | None:
         """None when ``sender`` may send this email now, else why not. Answering an email
-        its sender wrote is always allowed to users; starting mail to an outsider follows
+        its sender wrote is always allowed to users, and so is a code to an address the
+        sender says is their own (``own_address``); starting mail to an outsider follows
         the outside-mail rule; every email counts against the user's and the
         organisation's rate."""
         what = f"email to {to.value}"
         refusal = await self.may_use(sender, what)
         if refusal is not None:
             return refusal
-        answers = answering is not None and answering.kind is EntryKind.EMAIL \
-            and answering.sender == to
+        answers = own_address or (answering is not None and answering.kind is EntryKind.EMAIL
+                                  and answering.sender == to)
         if self.rules.is_outsider(to) and not answers:
             reason = await self._outside_refusal(sender, to)
             if reason is not None:

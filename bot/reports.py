@@ -7,6 +7,7 @@ once (a mark per customer and period) and the debit happens once (HSETNX in the 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -139,7 +140,7 @@ class ChargeReports:
         msg["Date"] = format_datetime(datetime.now(UTC))
         domain = self.bot_email.partition("@")[2] or "switchboard.invalid"
         # One Message-ID per customer and period: a resend is recognisably the same report.
-        safe = customer.id.replace(":", ".").replace("/", ".")
+        safe = re.sub(r"[^A-Za-z0-9-]+", ".", customer.id)
         msg["Message-ID"] = f"<report.{safe}.{charges.period}@{domain}>"
         msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: not a reply to anyone
         msg[MARKER] = f"report; via={self.bot_email}"

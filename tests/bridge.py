@@ -69,7 +69,8 @@ def bridge_env(services: Services, slack: SlackControl, prefix: str, room: str,
         "SWITCHBOARD_SMTP_LISTEN": f"127.0.0.1:{free_port()}",
         "SWITCHBOARD_SMTP_LISTEN_MAX_BYTES": "1000000",
     })
-    env.update(extra)
+    # Routes given by a test may name the test's room as {room}.
+    env.update({k: v.replace("{room}", room) for k, v in extra.items()})
     return env
 
 

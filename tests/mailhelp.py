@@ -77,8 +77,9 @@ async def send_mail(services: Services, msg: EmailMessage, port: int | None = No
 
 
 def _imap(services: Services, user: str) -> tuple[imaplib.IMAP4, int]:
+    """``user`` is a name on the main test domain, or a whole address."""
     client = imaplib.IMAP4("127.0.0.1", int(services.env["SB_IMAP_PORT"]))
-    client.login(services.email(user), services.password)
+    client.login(user if "@" in user else services.email(user), services.password)
     _, data = client.select("INBOX")
     return client, int(data[0] or 0)
 

@@ -37,7 +37,10 @@ async def bridge(services: Services, slack: SlackControl, http: aiohttp.ClientSe
                  ) -> AsyncIterator[Bridge]:
     for user in ("alice", "bob", "carol", "dave"):
         await clear_mailbox(services, user)
-    async with running_bridge(services, slack, http) as running:
+    # The sales room's plain thread replies go out by email (the default keeps them in chat).
+    routes = (f"{services.email('support')}=slack:{SLACK_CHANNEL},"
+              f"{services.email('sales')}=matrix:{{room}};replies=email")
+    async with running_bridge(services, slack, http, SWITCHBOARD_ROUTES=routes) as running:
         yield running
 
 
