@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 import tracemalloc
 from collections.abc import Mapping
@@ -29,7 +28,7 @@ from bot.mail import InboundMail, SenderAuth, SenderTrust
 from bot.metering import Charges, Measure, Meter, Service, Usage, customer_of
 from bot.model import Address, Network
 from bot.permissions import Permissions, thread_rule
-from bot.reports import ChargeReports, ReportError, current_month
+from bot.reports import ChargeReports, ReportError, current_month, parse_period
 from bot.settings import Settings
 from bridges.email.auth import Peer, SenderAuthenticator, use_dns_server
 from bridges.email.imap import ImapIngest, TransientIngestError
@@ -182,7 +181,8 @@ class Runtime:
         checking = asyncio.ensure_future(self.authenticator.check(raw, peer)) \
             if self.authenticator is not None else None
         mail = parse(raw, max_attachment_bytes=self.settings.max_attachment_bytes,
-                     envelope_recipients=envelope)
+                     envelope_recipients=envelope,
+                     envelope_sender=peer.mail_from if peer is not None else None)
         auth = await checking if checking is not None else \
             SenderAuth(SenderTrust.UNCHECKED, "sender checks are off")
         mail = replace(mail, auth=auth)
@@ -239,9 +239,10 @@ class Runtime:
                           ) -> tuple[int, str]:
         """A customer's charge report page (GET /reports/{token}?period=YYYY-MM)."""
         assert self.reports is not None
-        period = query.get("period") or current_month()
-        if not re.fullmatch(r"\d{4}-\d{2}", period):
-            return 400, "period must look like 2026-11"
+        try:
+            period = parse_period(query.get("period") or current_month())
+        except ReportError as exc:
+            return 400, str(exc)
         try:
             html = await self.reports.page(params["token"], period)
         except ReportError as exc:

@@ -189,10 +189,21 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml is the one place it is set)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("switchboard")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed as a package)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="switchboard", description="Answer email from chat and chat from email.")
     parser.add_argument("--config", help="a TOML settings file (or set SWITCHBOARD_CONFIG)")
+    parser.add_argument("--version", action="version", version=f"switchboard {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     doctor = sub.add_parser("doctor", help="check the installation and every configured service")
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")

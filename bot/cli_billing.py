@@ -12,7 +12,13 @@ from typing import Any
 
 from bot.metering import CENT, Customer
 from bot.model import Address, AddressError
-from bot.reports import ChargeReports, ReportError, current_month, previous_month
+from bot.reports import (
+    ChargeReports,
+    ReportError,
+    current_month,
+    parse_period,
+    previous_month,
+)
 from bot.settings import Settings
 from storage.errors import StoreError
 from storage.store import Store
@@ -83,7 +89,7 @@ def cmd_customer(args: argparse.Namespace) -> int:
         reports = _reports(settings, store)
         lines = [f"customer {cid} ({current.name or 'no name'})",
                  f"  billing address: {current.billing_email or '(none: reports are not emailed)'}",
-                 f"  web report: {reports.page_url(current) or 'no'}",
+                 f"  web report: {reports.page_url(current, previous_month()) or 'no'}",
                  f"  payment: {'debit the account' if current.pays_by_account else 'invoice'}",
                  f"  balance: {Decimal(await store.customers.balance(cid)) * CENT}"]
         return lines
@@ -114,7 +120,11 @@ def cmd_account(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    period = args.period or previous_month()
+    try:
+        period = parse_period(args.period or previous_month())
+    except ReportError as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 2
     if args.enqueue:
         from storage.keys import Keys
         from storage.queue import RqScheduler
@@ -130,7 +140,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         lines = []
         for o in await _reports(settings, store).run(period):
             debit = "" if o.debited is None else f" debited, balance {Decimal(o.debited) * CENT}"
-            lines.append(f"{o.customer} {o.period}: {o.charges.total} {o.charges.currency}"
+            lines.append(f"{o.customer} {o.period}{' (interim)' if o.interim else ''}: "
+                         f"{o.charges.total} {o.charges.currency}"
                          f"{' emailed' if o.emailed else ''}{debit}"
                          f"{' page ' + o.page if o.page else ''}")
             lines += [f"  warning: {w}" for w in o.warnings]

@@ -55,11 +55,6 @@ Probe = Callable[[Settings], Awaitable[list[Check]]]
 MIN_PYTHON = (3, 11)
 PROBE_TIMEOUT = 20.0
 
-# The distributions Switchboard needs, as `pyproject.toml` declares them.
-REQUIRED_PACKAGES = ("slack-bolt", "slack-sdk", "matrix-nio", "aiosmtplib", "aioimaplib",
-                     "aiosmtpd", "aiohttp", "redis", "rq", "jinja2", "nh3",
-                     "prometheus-client", "packaging")
-
 
 def check_python() -> Check:
     version = ".".join(map(str, sys.version_info[:3]))
@@ -97,9 +92,15 @@ def _supported_ranges() -> dict[str, SpecifierSet]:
 
 
 def check_packages() -> list[Check]:
+    """Every dependency the installed distribution declares, in its supported range."""
     checks = []
     ranges = _supported_ranges()
-    for name in REQUIRED_PACKAGES:
+    if not ranges:
+        return [Check.fail("packages", "switchboard is not installed as a package, so its "
+                           "dependencies cannot be checked",
+                           "pip install the switchboard package (pip install -e . in a "
+                           "checkout)")]
+    for name in sorted(ranges):
         try:
             version = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -18,7 +18,12 @@ conversation_var: contextvars.ContextVar[str] = contextvars.ContextVar("conversa
                                                                        default="")
 delivery_var: contextvars.ContextVar[str] = contextvars.ContextVar("delivery", default="")
 
-QUIET = ("aioimaplib", "nio", "aiohttp.access", "mail.log", "rq.worker", "slack_bolt")
+# Libraries that log what they send and receive (message text, tokens) at DEBUG, or are
+# chatty at INFO: never below WARNING, whatever the level asked for, so that no email
+# body or secret reaches the logs through them.
+QUIET = ("aioimaplib", "nio", "aiohttp", "mail.log", "rq.worker", "slack_bolt", "slack_sdk",
+         "aiosmtplib", "aiosmtpd", "urllib3", "asyncio", "redis", "dkim", "spf", "peewee",
+         "markdown")
 
 
 @contextmanager
@@ -70,3 +75,9 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     root.setLevel(level)
     for name in QUIET:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    handler.addFilter(_no_library_debug)
+
+
+def _no_library_debug(record: logging.LogRecord) -> bool:
+    """Drop DEBUG records of the quiet libraries even if one resets its own level."""
+    return record.levelno > logging.DEBUG or record.name.split(".")[0] not in QUIET

@@ -74,10 +74,20 @@ class InboundMail:
     size: int = 0
     envelope_recipients: tuple[Address, ...] = ()  # RCPT TO when received over SMTP
     auth: SenderAuth = NOT_CHECKED  # safe by default: unchecked mail cannot act
+    # MAIL FROM when received over SMTP: "" is the null reverse-path of a bounce;
+    # None when unknown (read over IMAP, where Return-Path says it).
+    envelope_sender: str | None = None
+    # Where the receiving server delivered it (its topmost Delivered-To / X-Original-To):
+    # mail by Bcc, alias or list names someone else in To/Cc.
+    delivered_to: tuple[Address, ...] = ()
+    report: str = ""  # the report's type for a delivery or read report, else ""
 
     @property
     def recipients(self) -> tuple[Address, ...]:
-        return tuple(dict.fromkeys((*self.envelope_recipients, *self.to, *self.cc)))
+        """Who it was for, the envelope first: what the servers recorded is the truth
+        for mail in transit; the headers are what the sender wrote."""
+        return tuple(dict.fromkeys((*self.envelope_recipients, *self.delivered_to,
+                                    *self.to, *self.cc)))
 
     @property
     def thread_ids(self) -> tuple[str, ...]:

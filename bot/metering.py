@@ -9,12 +9,13 @@ adds up to what a reader checks with a calculator.
 
 from __future__ import annotations
 
+import calendar
 import enum
 import logging
 import time
 import tomllib
 import tracemalloc
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -194,6 +195,9 @@ class Usage:
     bytes_stored: int = 0
     cpu_us: int = 0
     memory_bytes: int = 0
+    # History held: for a day, the standing total it ended with; for a month, the one it
+    # began with (both sampled from the customer's running total).
+    bytes_held: int = 0
 
     @property
     def total_transactions(self) -> int:
@@ -208,7 +212,7 @@ class RateCardError(ValueError):
 class RateCard:
     currency: str
     transfer_per_gb: Decimal  # bytes in + out
-    storage_per_gb_month: Decimal  # bytes newly stored in the month
+    storage_per_gb_month: Decimal  # history held, averaged over the month's days
     cpu_per_second: Decimal
     memory_per_gb: Decimal  # allocated
     per_transaction: Mapping[Service, Decimal]
@@ -293,7 +297,26 @@ def _line(item: str, quantity: Decimal, unit: str, price: Decimal) -> ChargeLine
                       (quantity * price).quantize(CENT, rounding=ROUND_HALF_UP))
 
 
-def charges_for(usage: Usage, card: RateCard) -> Charges:
+def held_gb_months(month: Usage, days: Sequence[Usage], until: str | None = None
+                   ) -> Decimal:
+    """Storage as everyone bills it: the history held each day of the month (the total
+    it ended with, carried over days without use), summed and divided by the month's
+    length, in GB-months. ``until`` (a day, ``2026-11-25``) ends an unfinished month."""
+    year, number = (int(x) for x in month.period.split("-"))
+    length = calendar.monthrange(year, number)[1]
+    samples = {d.period: d.bytes_held for d in days}
+    held, total = month.bytes_held, 0
+    for day in range(1, length + 1):
+        name = f"{month.period}-{day:02d}"
+        if until is not None and name > until:
+            break
+        held = samples.get(name, held)
+        total += held
+    return Decimal(total) / GB / length
+
+
+def charges_for(usage: Usage, card: RateCard, held: Decimal = Decimal(0)) -> Charges:
+    """``held``: the month's storage in GB-months (see held_gb_months)."""
     lines = [
         _line(f"{service.value.replace('_', ' ')} transactions",
               Decimal(usage.transactions.get(service, 0)), "transaction", price)
@@ -302,8 +325,8 @@ def charges_for(usage: Usage, card: RateCard) -> Charges:
     lines += [
         _line("network transfer (in + out)", Decimal(usage.bytes_in + usage.bytes_out) / GB,
               "GB", card.transfer_per_gb),
-        _line("storage (history added this month)", Decimal(usage.bytes_stored) / GB,
-              "GB-month", card.storage_per_gb_month),
+        _line("storage (history held, daily average)", held, "GB-month",
+              card.storage_per_gb_month),
         _line("CPU time", Decimal(usage.cpu_us) / Decimal(1_000_000), "CPU-second",
               card.cpu_per_second),
         _line("memory allocated", Decimal(usage.memory_bytes) / GB, "GB", card.memory_per_gb),

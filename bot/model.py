@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from email.headerregistry import Address as _HeaderAddress
 from email.utils import parseaddr
@@ -27,7 +28,9 @@ class Network(enum.StrEnum):
 _SLACK_ID = re.compile(r"^[TE][A-Z0-9]{2,}/[UW][A-Z0-9]{2,}$")
 # Matrix user ids: https://spec.matrix.org/latest/appendices/#user-identifiers
 _MATRIX_ID = re.compile(r"^@[a-z0-9._=\-/+]+:[a-z0-9.\-]+(:[0-9]{1,5})?$")
-_EMAIL_LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+$")
+# RFC 5322 atext, plus any non-ASCII letter, mark or digit (RFC 6532, internationalised
+# addresses such as jöran@…).
+_EMAIL_LOCAL = re.compile(r"^(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]|[^\x00-\x7f\s])+$")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?\.)*[a-z0-9]"
                      r"(?:[a-z0-9\-]{0,61}[a-z0-9])?$")
 
@@ -67,6 +70,8 @@ class Address:
             domain = domain.encode("idna").decode("ascii")
         except UnicodeError as exc:
             raise AddressError(f"{text!r} has an invalid domain {domain!r}") from exc
+        if any(ord(c) > 127 and unicodedata.category(c)[0] not in "LMN" for c in local):
+            raise AddressError(f"{text!r} has an invalid local part {local!r}")
         if not local or not _EMAIL_LOCAL.match(local) or local.startswith(".") \
                 or local.endswith(".") or ".." in local:
             raise AddressError(f"{text!r} has an invalid local part {local!r}")

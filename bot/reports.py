@@ -14,7 +14,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 
 from bot.flows.outgoing import MARKER
-from bot.metering import Charges, Customer, RateCard, Usage, charges_for
+from bot.metering import Charges, Customer, RateCard, Usage, charges_for, held_gb_months
 from bot.model import Address, AddressError
 from bot.render import render
 from bridges.errors import BridgeError
@@ -33,6 +33,7 @@ class ReportOutcome:
     debited: int | None  # the balance after this run's debit, in cents; None: no debit now
     warnings: tuple[str, ...]
     page: str  # the report's web address, or ""
+    interim: bool = False  # the period has not ended: a statement so far, nothing settled
 
 
 class ReportError(Exception):
@@ -70,18 +71,32 @@ class ChargeReports:
         return self.card
 
     async def charges(self, customer: str, period: str) -> Charges:
-        return charges_for(await self.usage.usage(customer, period), self._card())
+        """The period's charges so far (all of them once it has ended)."""
+        month = await self.usage.usage(customer, parse_period(period))
+        days = await self.usage.days(customer, period)
+        today = datetime.now(UTC).strftime("%Y-%m-%d")
+        until = today if period == current_month() else None
+        return charges_for(month, self._card(), held_gb_months(month, days, until))
 
     async def run(self, period: str) -> list[ReportOutcome]:
-        """Every customer's report for ``period`` (a month, ``2026-11``)."""
+        """Every customer's report for ``period`` (a month, ``2026-11``). A month that has
+        not ended gets an interim statement: shown, but neither emailed nor debited, and
+        the period is not marked reported (its real report comes after it ends)."""
+        parse_period(period)
         self._card()
         everyone = sorted(set(await self.customers.all()) | set(await self.usage.customers()))
         return [await self.one(customer, period) for customer in everyone]
 
     async def one(self, customer_id: str, period: str) -> ReportOutcome:
         charges = await self.charges(customer_id, period)
-        await self.usage.save_charges(charges)
         customer = await self.customers.get(customer_id) or Customer(customer_id)
+        if period >= current_month():
+            return ReportOutcome(customer_id, period, charges, False, None,
+                                 (f"interim: {period} has not ended, so this is a statement "
+                                  "so far; it was not emailed or debited, and the report "
+                                  "for the whole month comes after it ends",),
+                                 self.page_url(customer, period), interim=True)
+        await self.usage.save_charges(charges)
         warnings: list[str] = []
         emailed = await self._email(customer, charges, warnings)
         debited = None
@@ -97,12 +112,13 @@ class ChargeReports:
                  charges.currency, ", emailed" if emailed else "",
                  f", debited (balance {debited / 100:.2f})" if debited is not None else "")
         return ReportOutcome(customer_id, period, charges, emailed, debited, tuple(warnings),
-                             self.page_url(customer))
+                             self.page_url(customer, period))
 
-    def page_url(self, customer: Customer) -> str:
+    def page_url(self, customer: Customer, period: str) -> str:
+        """The report's page for ``period``: a link kept for later still shows that month."""
         if not customer.web_report or not customer.web_token:
             return ""
-        return f"{self.public_url}/reports/{customer.web_token}"
+        return f"{self.public_url}/reports/{customer.web_token}?period={period}"
 
     async def _email(self, customer: Customer, charges: Charges, warnings: list[str]) -> bool:
         if not customer.billing_email:
@@ -131,7 +147,8 @@ class ChargeReports:
         return True
 
     def compose(self, customer: Customer, charges: Charges, to: Address) -> EmailMessage:
-        ctx = {"customer": customer, "charges": charges, "page": self.page_url(customer)}
+        ctx = {"customer": customer, "charges": charges,
+               "page": self.page_url(customer, charges.period)}
         msg = EmailMessage()
         msg["From"] = Address.email(self.bot_email).header_form("Switchboard billing")
         msg["To"] = to.header_form()
@@ -159,6 +176,14 @@ class ChargeReports:
                       balance=await self.customers.balance(customer.id)
                       if customer.pays_by_account else None,
                       marks=await self.customers.report_marks(customer.id, period))
+
+
+def parse_period(period: str) -> str:
+    """``period`` if it names a month (``2026-11``); ReportError saying the form if not."""
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", period or "") or period < "2000-01":
+        raise ReportError(f"{period!r} is not a month; give it as YYYY-MM, like "
+                          f"{previous_month()}")
+    return period
 
 
 def current_month(now: float | None = None) -> str:

@@ -43,6 +43,7 @@ class ChatReply:
     text: str
     history: tuple[HistoryEntry, ...]  # earlier exchanges, oldest first
     older: int  # how many earlier entries were folded away
+    answers_email: bool = True  # False: a new message (`im <email> <text>`), no email before
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,13 @@ class ChatNetwork(Protocol):
     network: Network
 
     async def post_email(self, target: ChatTarget, card: EmailCard, *,
-                         thread: ChatRef | None, key: str) -> ChatRef:
+                         thread: ChatRef | None, key: str, resume: bool = False) -> ChatRef:
         """Post ``card`` (with its attachments) to ``target``, under ``thread`` if given.
 
         ``key`` identifies this post: posting the same key twice must not show the
-        message twice. Raises a BridgeError (``transient`` says whether to retry).
+        message twice. ``resume``: an earlier attempt with this key was cut off at an
+        unknown point, so what it may have posted is looked for first and only the rest
+        is posted. Raises a BridgeError (``transient`` says whether to retry).
         """
         ...
 

@@ -3,21 +3,35 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 
 from bot.model import ChatRef, Network
 from storage.connection import RedisBacked, text
 
-# KEYS: posts, threads, message index, chat messages. ARGV: post field, ref, target key,
+# KEYS: posts, threads, message index, chat messages, posting. ARGV: post field, ref, target key,
 # message id, cid, chat message field, cid/eid. One step: the post is recorded, the
 # thread root set if the conversation has none there yet, the email's Message-ID mapped
 # to the conversation, and the chat message mapped back to what it shows.
 _RECORD = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HDEL', KEYS[5], ARGV[1])
 redis.call('HSETNX', KEYS[2], ARGV[3], ARGV[2])
 if ARGV[4] ~= '' then redis.call('HSETNX', KEYS[3], ARGV[4], ARGV[5]) end
 redis.call('HSET', KEYS[4], ARGV[6], ARGV[7])
 return 1
+"""
+
+
+# KEYS: posts, posting. ARGV: post field, now. Where it was posted, if it was; else mark
+# the post begun, and say whether an earlier attempt had begun it and not recorded it.
+_BEGIN = """
+local ref = redis.call('HGET', KEYS[1], ARGV[1])
+if ref then return {ref, 0} end
+local earlier = redis.call('HGET', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+if earlier then return {'', 1} end
+return {'', 0}
 """
 
 
@@ -58,13 +72,23 @@ class RedisConversations(RedisBacked):
             found = await self.redis.hget(self.keys.posts(), f"{message_key}|{target_key}")
         return _load(text(found)) if found is not None else None
 
+    async def begin_post(self, message_key: str, target_key: str
+                         ) -> tuple[ChatRef | None, bool]:
+        """(where it was posted, None if not yet; whether an earlier attempt began
+        posting it and never recorded the outcome), marking this attempt begun."""
+        async with self._translated("beginning a chat post"):
+            ref, interrupted = await self.redis.eval(
+                _BEGIN, 2, self.keys.posts(), self.keys.posting(),
+                f"{message_key}|{target_key}", repr(time.time()))
+        return (_load(text(ref)) if ref else None), bool(int(interrupted))
+
     async def record_post(self, message_key: str, target_key: str, ref: ChatRef,
                           conversation_id: str, message_id: str = "",
                           entry_id: str = "") -> None:
         async with self._translated("recording a chat post"):
             await self.redis.eval(
-                _RECORD, 4, self.keys.posts(), self.keys.conversation_threads(conversation_id),
-                self.keys.message_index(), self.keys.chat_messages(),
+                _RECORD, 5, self.keys.posts(), self.keys.conversation_threads(conversation_id),
+                self.keys.message_index(), self.keys.chat_messages(), self.keys.posting(),
                 f"{message_key}|{target_key}", _dump(ref), target_key, message_id,
                 conversation_id, _chat_key(ref.network, ref.room, ref.message),
                 f"{conversation_id}/{entry_id}")

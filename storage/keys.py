@@ -47,6 +47,12 @@ class Keys:
         email or a retried job never posts twice."""
         return self._k("posts")
 
+    def posting(self) -> str:
+        """hash: ``message key|target key`` -> when a post was begun; removed when it is
+        recorded. One left behind means a process stopped between the network's answer
+        and the record: the network is asked before posting again."""
+        return self._k("posting")
+
     def chat_messages(self) -> str:
         """hash: ``network:room:message`` -> ``conversation id/entry id`` of what it shows."""
         return self._k("chatmsg")
@@ -123,6 +129,10 @@ class Keys:
     def usage(self, customer: str, period: str) -> str:
         """hash: measure or ``tx:<service>`` -> total for one customer in one day or month."""
         return self._k("usage", customer, period)
+
+    def usage_held(self, customer: str) -> str:
+        """counter: bytes of history held for one customer now (the standing total)."""
+        return self._k("usage-held", customer)
 
     def usage_days(self, customer: str, month: str) -> str:
         """set: the days of ``month`` with usage, for the report's chart."""

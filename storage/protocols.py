@@ -94,6 +94,12 @@ class Conversations(Protocol):
     async def threads(self, conversation_id: str) -> dict[str, ChatRef]:
         """Chat target key -> the conversation's thread root there."""
 
+    async def begin_post(self, message_key: str, target_key: str
+                         ) -> tuple[ChatRef | None, bool]:
+        """Where it was posted (None if not yet), and whether an earlier attempt began
+        posting it without recording the outcome; marks this attempt begun."""
+        ...
+
     async def posted(self, message_key: str, target_key: str) -> ChatRef | None:
         """Where this message was already posted to this target, if it was."""
 

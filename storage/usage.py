@@ -24,14 +24,21 @@ TRANSACTIONS_KEPT = 100_000  # per customer; totals are kept for ever
 _SERVICES = {s.value for s in Service}
 
 
-# KEYS: day totals, month totals, the month's days, metered customers, the stream.
-# ARGV: "tx:<service>", day, customer, stream cap, the transaction as JSON, then
-# measure/amount pairs. One script: the totals, the indexes and the stream change
-# together, and a burst of them costs one round trip when pipelined.
+# KEYS: day totals, month totals, the month's days, metered customers, the stream, the
+# standing total held. ARGV: "tx:<service>", day, customer, stream cap, the transaction as
+# JSON, bytes newly held, then measure/amount pairs. One script: the totals, the indexes
+# and the stream change together, and a burst of them costs one round trip when
+# pipelined. The standing total is sampled into the day (``held``: what the day ended
+# with) and the month (``held_start``: what it began with), for storage by GB-month.
 _RECORD = """
+local before = tonumber(redis.call('GET', KEYS[6]) or '0')
+local held = before
+if ARGV[6] ~= '0' then held = redis.call('INCRBY', KEYS[6], ARGV[6]) end
+redis.call('HSETNX', KEYS[2], 'held_start', before)
+redis.call('HSET', KEYS[1], 'held', held)
 for _, key in ipairs({KEYS[1], KEYS[2]}) do
   redis.call('HINCRBY', key, ARGV[1], 1)
-  for i = 6, #ARGV, 2 do
+  for i = 7, #ARGV, 2 do
     if ARGV[i + 1] ~= '0' then redis.call('HINCRBY', key, ARGV[i], ARGV[i + 1]) end
   end
 end
@@ -52,12 +59,13 @@ class RedisUsage(RedisBacked):
                 record = json.dumps({"service": tx.service.value, "at": tx.at,
                                      "params": dict(tx.params), **amounts}, sort_keys=True)
                 pairs = [str(x) for m, v in amounts.items() for x in (m, v)]
-                pipe.eval(_RECORD, 5, self.keys.usage(tx.customer, day),
+                pipe.eval(_RECORD, 6, self.keys.usage(tx.customer, day),
                           self.keys.usage(tx.customer, month),
                           self.keys.usage_days(tx.customer, month),
                           self.keys.metered_customers(), self.keys.transactions(tx.customer),
+                          self.keys.usage_held(tx.customer),
                           f"tx:{tx.service.value}", day, tx.customer, TRANSACTIONS_KEPT,
-                          record, *pairs)
+                          record, tx.bytes_stored, *pairs)
             await pipe.execute()
 
     async def usage(self, customer: str, period: str) -> Usage:
@@ -125,4 +133,6 @@ def _transaction(customer: str, f: dict[str, Any]) -> Transaction:
 def _usage(customer: str, period: str, fields: dict[str, int]) -> Usage:
     counts = {Service(k[3:]): v for k, v in fields.items() if k.startswith("tx:")
               and k[3:] in _SERVICES}
-    return Usage(customer, period, counts, **{m: int(fields.get(m, 0)) for m in MEASURES})
+    held = fields.get("held_start" if len(period) == 7 else "held", 0)
+    return Usage(customer, period, counts, **{m: int(fields.get(m, 0)) for m in MEASURES},
+                 bytes_held=int(held))

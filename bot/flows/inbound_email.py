@@ -246,17 +246,17 @@ class InboundEmailFlow:
         refs: list[ChatRef] = []
         fresh = 0
         for target in targets:
-            done = await self.conversations.posted(key, target.key)
-            if done is not None:
-                refs.append(done)
-                continue
             network = self.networks.get(target.network)
             if network is None:
                 log.warning("no %s connection for %s; skipped", target.network, target.key)
                 continue
+            done, interrupted = await self.conversations.begin_post(key, target.key)
+            if done is not None:
+                refs.append(done)
+                continue
             try:
                 ref = await network.post_email(target, card, thread=threads.get(target.key),
-                                               key=f"{key}|{target.key}")
+                                               key=f"{key}|{target.key}", resume=interrupted)
             except BridgeError as exc:
                 if exc.transient:
                     raise TransientFailure(str(exc)) from exc

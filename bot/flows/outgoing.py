@@ -3,6 +3,7 @@ conversation, with its history quoted and a reply address that leads back to cha
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -79,12 +80,40 @@ def automatic_reason(mail: InboundMail, bot_email: str = "") -> str | None:
     precedence = headers.get("precedence", "").strip().lower()
     if precedence in ("bulk", "list", "junk"):
         return f"it is {precedence} mail (Precedence: {precedence})"
-    if headers.get("return-path", "").strip() == "<>":
+    if mail.envelope_sender == "" or headers.get("return-path", "").strip() == "<>":
         return "it has a null return path (a bounce or notification)"
+    if mail.report:
+        return f"it is an automatic report ({mail.report})"
+    if _looks_like_bounce(mail):
+        return "it is a delivery failure notice from a mail server"
     own = headers.get(MARKER.lower(), "")
     if own and (not bot_email or own.endswith(f"via={bot_email}")):
         return "it is Switchboard's own mail coming back"
     return None
+
+
+# What mail servers call themselves when they return mail, and what they write in the
+# subject (Postfix, Exim, Sendmail, qmail, Exchange, Gmail, Courier, Domino, ...).
+_DAEMONS = ("mailer-daemon", "postmaster", "mail-daemon", "maildaemon", "mail.delivery",
+            "mail-delivery", "mdaemon", "bounce", "bounces", "nobody", "noreply-dmarc")
+_FAILURE_SUBJECT = re.compile(
+    r"undeliver|undelivered|not delivered|delivery (status notification|failure|failed|"
+    r"has failed|problem|notification)|mail delivery (failed|failure|system|subsystem)|"
+    r"returned mail|returned to sender|failure notice|non[- ]?delivery|delivery report|"
+    r"could not be delivered|nondeliverable|warning: message .* delayed|"
+    r"unzustellbar|non remis|non recapitabile|no se puede entregar|onbestelbaar",
+    re.IGNORECASE)
+
+
+def _looks_like_bounce(mail: InboundMail) -> bool:
+    """A bounce in one of the usual non-standard shapes: a mail server's address with a
+    failure subject (many servers send no report part, or drop Auto-Submitted)."""
+    if mail.sender is None:
+        return bool(_FAILURE_SUBJECT.search(mail.subject))
+    local = mail.sender.value.partition("@")[0]
+    daemon = local.startswith(_DAEMONS) or "mailer-daemon" in mail.sender_name.lower() \
+        or "mail delivery" in mail.sender_name.lower()
+    return daemon and bool(_FAILURE_SUBJECT.search(mail.subject))
 
 
 def is_automatic(mail: InboundMail) -> bool:

@@ -262,8 +262,8 @@ class ReplyInChat(ReplyFlow):
             sent = 0
             if ref is None:
                 reply = await self._chat_reply(delivery)
-                sent = len(reply.text.encode()) + sum(len(e.text.encode())
-                                                      for e in reply.history)
+                # What the person is sent: the whole DM as rendered, history included.
+                sent = len(render("chat/reply_dm.txt.j2", reply=reply).encode())
                 network = self.networks[delivery.recipient.network]
                 ref = await network.send_reply(delivery.recipient, reply, key=delivery.id)
                 await self.conversations.record_post(delivery.id, target_key, ref,
@@ -299,7 +299,8 @@ class ReplyInChat(ReplyFlow):
             delivery_id=delivery.id, conversation_id=delivery.conversation_id,
             replier=delivery.meta.get("replier_name") or delivery.sender.value,
             subject=delivery.meta.get("subject", ""), answering=delivery.meta.get("email", ""),
-            text=delivery.text, history=earlier, older=max(0, total - len(earlier)))
+            text=delivery.text, history=earlier, older=max(0, total - len(earlier)),
+            answers_email=bool(delivery.meta.get("entry")))
 
     # --- the replier's choices --------------------------------------------------------
 

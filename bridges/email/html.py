@@ -23,6 +23,11 @@ def sanitise(html: str) -> str:
                      clean_content_tags={"script", "style", "title", "head"})
 
 
+# Bold and italic as Slack's and most readers' light markup; headings are lines of
+# their own, which reads better in every client than markup around them.
+_EMPHASIS = {"b": "*", "strong": "*", "i": "_", "em": "_"}
+
+
 class _TextRenderer(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -31,6 +36,7 @@ class _TextRenderer(HTMLParser):
         self.lists: list[list[int]] = []  # counters; [-1] marks an unordered list
         self.quote = 0
         self.pre = 0
+        self.emphasis: list[int] = []  # where each open <b>/<i> began in ``out``
 
     def _newline(self, count: int = 1) -> None:
         if not self.out:
@@ -53,12 +59,8 @@ class _TextRenderer(HTMLParser):
             self.quote += 1
         elif tag == "pre":
             self.pre += 1
-        elif tag in {"b", "strong"}:
-            self.out.append("*")
-        elif tag in {"i", "em"}:
-            self.out.append("_")
-        elif tag.startswith("h") and len(tag) == 2:
-            self.out.append("*")
+        elif tag in _EMPHASIS:
+            self.emphasis.append(len(self.out))
         elif tag == "ul":
             self.lists.append([-1])
         elif tag == "ol":
@@ -84,12 +86,8 @@ class _TextRenderer(HTMLParser):
             self.quote = max(0, self.quote - 1)
         elif tag == "pre":
             self.pre = max(0, self.pre - 1)
-        elif tag in {"b", "strong"}:
-            self.out.append("*")
-        elif tag in {"i", "em"}:
-            self.out.append("_")
-        elif tag.startswith("h") and len(tag) == 2:
-            self.out.append("*")
+        elif tag in _EMPHASIS and self.emphasis:
+            self._emphasise(self.emphasis.pop(), _EMPHASIS[tag])
         elif tag in {"ul", "ol"} and self.lists:
             self.lists.pop()
         elif tag == "a" and self.links:
@@ -98,6 +96,17 @@ class _TextRenderer(HTMLParser):
                 self.out.append(f" ({href})")
         if tag in _BLOCKS:
             self._newline(2 if tag in {"p", "blockquote", "ul", "ol", "table"} else 1)
+
+    def _emphasise(self, start: int, mark: str) -> None:
+        """Wrap what was written since ``start`` in ``mark``, inside its white space
+        (``* bold *`` shows as stray asterisks); nothing around empty or multi-line text."""
+        text = "".join(self.out[start:])
+        inner = text.strip()
+        if not inner or "\n" in inner or mark in inner:
+            return
+        lead = text[:len(text) - len(text.lstrip())]
+        trail = text[len(text.rstrip()):]
+        self.out[start:] = [f"{lead}{mark}{inner}{mark}{trail}"]
 
     def handle_data(self, data: str) -> None:
         if not self.pre:

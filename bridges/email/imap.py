@@ -109,7 +109,7 @@ class ImapIngest:
             while not stop.is_set():
                 if renew.done():
                     raise MailError("lost the mailbox lease to another process")
-                await self._catch_up(client, uidvalidity)
+                await self._catch_up(client, uidvalidity, stop)
                 self.caught_up.set()
                 await self._idle(client, stop)
         finally:
@@ -123,7 +123,11 @@ class ImapIngest:
             if not await self.ingest.take_lease(self.lease_name, self.holder, LEASE_TTL):
                 return
 
-    async def _catch_up(self, client: aioimaplib.IMAP4, uidvalidity: int) -> None:
+    async def _catch_up(self, client: aioimaplib.IMAP4, uidvalidity: int,
+                        stop: asyncio.Event) -> None:
+        """Bridge what arrived since the checkpoint, in UID order. A stop takes effect
+        between two messages: the one in hand is finished and checkpointed, no new one
+        is started, so a restart neither loses nor repeats anything."""
         saved = await self.ingest.checkpoint(self.account, self.mailbox)
         last = saved.last_uid if saved and saved.uidvalidity == uidvalidity else 0
         if saved and saved.uidvalidity != uidvalidity:
@@ -135,11 +139,15 @@ class ImapIngest:
         uids = sorted(int(u) for line in found.lines[:-1] for u in line.split() if u.isdigit())
         uids = [u for u in uids if u > last]
         for start in range(0, len(uids), BATCH):
+            if stop.is_set():
+                return
             chunk = uids[start:start + BATCH]
             messages = await self._fetch(client, chunk)
             done = last
             try:
                 for uid in chunk:
+                    if stop.is_set():
+                        break
                     raw = messages.get(uid)
                     if raw is not None:
                         await self._deliver_one(raw, uidvalidity, uid)

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import re
 import time
+from dataclasses import replace
 from email import errors as email_errors
 from email import policy
 from email.header import decode_header, make_header
@@ -36,6 +37,9 @@ _KEPT_HEADERS = ("auto-submitted", "precedence", "list-id", "return-path", "x-sw
                  "authentication-results", "x-auto-response-suppress")
 MAX_NESTING = 20
 MAX_PARTS = 200
+MAX_FORWARD_DEPTH = 3  # forwarded messages inside forwarded messages read this deep
+MAX_FORWARDS_SHOWN = 10  # forwarded messages (digest entries) whose text is shown
+FORWARD_TEXT_LIMIT = 4000
 TOO_DEEP = "The message nests its parts too deeply; only its headers were read."
 _UNREADABLE = (ValueError, IndexError, TypeError, AttributeError, LookupError,
                email_errors.MessageError)
@@ -110,29 +114,84 @@ def _filename(part: Message) -> str:
     return f"attachment{ext}"
 
 
-def _walk(msg: Message, depth: int = 0) -> list[Message]:
-    """Leaf parts in order, with nesting bounded (hostile mail nests thousands deep)."""
-    if not msg.is_multipart():
+def _walk(msg: Message, depth: int = 0) -> list[Message | list[Message]]:
+    """The message's parts in order: leaves, and each multipart/alternative as one group
+    of leaves (its versions of the same content). A forwarded message (message/rfc822,
+    every entry of a multipart/digest) is a leaf: it is shown and kept whole, not mixed
+    into this message's parts. Nesting is bounded (hostile mail nests thousands deep)."""
+    if not msg.is_multipart() or msg.get_content_maintype() == "message":
         return [msg]
     if depth >= MAX_NESTING:
         return []
     payload = msg.get_payload()
-    parts = payload if isinstance(payload, list) else []
-    return [leaf for sub in parts if isinstance(sub, Message) for leaf in _walk(sub, depth + 1)]
+    parts = [p for p in (payload if isinstance(payload, list) else []) if isinstance(p, Message)]
+    if msg.get_content_subtype() == "alternative":
+        group = [leaf for sub in parts for item in _walk(sub, depth + 1)
+                 for leaf in (item if isinstance(item, list) else [item])]
+        return [group]
+    return [item for sub in parts for item in _walk(sub, depth + 1)]
 
 
-def _choose_body(leaves: list[Message]) -> tuple[Message | None, Message | None]:
-    plain = html = None
-    for part in leaves:
-        disposition = (part.get_content_disposition() or "inline")
-        if disposition == "attachment" or part.get_filename():
-            continue
-        ctype = part.get_content_type()
-        if ctype == "text/plain" and plain is None:
-            plain = part
-        elif ctype == "text/html" and html is None:
-            html = part
-    return plain, html
+def _is_inline_text(part: Message) -> bool:
+    return (part.get_content_type() in ("text/plain", "text/html")
+            and part.get_content_disposition() != "attachment" and not part.get_filename())
+
+
+def _bodies(items: list[Message | list[Message]]) -> list[Message]:
+    """The parts that make up the text shown, in order: every inline text part, and from
+    each alternative group its plain text (else its HTML)."""
+    chosen: list[Message] = []
+    for item in items:
+        if isinstance(item, list):
+            texts = [p for p in item if _is_inline_text(p)]
+            best = next((p for p in texts if p.get_content_type() == "text/plain"),
+                        texts[0] if texts else None)
+            if best is not None:
+                chosen.append(best)
+        elif _is_inline_text(item):
+            chosen.append(item)
+    return chosen
+
+
+def _text_of(part: Message, notes: list[str]) -> str:
+    text = _decode_text(part, notes)
+    return html_to_text(text) if part.get_content_type() == "text/html" else text
+
+
+def _forwarded(part: Message, max_attachment_bytes: int, depth: int
+               ) -> tuple[str, InboundMail | None, bytes]:
+    """A forwarded message: its bytes (kept as an .eml attachment) and, read as an email
+    of its own, what is shown of it."""
+    payload = part.get_payload()
+    inner = payload[0] if isinstance(payload, list) and payload else None
+    try:
+        if isinstance(inner, Message):
+            data = inner.as_bytes(policy=policy.compat32)
+        else:
+            raw_payload = part.get_payload(decode=True)
+            data = raw_payload if isinstance(raw_payload, bytes) else b""
+    except (*_UNREADABLE, RecursionError):
+        data = b""
+    if not data or depth >= MAX_FORWARD_DEPTH:
+        return "", None, data
+    mail = parse(data, max_attachment_bytes=max_attachment_bytes, _depth=depth + 1)
+    name = " ".join(mail.subject.split())[:80].replace("/", "_").replace("\\", "_")
+    return f"{name or 'forwarded message'}.eml", mail, data
+
+
+def _forward_text(mail: InboundMail) -> str:
+    when = time.strftime("%a, %d %b %Y %H:%M", time.gmtime(mail.date))
+    sender = (f"{mail.sender_name} <{mail.sender.value}>" if mail.sender_name and mail.sender
+              else mail.sender.value if mail.sender else "(unknown sender)")
+    lines = ["---------- Forwarded message ----------", f"From: {sender}", f"Date: {when}",
+             f"Subject: {mail.subject or '(no subject)'}"]
+    body = "\n\n".join(t for t in (mail.body, mail.quoted) if t)
+    if len(body) > FORWARD_TEXT_LIMIT:
+        body = body[:FORWARD_TEXT_LIMIT].rstrip() + "\n[…the rest is in the attached message]"
+    if mail.attachments:
+        names = ", ".join(a.filename for a in mail.attachments)
+        body += f"\n[attachments of the forwarded message: {names}]"
+    return "\n".join(lines) + "\n\n" + body
 
 
 def _fallback_id(sender: str, subject: str, date: str, body: str) -> str:
@@ -141,25 +200,34 @@ def _fallback_id(sender: str, subject: str, date: str, body: str) -> str:
 
 
 def parse(raw: bytes, *, max_attachment_bytes: int,
-          envelope_recipients: tuple[Address, ...] = ()) -> InboundMail:
+          envelope_recipients: tuple[Address, ...] = (), envelope_sender: str | None = None,
+          _depth: int = 0) -> InboundMail:
     """Read ``raw`` (RFC 5322 bytes) into an InboundMail; never raises for bad content.
 
     The stdlib's modern header parser is the better reader but can itself fail on
     hostile headers (found by the fuzz tests); then the message is read again with the
     lenient compat32 policy, which treats headers as plain strings."""
+    mail = _read(raw, max_attachment_bytes, envelope_recipients, _depth)
+    return mail if envelope_sender is None else replace(mail, envelope_sender=envelope_sender)
+
+
+def _read(raw: bytes, max_attachment_bytes: int, envelope_recipients: tuple[Address, ...],
+          _depth: int) -> InboundMail:
     try:
-        return _parse(raw, policy.default, max_attachment_bytes, envelope_recipients, [])
+        return _parse(raw, policy.default, max_attachment_bytes, envelope_recipients, [],
+                      depth=_depth)
     except RecursionError:
         # The stdlib parser recurses once per nesting level: thousands of levels is an
         # attack, not an email. Its headers are still worth showing.
         log.warning("a message nested too deeply to parse; reading its headers only")
         return _parse(raw, policy.compat32, max_attachment_bytes, envelope_recipients,
-                      [TOO_DEEP], headers_only=True)
+                      [TOO_DEEP], headers_only=True, depth=_depth)
     except _UNREADABLE as exc:
         log.info("modern header parsing failed (%s); reading leniently", type(exc).__name__)
     try:
         return _parse(raw, policy.compat32, max_attachment_bytes, envelope_recipients,
-                      ["Some headers are malformed; they are shown as they came."])
+                      ["Some headers are malformed; they are shown as they came."],
+                      depth=_depth)
     except (*_UNREADABLE, RecursionError):
         log.warning("an unreadable message was kept as raw text", exc_info=True)
     text = raw.decode("utf-8", errors="replace")
@@ -173,15 +241,19 @@ def parse(raw: bytes, *, max_attachment_bytes: int,
 
 def _parse(raw: bytes, how: policy.Policy, max_attachment_bytes: int,
            envelope_recipients: tuple[Address, ...], notes: list[str],
-           headers_only: bool = False) -> InboundMail:
+           headers_only: bool = False, depth: int = 0) -> InboundMail:
     msg = BytesParser(policy=how).parsebytes(raw, headersonly=headers_only)
-    leaves = [] if headers_only else _walk(msg)
-    if msg.is_multipart() and not leaves:
+    items = [] if headers_only else _walk(msg)
+    if msg.is_multipart() and not items:
         notes.append(TOO_DEEP)
+    leaves = [leaf for item in items for leaf in (item if isinstance(item, list) else [item])]
     if len(leaves) > MAX_PARTS:
         notes.append(f"The message has {len(leaves)} parts; only the first {MAX_PARTS} "
                      "were read.")
         leaves = leaves[:MAX_PARTS]
+        kept = {id(p) for p in leaves}
+        items = [[p for p in i if id(p) in kept] if isinstance(i, list) else i
+                 for i in items if (isinstance(i, list) or id(i) in kept)]
     damaged = any(isinstance(d, _DAMAGE) for p in [msg, *leaves] for d in p.defects)
     if damaged:
         notes.append("The message is damaged or incomplete; showing what could be read.")
@@ -199,29 +271,38 @@ def _parse(raw: bytes, how: policy.Policy, max_attachment_bytes: int,
     except (ValueError, TypeError, OverflowError, IndexError):
         date = time.time()
 
-    plain, html = _choose_body(leaves)
-    if plain is not None:
-        text, fmt = _decode_text(plain, notes), BodyFormat.TEXT
-    elif html is not None:
-        text, fmt = html_to_text(_decode_text(html, notes)), BodyFormat.HTML
-    else:
-        text, fmt = "", BodyFormat.NONE
-    split = split_reply(text)
+    bodies = _bodies(items)
+    texts = [_text_of(part, notes) for part in bodies]
+    text = "\n\n".join(t.strip("\n") for t in texts if t.strip())
+    fmt = BodyFormat.NONE
+    if bodies:
+        fmt = BodyFormat.TEXT if any(p.get_content_type() == "text/plain" for p in bodies) \
+            else BodyFormat.HTML
 
     attachments: list[MailAttachment] = []
+    forwards: list[str] = []
+    forwarded = 0
     for part in leaves:
-        if part is plain or part is html:
+        if any(part is b for b in bodies):
             continue
         ctype = part.get_content_type()
-        if ctype in ("text/plain", "text/html") and not part.get_filename() \
-                and part.get_content_disposition() != "attachment":
-            continue  # an alternative body we did not choose
-        try:
-            payload = part.get_payload(decode=True)
-        except (ValueError, TypeError, AssertionError):
-            payload = None
-        content = payload if isinstance(payload, bytes) else b""
+        if _is_inline_text(part):
+            continue  # another version (alternative) of a body part shown
         name = _filename(part)
+        if part.get_content_maintype() == "message" and part.get_content_subtype() in (
+                "rfc822", "global"):
+            fname, inner, content = _forwarded(part, max_attachment_bytes, depth)
+            name = fname or name
+            forwarded += 1
+            if inner is not None and len(forwards) < MAX_FORWARDS_SHOWN:
+                forwards.append(_forward_text(inner))
+            ctype = "message/rfc822"
+        else:
+            try:
+                payload = part.get_payload(decode=True)
+            except (ValueError, TypeError, AssertionError):
+                payload = None
+            content = payload if isinstance(payload, bytes) else b""
         inline = part.get_content_disposition() == "inline" or bool(part.get("content-id"))
         cid = _header(part, "content-id").strip("<>")
         if len(content) > max_attachment_bytes:
@@ -230,9 +311,23 @@ def _parse(raw: bytes, how: policy.Policy, max_attachment_bytes: int,
             attachments.append(MailAttachment(name, ctype, len(content), b"", inline, cid))
             continue
         attachments.append(MailAttachment(name, ctype, len(content), content, inline, cid))
+    if forwarded > len(forwards):
+        notes.append(f"{forwarded - len(forwards)} more forwarded message(s) are attached "
+                     "but not shown here.")
+    # What the sender wrote is folded (quotes, signature); what they forwarded is shown
+    # as it came, after it.
+    split = split_reply(text)
+    if forwards:
+        split = replace(split, body="\n\n".join(t for t in (split.body, *forwards) if t))
 
     if not split.body and not attachments:
         notes.append("The message has no text.")
+    delivered: list[Address] = []
+    if not envelope_recipients:
+        # Only the topmost of each: the one the server that delivered it here added.
+        for name in ("delivered-to", "x-original-to"):
+            found, _ = _addresses(msg, name)
+            delivered += [a for _, a in found[:1]]
     ids = _message_ids(_header(msg, "message-id"))
     message_id = ids[0] if ids else _fallback_id(str(sender), subject, date_text, text)
     headers = {h: _header(msg, h) for h in _KEPT_HEADERS if msg.get(h) is not None}
@@ -244,5 +339,24 @@ def _parse(raw: bytes, how: policy.Policy, max_attachment_bytes: int,
         in_reply_to=next(iter(_message_ids(_header(msg, "in-reply-to"))), ""),
         references=tuple(_message_ids(_header(msg, "references"))),
         attachments=tuple(attachments), notes=tuple(notes), headers=headers, size=len(raw),
-        envelope_recipients=envelope_recipients,
+        envelope_recipients=envelope_recipients, delivered_to=tuple(delivered),
+        report=_report_type(msg, leaves),
     )
+
+
+_REPORT_PARTS = {"message/delivery-status": "delivery-status",
+                 "message/global-delivery-status": "delivery-status",
+                 "message/disposition-notification": "disposition-notification",
+                 "message/feedback-report": "feedback-report"}
+
+
+def _report_type(msg: Message, leaves: list[Message]) -> str:
+    """A delivery, read or abuse report (RFC 6522 multipart/report, or its parts
+    anywhere in the message), by its type."""
+    if msg.get_content_type() == "multipart/report":
+        return str(msg.get_param("report-type") or "report").lower()[:40]
+    for part in leaves:
+        found = _REPORT_PARTS.get(part.get_content_type())
+        if found:
+            return found
+    return ""

@@ -133,7 +133,9 @@ class MatrixNetwork:
         return str(answer.event_id)
 
     async def post_email(self, target: ChatTarget, card: EmailCard, *,
-                         thread: ChatRef | None, key: str) -> ChatRef:
+                         thread: ChatRef | None, key: str, resume: bool = False) -> ChatRef:
+        # ``resume`` needs nothing here: every event carries a transaction id derived from
+        # ``key``, so the homeserver drops whatever the cut-off attempt already sent.
         try:
             return await self._post_email(target, card, thread, key)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -156,10 +158,12 @@ class MatrixNetwork:
             content["m.relates_to"] = thread_relation(thread.thread)
         event = await self.send(room, content, key)
         root = thread.thread if thread else event
-        for attachment in card.attachments:
+        # The transaction id names the attachment by its place: two files of one email
+        # may share a name, and each must arrive (once).
+        for index, attachment in enumerate(card.attachments):
             if attachment.content:
                 await self.send_file(room, root, attachment.filename, attachment.content_type,
-                                     attachment.content, f"{key}|{attachment.filename}")
+                                     attachment.content, f"{key}|{index}|{attachment.filename}")
         return ChatRef(Network.MATRIX, room, event, root)
 
     async def is_member(self, room: str, user: Address) -> bool:

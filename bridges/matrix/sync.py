@@ -82,7 +82,9 @@ async def sync_forever(matrix: MatrixNetwork, stop: asyncio.Event,
             if notice is not None:
                 await matrix.notify(sender, notice, where)
         except Exception:
-            log.exception("the command %r from %s failed", body[:40], event.sender)
+            # The verb only: what follows it can be the text of an email.
+            log.exception("the command %r from %s failed", body.split(" ", 2)[:2],
+                          event.sender)
 
     client.add_event_callback(on_invite, InviteMemberEvent)
     backoff = 1.0

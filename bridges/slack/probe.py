@@ -12,7 +12,7 @@ from bot.settings import Settings
 # What the features need: posting and DMs, user look-ups by email, presence,
 # uploads, and the slash command.
 REQUIRED_SCOPES = ("chat:write", "im:write", "users:read", "users:read.email", "files:write",
-                   "channels:read", "commands")
+                   "channels:read", "channels:history", "im:history", "commands")
 
 
 async def probe_slack(settings: Settings) -> list[Check]:

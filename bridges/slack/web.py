@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import ssl
+from collections import Counter
 from typing import Any
 
 from aiohttp import ClientError
@@ -40,6 +42,17 @@ def web_client(token: str, api_url: str, ca_file: str | None = None) -> AsyncWeb
 
 
 MEMBER_PAGES = 20  # conversations.members pages read (1,000 members each)
+METADATA_EVENT = "switchboard_email"
+# The methods Slack documents as taking application/json (the write methods).
+JSON_METHODS = frozenset({"chat.postMessage", "chat.postEphemeral", "chat.update",
+                          "conversations.open", "views.open", "views.update", "auth.test"})
+RECENT_MESSAGES = 200  # where a cut-off post is looked for in a channel
+
+
+def post_mark(key: str) -> str:
+    """What a card's metadata carries of its post key (the key names an email)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
 
 
 class SlackNetwork:
@@ -57,8 +70,14 @@ class SlackNetwork:
         return self._team
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
+        """One Web API call: a JSON body for the methods that read one, form fields for
+        the rest (Slack ignores a JSON body there)."""
         try:
-            return await self.client.api_call(method, json=kwargs)
+            if method in JSON_METHODS:
+                return await self.client.api_call(method, json=kwargs)
+            form = {k: (str(v).lower() if isinstance(v, bool) else str(v))
+                    for k, v in kwargs.items()}
+            return await self.client.api_call(method, data=form)
         except SlackApiError as exc:
             error = str(exc.response.get("error", "unknown_error"))
             status = exc.response.status_code
@@ -84,27 +103,68 @@ class SlackNetwork:
         return await self.dm_channel(target.user.value.partition("/")[2])
 
     async def post_email(self, target: ChatTarget, card: EmailCard, *,
-                         thread: ChatRef | None, key: str) -> ChatRef:
+                         thread: ChatRef | None, key: str, resume: bool = False) -> ChatRef:
+        """The card, then its files into its thread. Slack has no idempotency key, so the
+        card carries ``key`` (hashed) in its message metadata: after an attempt that was
+        cut off, the card is looked for by it, and only the files not yet in the thread
+        are uploaded."""
         channel = await self._channel_of(target)
         rendered = email_card(card)
-        kwargs: dict[str, Any] = {"channel": channel, "text": rendered.fallback,
-                                  "blocks": rendered.blocks, "unfurl_links": False,
-                                  "unfurl_media": False,
-                                  "metadata": {"event_type": "switchboard_email",
-                                               "event_payload": {"conversation":
-                                                                 card.conversation_id,
-                                                                 "entry": card.entry_id}}}
-        if thread is not None:
-            kwargs["thread_ts"] = thread.thread
-        answer = await self._call("chat.postMessage", **kwargs)
-        ts = str(answer["ts"])
-        ref = ChatRef(Network.SLACK, channel, ts, thread.thread if thread else ts)
+        mark = post_mark(key)
         files = [(a.filename, a.content) for a in card.attachments if a.content]
         if rendered.full_text is not None:
             files.append(("message.txt", rendered.full_text.encode()))
+        found = await self._find_card(channel, thread, mark) if resume else None
+        if found is not None:
+            ref = ChatRef(Network.SLACK, channel, found, thread.thread if thread else found)
+            files = await self._not_yet_uploaded(channel, ref, files)
+            log.info("an interrupted post of %s was found in Slack; %d file(s) left to upload",
+                     card.entry_id, len(files))
+        else:
+            kwargs: dict[str, Any] = {
+                "channel": channel, "text": rendered.fallback, "blocks": rendered.blocks,
+                "unfurl_links": False, "unfurl_media": False,
+                "metadata": {"event_type": METADATA_EVENT, "event_payload": {
+                    "conversation": card.conversation_id, "entry": card.entry_id,
+                    "key": mark}}}
+            if thread is not None:
+                kwargs["thread_ts"] = thread.thread
+            answer = await self._call("chat.postMessage", **kwargs)
+            ts = str(answer["ts"])
+            ref = ChatRef(Network.SLACK, channel, ts, thread.thread if thread else ts)
         for filename, content in files:
             await self.upload(channel, ref.thread, filename, content)
         return ref
+
+    async def _find_card(self, channel: str, thread: ChatRef | None, mark: str) -> str | None:
+        """The ts of the card marked ``mark``: in the thread it went to, else among the
+        channel's latest messages (a cut-off post is a recent one)."""
+        if thread is not None:
+            answer = await self._call("conversations.replies", channel=channel,
+                                      ts=thread.thread, include_all_metadata=True, limit=200)
+        else:
+            answer = await self._call("conversations.history", channel=channel,
+                                      include_all_metadata=True, limit=RECENT_MESSAGES)
+        for message in answer.get("messages", []):
+            payload = (message.get("metadata") or {}).get("event_payload") or {}
+            if payload.get("key") == mark:
+                return str(message["ts"])
+        return None
+
+    async def _not_yet_uploaded(self, channel: str, ref: ChatRef,
+                                files: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+        answer = await self._call("conversations.replies", channel=channel, ts=ref.thread,
+                                  limit=1000)
+        there = Counter(str(f.get("name") or f.get("title") or "")
+                        for m in answer.get("messages", []) if float(m["ts"]) > float(ref.message)
+                        for f in m.get("files") or [])
+        left = []
+        for filename, content in files:
+            if there[filename] > 0:
+                there[filename] -= 1
+            else:
+                left.append((filename, content))
+        return left
 
     async def upload(self, channel: str, thread_ts: str, filename: str, content: bytes) -> str:
         """Slack's external upload: ask for a URL, send the bytes, complete into the thread."""

@@ -17,7 +17,7 @@ import pytest
 from bot.model import Address, Provenance
 from tests.bridge import SLACK_CHANNEL, SLACK_PEOPLE, Bridge, running_bridge
 from tests.conftest import Services
-from tests.integration.test_reply_in_chat import sender
+from tests.integration.test_reply_in_chat import sender, slack_dm
 from tests.mailhelp import MatrixUser, clear_mailbox, eventually, mailbox
 from tests.slackapi.client import SlackControl
 
@@ -190,3 +190,7 @@ async def test_history_email_im_and_pending(bridge: Bridge, network: str) -> Non
     assert "You have no queued or failed deliveries." in await run("pending")
     await bridge.slack.set_presence(SLACK_PEOPLE["carol"], "active")
     assert "reached" in await run(f"im {carol} Now?")
+    # A new message is not presented as a reply to an email that never was.
+    dms = [m for m in await slack_dm(bridge, SLACK_PEOPLE["carol"]) if "Now?" in str(m["blocks"])]
+    assert dms and "sent you a message through Switchboard" in str(dms[-1]["blocks"])
+    assert "(no subject)" not in str(dms[-1]["blocks"])

@@ -4,6 +4,7 @@ emails once, debits once; the web page is read in headless Chromium."""
 
 from __future__ import annotations
 
+import calendar
 import email
 import os
 import sys
@@ -16,7 +17,8 @@ import aiohttp
 import pytest
 
 from bot.metering import MEASURES, Customer, Service
-from bot.reports import current_month
+from bot.reports import current_month, previous_month
+from storage.store import Store
 from tests.bridge import SLACK_PEOPLE, Bridge, running_bridge
 from tests.conftest import Services
 from tests.integration.test_commands import matrix_runner, slack_runner
@@ -71,7 +73,8 @@ async def test_two_customers_measured_charged_reported_and_debited_once(bridge: 
     slack_customer = f"slack:{bridge.team}"
     period = current_month()
     await store.customers.save(Customer(slack_customer, "Acme (Slack)",
-                                        services.email("carol"), pays_by_account=True))
+                                        services.email("carol"), web_report=True,
+                                        pays_by_account=True))
     await store.customers.credit(slack_customer, 5000, "prepaid")
     await store.customers.save(Customer(MATRIX, "Acme (Matrix)", web_report=True))
 
@@ -113,6 +116,9 @@ async def test_two_customers_measured_charged_reported_and_debited_once(bridge: 
     assert [t.bytes_in for t in matrix_tx if t.service is Service.EMAIL_INGESTED] == \
         [raw["Metered three"]]
     assert all(t.cpu_us > 0 for t in slack_tx if t.service is Service.EMAIL_INGESTED)
+    # The DM sent carries the reply and the conversation so far: all of it is bytes out.
+    (im,) = [t for t in slack_tx if t.service is Service.IM_DELIVERED]
+    assert im.bytes_out > len(b"Thanks, metered.") + len(b"First.") + len(b"Metered one")
     for customer, txs in ((slack_customer, slack_tx), (MATRIX, matrix_tx)):
         month = await store.usage.usage(customer, period)
         (day,) = await store.usage.days(customer, period)
@@ -121,15 +127,32 @@ async def test_two_customers_measured_charged_reported_and_debited_once(bridge: 
             assert getattr(month, measure) == getattr(day, measure) == total, measure
         assert month.total_transactions == len(txs)
 
+    # --- mid-month: an interim statement, nothing settled ---------------------------
+    interim = await switchboard(bridge, "report", "--period", period)
+    assert f"{slack_customer} {period} (interim)" in interim and "not emailed" in interim
+    assert [e.kind for e in await store.customers.ledger(slack_customer)] == ["credit"]
+    assert await store.customers.report_marks(slack_customer, period) == {}
+
+    # --- the month ends: what was recorded now stands as last month's usage ---------
+    held = sum(t.bytes_stored for t in slack_tx)
+    period, day = await move_to_last_month(store, [slack_customer, MATRIX], period)
+
     # --- the report job, twice, through RQ ---------------------------------------------
     for _ in range(2):
         await switchboard(bridge, "report", "--period", period, "--enqueue")
     await switchboard(bridge, "worker", "--burst")
     again = await switchboard(bridge, "report", "--period", period)  # a third time, here
     assert f"{MATRIX} {period}" in again and "warning: no billing address" in again
+    assert "(interim)" not in again
 
     charges = await bridge.runtime.reports.charges(slack_customer, period)  # type: ignore[union-attr]
     usage = charges.usage
+    # Storage: nothing held before; from the day of use to the month's end, all of it.
+    length = calendar.monthrange(*map(int, period.split("-")))[1]
+    gb_months = Decimal(held * (length - day + 1)) / Decimal(10**9) / Decimal(length)
+    assert held > 0
+    storage = next(ln for ln in charges.lines if ln.item.startswith("storage"))
+    assert storage.quantity == gb_months and storage.unit == "GB-month"
     expected = {f"{s.replace('_', ' ')} transactions":
                 expected_amount(Decimal(usage.transactions.get(Service(s), 0)), p)
                 for s, p in PER_TX.items()}
@@ -148,6 +171,8 @@ async def test_two_customers_measured_charged_reported_and_debited_once(bridge: 
     body = reports[0].get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert f"Total: {charges.total} EUR" in body
     assert "email ingested transactions" in body
+    slack_page = next(line.strip() for line in body.splitlines() if "/reports/" in line)
+    assert slack_page.endswith(f"?period={period}")
     ledger = await store.customers.ledger(slack_customer)
     assert [e.kind for e in ledger] == ["credit", "debit"]
     assert ledger[1].amount_minor == charges.total_minor and ledger[1].period == period
@@ -163,9 +188,35 @@ async def test_two_customers_measured_charged_reported_and_debited_once(bridge: 
     matrix_charges = await bridge.runtime.reports.charges(MATRIX, period)  # type: ignore[union-attr]
     await check_page_in_browser(f"{base}/reports/{matrix_customer.web_token}?period={period}",
                                 f"{matrix_charges.total} EUR")
+    # The paying customer's page (no warnings at all), opened from the emailed link.
+    slack_charges = await bridge.runtime.reports.charges(slack_customer, period)  # type: ignore[union-attr]
+    await check_page_in_browser(slack_page, f"{slack_charges.total} EUR")
+    async with aiohttp.ClientSession() as http, http.get(
+            f"{slack_page.partition('?')[0]}?period=2026-13") as nonsense:
+        assert nonsense.status == 400 and "YYYY-MM" in await nonsense.text()
     async with aiohttp.ClientSession() as http, http.get(
             f"{base}/reports/{'x' * 32}") as guessed:
         assert guessed.status == 404
+
+
+async def move_to_last_month(store: Store, customers: list[str], period: str
+                             ) -> tuple[str, int]:
+    """Rename this month's usage records (the month, its days) to last month's, on the
+    same day number: the state the report finds once a month has ended."""
+    last = previous_month()
+    length = calendar.monthrange(*map(int, last.split("-")))[1]
+    day_number = 0
+    for customer in customers:
+        for day in sorted(await store.redis.smembers(store.keys.usage_days(customer, period))):
+            day_number = min(int(day[-2:]), length)
+            moved = f"{last}-{day_number:02d}"
+            await store.redis.rename(store.keys.usage(customer, day),
+                                     store.keys.usage(customer, moved))
+            await store.redis.sadd(store.keys.usage_days(customer, last), moved)
+        await store.redis.delete(store.keys.usage_days(customer, period))
+        await store.redis.rename(store.keys.usage(customer, period),
+                                 store.keys.usage(customer, last))
+    return last, day_number
 
 
 async def check_page_in_browser(url: str, total: str) -> None:

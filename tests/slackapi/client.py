@@ -63,6 +63,13 @@ class SlackControl:
     async def fail(self, method: str, times: int = 1, status: int = 500) -> None:
         await self._post("fail", {"method": method, "times": times, "status": status})
 
+    async def slow(self, method: str, seconds: float, times: int = 1,
+                   after: bool = False) -> None:
+        """Answer ``method`` ``seconds`` late, ``times`` times; with ``after``, carry the
+        call out first and only then wait."""
+        await self._post("slow", {"method": method, "seconds": seconds, "times": times,
+                                  "after": after})
+
     async def set_scopes(self, scopes: list[str]) -> None:
         await self._post("scopes", {"scopes": scopes})
 

@@ -20,6 +20,7 @@ so it works the same in-process and as a separate process
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import secrets
@@ -43,6 +44,8 @@ SCOPES: dict[str, str | None] = {
     "chat.update": "chat:write",
     "conversations.open": "im:write",
     "conversations.members": "channels:read",
+    "conversations.history": "channels:history",
+    "conversations.replies": "channels:history",
     "users.info": "users:read",
     "users.lookupByEmail": "users:read.email",
     "users.getPresence": "users:read",
@@ -53,7 +56,7 @@ SCOPES: dict[str, str | None] = {
 }
 
 ALL_SCOPES = ("chat:write", "im:write", "users:read", "users:read.email", "files:write",
-              "commands", "channels:read")
+              "commands", "channels:read", "channels:history", "im:history")
 
 
 @dataclass
@@ -130,6 +133,8 @@ class SlackState:
         self.responses: list[dict[str, Any]] = []  # bodies POSTed to response_urls
         self.rate_limits: dict[str, list[float]] = {}  # method -> [times left, retry after]
         self.failures: dict[str, list[int]] = {}  # method -> [times left, HTTP status]
+        # method -> [times left, seconds, after]: answer that late (after acting, if after)
+        self.slow: dict[str, list[Any]] = {}
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.scopes = list(ws.scopes)
 
@@ -154,7 +159,14 @@ class SlackState:
         }
 
 
-def _args(request: web.Request, body: bytes) -> tuple[dict[str, Any], str | None]:
+# The methods that read a JSON body (Slack's method reference: "Content types"); the
+# others read form fields and query parameters only.
+JSON_METHODS = {"chat.postMessage", "chat.postEphemeral", "chat.update", "conversations.open",
+                "views.open", "views.update", "auth.test", "files.completeUploadExternal"}
+
+
+def _args(request: web.Request, body: bytes,
+          json_allowed: bool = True) -> tuple[dict[str, Any], str | None]:
     """The method's arguments and the token, from wherever Slack accepts them."""
     args: dict[str, Any] = dict(request.query)
     header = request.headers.get("Authorization", "")
@@ -170,7 +182,8 @@ def _args(request: web.Request, body: bytes) -> tuple[dict[str, Any], str | None
             raise SlackApiError("invalid_json") from None
         if not isinstance(data, dict):
             raise SlackApiError("json_not_object")
-        args.update(data)
+        if json_allowed:
+            args.update(data)
     elif body and ctype == "application/x-www-form-urlencoded":
         args.update(dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True)))
     elif body and ctype.startswith("multipart/"):
@@ -320,6 +333,64 @@ class Methods:
         more = f"m:{following}" if following < len(channel.members) else ""
         return {"members": members, "response_metadata": {"next_cursor": more}}
 
+    def _message_json(self, m: Message, metadata: bool) -> dict[str, Any]:
+        found: dict[str, Any] = {"type": "message", "ts": m.ts, "user": m.user,
+                                 "text": m.text, "blocks": m.blocks}
+        if m.user == self.s.workspace.bot_user_id:
+            found.update(subtype="bot_message", bot_id=self.s.workspace.bot_id)
+        if m.thread_ts:
+            found["thread_ts"] = m.thread_ts
+        if m.files:
+            found["files"] = m.files
+        if metadata and m.metadata:
+            found["metadata"] = m.metadata
+        return found
+
+    def _page(self, messages: list[Message], args: dict[str, Any], default: int,
+              metadata: bool) -> dict[str, Any]:
+        limit = max(1, min(int(args.get("limit") or default), 999))
+        cursor = str(args.get("cursor") or "")
+        try:
+            start = int(cursor.removeprefix("h:")) if cursor else 0
+        except ValueError:
+            raise SlackApiError("invalid_cursor") from None
+        page = messages[start:start + limit]
+        more = start + limit < len(messages)
+        return {"messages": [self._message_json(m, metadata) for m in page], "has_more": more,
+                "response_metadata": {"next_cursor": f"h:{start + limit}" if more else ""}}
+
+    @staticmethod
+    def _in_window(m: Message, args: dict[str, Any]) -> bool:
+        inclusive = str(args.get("inclusive", "")).lower() in ("1", "true")
+        ts = float(m.ts)
+        oldest, latest = float(args.get("oldest") or 0), float(args.get("latest") or 9e12)
+        if inclusive:
+            return oldest <= ts <= latest
+        return oldest < ts < latest
+
+    def conversations_history(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A channel's top-level messages (and thread broadcasts), newest first; thread
+        replies are only in conversations.replies, as on Slack."""
+        channel = self._channel(_require(args, "channel"))
+        metadata = str(args.get("include_all_metadata", "")).lower() in ("1", "true")
+        found = [m for m in self.s.messages if m.channel == channel.id and not m.ephemeral_to
+                 and (not m.thread_ts or m.thread_ts == m.ts) and self._in_window(m, args)]
+        return self._page(sorted(found, key=lambda m: float(m.ts), reverse=True), args, 100,
+                          metadata)
+
+    def conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A thread: its parent, then its replies oldest first."""
+        channel = self._channel(_require(args, "channel"))
+        ts = _require(args, "ts")
+        parent = self.s.find_message(channel.id, ts)
+        if parent is None:
+            raise SlackApiError("thread_not_found")
+        root = parent.thread_ts or parent.ts
+        metadata = str(args.get("include_all_metadata", "")).lower() in ("1", "true")
+        found = [m for m in self.s.messages if m.channel == channel.id and not m.ephemeral_to
+                 and (m.ts == root or m.thread_ts == root) and self._in_window(m, args)]
+        return self._page(sorted(found, key=lambda m: float(m.ts)), args, 1000, metadata)
+
     def users_info(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"user": self.s.user_json(self._user(_require(args, "user")))}
 
@@ -456,12 +527,20 @@ class SlackServer:
             limit[0] -= 1
             return self._answer({"ok": False, "error": "ratelimited"}, status=429,
                                 headers={"Retry-After": str(int(limit[1]))})
+        slow = self.state.slow.get(name)
+        delay_after = 0.0
+        if slow and slow[0] > 0:
+            slow[0] -= 1
+            if slow[2]:
+                delay_after = slow[1]
+            else:
+                await asyncio.sleep(slow[1])
         failure = self.state.failures.get(name)
         if failure and failure[0] > 0:
             failure[0] -= 1
             return web.Response(status=failure[1], text="upstream connect error")
         try:
-            args, token = _args(request, body)
+            args, token = _args(request, body, json_allowed=name in JSON_METHODS)
             if not token:
                 raise SlackApiError("not_authed")
             if token != self.state.workspace.bot_token:
@@ -474,6 +553,10 @@ class SlackServer:
         except SlackApiError as exc:
             return self._answer({"ok": False, "error": exc.error, **exc.extra},
                                 accepted=needed or "")
+        if delay_after:
+            # Done, but the answer is late: the window in which a client can die after
+            # Slack acted and before it heard so.
+            await asyncio.sleep(delay_after)
         return self._answer({"ok": True, **result}, accepted=needed or "")
 
     async def _upload(self, request: web.Request) -> web.Response:
@@ -530,6 +613,9 @@ class SlackServer:
             s.rate_limits[data["method"]] = [data.get("times", 1), data.get("retry_after", 1)]
         elif action == "fail":
             s.failures[data["method"]] = [data.get("times", 1), data.get("status", 500)]
+        elif action == "slow":
+            s.slow[data["method"]] = [data.get("times", 1), float(data["seconds"]),
+                                      bool(data.get("after", False))]
         elif action == "scopes":
             s.scopes = list(data["scopes"])
         elif action == "trigger":

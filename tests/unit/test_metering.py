@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from bot.capacity import Bounds, decide
-from bot.metering import RateCard, RateCardError, Service, Usage, charges_for
+from bot.metering import (
+    RateCard,
+    RateCardError,
+    Service,
+    Usage,
+    charges_for,
+    held_gb_months,
+)
 from bot.reports import previous_month, report_time
 from bot.settings import Settings, SettingsError
 
@@ -30,14 +37,14 @@ def test_charges_are_usage_times_price_rounded_per_line_to_the_cent() -> None:
                                          Service.COMMAND: 3},
                   bytes_in=3_000_000_000, bytes_out=1_500_000_000, bytes_stored=2_000_000_000,
                   cpu_us=12_345_678, memory_bytes=500_000_000)
-    charges = charges_for(usage, card)
+    charges = charges_for(usage, card, held=Decimal(2))  # 2 GB held all month
     amounts = {line.item: line.amount for line in charges.lines}
     assert amounts["email ingested transactions"] == Decimal("5.01")  # 5.005 rounds half up
     assert amounts["chat post transactions"] == Decimal("1.00")  # 1.001
     assert amounts["command transactions"] == Decimal("0.00")  # 0.0003
     assert amounts["im delivered transactions"] == Decimal("0.00")
     assert amounts["network transfer (in + out)"] == Decimal("0.41")  # 4.5 GB x 0.09 = 0.405
-    assert amounts["storage (history added this month)"] == Decimal("0.50")
+    assert amounts["storage (history held, daily average)"] == Decimal("0.50")
     assert amounts["CPU time"] == Decimal("0.02")  # 12.345678 s x 0.002 = 0.0247
     assert amounts["memory allocated"] == Decimal("0.01")  # 0.5 GB x 0.01 = 0.005
     assert charges.total == Decimal("6.95")
@@ -85,3 +92,24 @@ def test_the_pool_grows_at_once_and_shrinks_one_at_a_time_after_two_short_looks(
 def test_report_periods() -> None:
     assert report_time("2026-12").isoformat() == "2027-01-01T00:10:00+00:00"
     assert previous_month(1_767_225_600.0) == "2025-12"  # 2026-01-01
+
+
+def test_storage_is_what_is_held_each_day_averaged_over_the_month() -> None:
+    """November has 30 days. It began with 3 GB held; on the 11th the day ended with 6 GB
+    and nothing changed after: 10 days x 3 GB + 20 days x 6 GB = 150 GB-days = 5 GB-month.
+    Bytes added in the month (3 GB) would have given 3."""
+    month = Usage("slack:T1", "2026-11", {}, bytes_stored=3 * 10**9, bytes_held=3 * 10**9)
+    days = [Usage("slack:T1", "2026-11-11", {}, bytes_held=6 * 10**9)]
+    assert held_gb_months(month, days) == Decimal(5)
+    # An unfinished month counts the days so far: up to the 15th, 10 x 3 + 5 x 6 = 60.
+    assert held_gb_months(month, days, until="2026-11-15") == Decimal(60) / Decimal(30)
+
+
+@pytest.mark.parametrize("period", ["2026-13", "2026-00", "26-11", "2026-1", "nonsense", "",
+                                    "1999-12"])
+def test_a_period_that_is_not_a_month_is_refused_with_the_form(period: str) -> None:
+    from bot.reports import ReportError, parse_period
+
+    with pytest.raises(ReportError, match="YYYY-MM"):
+        parse_period(period)
+    assert parse_period("2026-10") == "2026-10"
