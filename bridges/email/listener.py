@@ -67,8 +67,10 @@ class BridgeHandler:
         data = raw if isinstance(raw, bytes) else str(raw).encode()
         recipients = tuple(Address.email(r) for r in envelope.rcpt_tos)
         # What SPF judges: the connecting client, its HELO name and the envelope sender.
+        # The null reverse-path (MAIL FROM:<>, a bounce's) is "" here, as everywhere.
+        mail_from = (envelope.mail_from or "").strip()
         peer = Peer(ip=str(session.peer[0]) if session.peer else "",
-                    helo=session.host_name or "", mail_from=envelope.mail_from or "")
+                    helo=session.host_name or "", mail_from="" if mail_from == "<>" else mail_from)
         try:
             await self.deliver(data, recipients, peer)
         except TransientIngestError as exc:

@@ -6,6 +6,7 @@ whole. The cards are read as a person reads them: one field per line."""
 from __future__ import annotations
 
 import asyncio
+import re
 import smtplib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,16 +41,16 @@ def fixture(name: str, **replace: str) -> bytes:
     text = (FIXTURES / name).read_bytes()
     for old, new in replace.items():
         text = text.replace(old.encode(), new.encode())
-    return text
+    return re.sub(rb"\r?\n", b"\r\n", text)  # lines end in CRLF in transit
 
 
 def fresh_ids(raw: bytes) -> bytes:
-    lines = raw.split(b"\n")
+    lines = raw.split(b"\r\n")
     for i, line in enumerate(lines):
         if line.lower().startswith(b"message-id:"):
             lines[i] = f"Message-ID: <{uuid.uuid4().hex}@partner.test>".encode()
             break
-    return b"\n".join(lines)
+    return b"\r\n".join(lines)
 
 
 async def refused_count(bridge: Bridge) -> int:
