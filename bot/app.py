@@ -139,6 +139,7 @@ class Runtime:
             on_bridged=lambda direction, net: metrics.bridged.labels(direction, net).inc(),
             meter=meter, permissions=permissions)
         replies = ReplyInChat(**vars(shared), scheduler=scheduler)
+        inbound.people = replies  # answers to chat-started conversations follow presence
         emails = ReplyByEmail(**vars(shared), scheduler=scheduler)
         commands = Commands(replies=replies, emails=emails, address_book=store.address_book,
                             history=store.history, deliveries=store.deliveries,
@@ -261,6 +262,11 @@ class Runtime:
         if event.where.thread:
             shows = await self.store.conversations.shown_in(Network.MATRIX, event.where.room,
                                                             event.where.thread)
+        elif not event.plain and event.where.room == await self.store.matrix.dm_room(
+                event.sender.value):
+            # In the direct chat with the bot, outside a thread, a command is about the
+            # latest message Switchboard delivered there (the reply it answers back).
+            shows = await self.store.conversations.latest_in(Network.MATRIX, event.where.room)
         ctx = CommandContext(user=event.sender, user_name=event.sender_name, where=event.where,
                              shows=shows, request=f"matrix:{event.event_id}")
         if event.plain:

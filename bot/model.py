@@ -310,4 +310,7 @@ class Presence(enum.StrEnum):
 
     PRESENT = "present"
     AWAY = "away"
-    UNKNOWN = "unknown"
+    UNKNOWN = "unknown"  # the network does not report presence at all (the policy decides)
+    # The network would not say for this person (Synapse shows presence only to users
+    # who share a room): not presence, so the replier is asked as for someone away.
+    HIDDEN = "hidden"

@@ -43,7 +43,9 @@ class ChatReply:
     text: str
     history: tuple[HistoryEntry, ...]  # earlier exchanges, oldest first
     older: int  # how many earlier entries were folded away
-    answers_email: bool = True  # False: a new message (`im <email> <text>`), no email before
+    # What it answers: "email" (an email's post), "chat" (a reply delivered in chat, answered
+    # back), or "new" (a new message, `im <email> <text>`).
+    answering_kind: str = "email"
 
 
 @dataclass(frozen=True)

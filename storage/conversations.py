@@ -9,16 +9,18 @@ from collections.abc import Sequence
 from bot.model import ChatRef, Network
 from storage.connection import RedisBacked, text
 
-# KEYS: posts, threads, message index, chat messages, posting. ARGV: post field, ref, target key,
-# message id, cid, chat message field, cid/eid. One step: the post is recorded, the
-# thread root set if the conversation has none there yet, the email's Message-ID mapped
-# to the conversation, and the chat message mapped back to what it shows.
+# KEYS: posts, threads, message index, chat messages, posting, room latest. ARGV: post
+# field, ref, target key, message id, cid, chat message field, cid/eid, network:room. One
+# step: the post is recorded (and no longer begun), the thread root set if the
+# conversation has none there yet, the email's Message-ID mapped to the conversation, the
+# chat message mapped back to what it shows, and the room's latest post noted.
 _RECORD = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HDEL', KEYS[5], ARGV[1])
 redis.call('HSETNX', KEYS[2], ARGV[3], ARGV[2])
 if ARGV[4] ~= '' then redis.call('HSETNX', KEYS[3], ARGV[4], ARGV[5]) end
 redis.call('HSET', KEYS[4], ARGV[6], ARGV[7])
+redis.call('HSET', KEYS[6], ARGV[8], ARGV[7])
 return 1
 """
 
@@ -87,11 +89,21 @@ class RedisConversations(RedisBacked):
                           entry_id: str = "") -> None:
         async with self._translated("recording a chat post"):
             await self.redis.eval(
-                _RECORD, 5, self.keys.posts(), self.keys.conversation_threads(conversation_id),
+                _RECORD, 6, self.keys.posts(), self.keys.conversation_threads(conversation_id),
                 self.keys.message_index(), self.keys.chat_messages(), self.keys.posting(),
+                self.keys.room_latest(),
                 f"{message_key}|{target_key}", _dump(ref), target_key, message_id,
                 conversation_id, _chat_key(ref.network, ref.room, ref.message),
-                f"{conversation_id}/{entry_id}")
+                f"{conversation_id}/{entry_id}", f"{ref.network.value}:{ref.room}")
+
+    async def latest_in(self, network: Network, room: str) -> tuple[str, str] | None:
+        """(conversation, entry) of the latest post Switchboard made in ``room``."""
+        async with self._translated("looking up the latest post in a room"):
+            found = await self.redis.hget(self.keys.room_latest(), f"{network.value}:{room}")
+        if found is None:
+            return None
+        cid, _, eid = text(found).partition("/")
+        return cid, eid
 
     async def shown_in(self, network: Network, room: str, message: str
                        ) -> tuple[str, str] | None:

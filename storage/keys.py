@@ -47,6 +47,11 @@ class Keys:
         email or a retried job never posts twice."""
         return self._k("posts")
 
+    def room_latest(self) -> str:
+        """hash: ``network:room`` -> ``conversation/entry`` of the latest post there (what
+        a command typed in a direct chat, outside any thread, is about)."""
+        return self._k("room-latest")
+
     def posting(self) -> str:
         """hash: ``message key|target key`` -> when a post was begun; removed when it is
         recorded. One left behind means a process stopped between the network's answer

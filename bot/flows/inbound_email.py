@@ -21,6 +21,7 @@ import time
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from bot.flows.outgoing import automatic_reason, bounce_message, is_automatic
 from bot.logs import log_context
@@ -127,6 +128,14 @@ def new_conversation_id(message_id: str) -> str:
     return "c" + hashlib.sha256(message_id.encode()).hexdigest()[:24]
 
 
+class PersonDeliveries(Protocol):
+    async def held_back(self, mail: InboundMail, conversation_id: str, entry_id: str,
+                        person: Address) -> bool:
+        """Whether ``mail`` for ``person`` is held back as a queued delivery (they are
+        not present): True when it is, False when it should be posted now."""
+        ...
+
+
 class InboundEmailFlow:
     def __init__(self, *, routes: Sequence[Route], networks: Mapping[Network, ChatNetwork],
                  address_book: AddressBook, history: History, conversations: Conversations,
@@ -153,6 +162,7 @@ class InboundEmailFlow:
         self.conversations = conversations
         self.ingest = ingest
         self.own = {a.lower() for a in own_addresses}
+        self.people: PersonDeliveries | None = None  # None: people get posts at once
 
     async def accepts(self, recipient: Address) -> bool:
         """Whether mail to ``recipient`` can be bridged (the SMTP listener asks)."""
@@ -229,7 +239,7 @@ class InboundEmailFlow:
             return await self._refuse(mail, source, f"rate limit: more than {limit} emails "
                                       f"in this conversation in {window} s")
         threads = await self.conversations.threads(cid)
-        targets = await self._targets(mail, existing, threads)
+        targets, to_people = await self._targets(mail, existing, threads)
         if not targets:
             return await self._refuse(mail, source, "no route: none of the recipients "
                                       f"({', '.join(a.value for a in mail.recipients) or 'none'})"
@@ -244,11 +254,15 @@ class InboundEmailFlow:
             verified=mail.auth.may_act, auth=mail.auth.summary,
             identity=await self._identity(mail))
         refs: list[ChatRef] = []
-        fresh = 0
+        fresh = queued = 0
         for target in targets:
             network = self.networks.get(target.network)
             if network is None:
                 log.warning("no %s connection for %s; skipped", target.network, target.key)
+                continue
+            if to_people and target.user is not None and self.people is not None \
+                    and await self.people.held_back(mail, cid, eid, target.user):
+                queued += 1  # not there: the retry job delivers it when they are back
                 continue
             done, interrupted = await self.conversations.begin_post(key, target.key)
             if done is not None:
@@ -266,11 +280,11 @@ class InboundEmailFlow:
                                                  eid)
             refs.append(ref)
             fresh += 1
-        if not refs:
+        if not refs and not queued:
             return Refused(f"could not be posted to any of {len(targets)} targets")
         await self.conversations.remember_message(mail.message_id, cid)
         await self.history.append(self._entry(mail, cid, eid, refs))
-        if not fresh:
+        if not fresh and not queued:
             return Duplicate(cid)
         log.info("email %s posted to %d place(s) in conversation %s", eid, fresh, cid)
         return Posted(cid, tuple(refs))
@@ -284,21 +298,30 @@ class InboundEmailFlow:
                      if a.network is not Network.EMAIL)
 
     async def _targets(self, mail: InboundMail, conversation: str | None,
-                       threads: dict[str, ChatRef]) -> list[ChatTarget]:
+                       threads: dict[str, ChatRef]) -> tuple[list[ChatTarget], bool]:
+        """Where the email goes, and whether those are people (an answer to a
+        conversation that began in chat, for who wrote in it) rather than channels,
+        rooms or an address's own DM."""
+        own: set[Address] = set()
+        if mail.sender is not None:
+            writer = await self.address_book.resolve(mail.sender)
+            own = set(writer.addresses()) if writer else {mail.sender}
         if conversation is not None:
-            targets = [_target_of(key, ref) for key, ref in threads.items()]
+            # The author of an email is never its audience: a thread in her own DM (where
+            # someone's reply reached her) does not get her next email.
+            targets = [_target_of(key, ref) for key, ref in threads.items()
+                       if not (key.startswith("dm:") and Address.parse(key[3:]) in own)]
             if targets:
-                return targets
+                return targets, False
             # A conversation that started in chat (a message answered by email) has no
             # thread of ours: the answer goes to the chat people who wrote in it.
             page = await self.history.conversation(conversation, 0, 20)
-            writer = await self.address_book.resolve(mail.sender) \
-                if mail.sender and mail.auth.may_act else None
-            own = set(writer.addresses()) if writer else set()
+            writers = own if mail.auth.may_act else set()
             people = dict.fromkeys(e.sender for e in page.entries
-                                   if e.sender.network in self.networks and e.sender not in own)
+                                   if e.sender.network in self.networks
+                                   and e.sender not in writers)
             if people:
-                return [ChatTarget.dm(p) for p in people]
+                return [ChatTarget.dm(p) for p in people], True
         found: dict[str, ChatTarget] = {}
         for recipient in mail.recipients:
             route = self.routes.get(recipient.value)
@@ -314,7 +337,7 @@ class InboundEmailFlow:
             if chat:
                 target = ChatTarget.dm(chat[0])
                 found.setdefault(target.key, target)
-        return list(found.values())
+        return list(found.values()), False
 
     async def _refuse(self, mail: InboundMail, source: str, reason: str,
                       bounce: bool = False) -> Refused:

@@ -24,16 +24,16 @@ from bot.logs import log_context
 from bot.metering import Service, customer_of, entry_size, message_size
 from bot.model import (
     Address,
+    ChatRef,
+    ChatTarget,
     Delivery,
     DeliveryState,
     EntryKind,
     HistoryEntry,
     Network,
-    Provenance,
 )
 from bridges.errors import BridgeError
 from bridges.ports import Notice
-from storage.errors import AddressTaken
 from storage.protocols import RetryScheduler
 
 log = logging.getLogger(__name__)
@@ -78,41 +78,13 @@ def chat_message_ids(network: Network, room: str, message: str) -> tuple[str, st
 @dataclass(kw_only=True)
 class ReplyByEmail(ReplyFlow):
     scheduler: RetryScheduler | None = None  # None: a mail-server outage fails the reply
-    async def email_of(self, author: Address) -> Address | None:
-        """The author's email: itself, the address book, or their network profile."""
-        if author.network is Network.EMAIL:
-            return author
-        identity = await self.address_book.resolve(author)
-        if identity is not None:
-            emails = sorted(identity.mappings, key=lambda m: not m.verified)
-            found = [m.address for m in emails if m.address.network is Network.EMAIL]
-            if found:
-                return found[0]
-        network = self.networks.get(author.network)
-        if network is None:
-            return None
-        try:
-            email = await network.find_email(author)
-        except BridgeError as exc:
-            log.warning("asking %s for %s's email failed: %s", author.network, author, exc)
-            return None
-        if email is not None:
-            try:
-                if identity is None:
-                    await self.address_book.link(author, provenance=Provenance.LEARNED,
-                                                 verified=True)
-                await self.address_book.link(email, provenance=Provenance.LEARNED,
-                                             verified=True, to=author)
-            except AddressTaken:
-                log.info("%s's profile email %s belongs to someone else in the address book",
-                         author, email)
-        return email
-
     async def answerable(self, *, network: Network, room: str, message: str,
-                         author: Address, text: str, at: float) -> tuple[str, str]:
+                         author: Address, text: str, at: float, thread: str = ""
+                         ) -> tuple[str, str]:
         """(conversation, entry) of any chat message: what Switchboard posted it for, or,
         for someone else's message (a Slack shortcut's target), the message itself, kept
-        now so it can be answered and carried as history."""
+        now so it can be answered and carried as history. Its thread becomes the
+        conversation's thread there, so the email answer comes back into it."""
         shown = await self.conversations.shown_in(network, room, message)
         if shown is not None:
             return shown
@@ -120,6 +92,10 @@ class ReplyByEmail(ReplyFlow):
         await self.history.append(HistoryEntry(
             id=eid, conversation_id=cid, kind=EntryKind.CHAT, sender=author, recipients=(),
             at=at, text=text, meta={"chat": f"{network}:{room}:{message}"}))
+        target = ChatTarget(network, room=room)
+        await self.conversations.record_post(
+            f"chat:{network}:{room}:{message}", target.key,
+            ChatRef(network, room, message, thread or message), cid, entry_id=eid)
         return cid, eid
 
     async def start_new(self, *, sender: Address, sender_name: str, to: Address, text: str,
@@ -199,7 +175,8 @@ class ReplyByEmail(ReplyFlow):
             entry = HistoryEntry(
                 id=did, conversation_id=cid, kind=EntryKind.EMAIL, sender=replier,
                 recipients=(to,), at=time.time(), text=text, subject=str(message["Subject"]),
-                meta={"delivery": did, "message_id": str(message["Message-ID"])})
+                meta={"delivery": did, "message_id": str(message["Message-ID"]),
+                      "name": replier_name or replier.value})
             stored = entry_size(entry) if await self.history.append(entry) else 0
             await self.conversations.remember_message(str(message["Message-ID"]), cid)
             await self.deliveries.transition(did, DeliveryState.EMAILED,

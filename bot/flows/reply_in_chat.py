@@ -19,6 +19,7 @@ from email.message import EmailMessage
 
 from bot.flows.outgoing import compose_reply
 from bot.logs import log_context
+from bot.mail import InboundMail
 from bot.metering import Meter, Service, customer_of, entry_size, message_size
 from bot.model import (
     Address,
@@ -35,7 +36,7 @@ from bot.permissions import Permissions
 from bot.render import render
 from bridges.errors import BridgeError
 from bridges.ports import ChatNetwork, ChatReply, Choice, MailSender, Notice
-from storage.errors import InvalidTransition
+from storage.errors import AddressTaken, InvalidTransition
 from storage.protocols import (
     AddressBook,
     Conversations,
@@ -116,6 +117,17 @@ ReplyOutcome = (Delivered | Unavailable | NoChatAddress | Queued | Cancelled | E
                 | AlreadyHandled | CannotReply)
 
 
+def _chain(delivery_id: str) -> str:
+    """The claim that a delivery's chain of retry jobs runs."""
+    return f"{delivery_id}.chain"
+
+
+def _person(delivery: Delivery) -> str:
+    """Who a delivery is for, as the replier knows them."""
+    return delivery.meta.get("person") or delivery.meta.get("email") \
+        or delivery.recipient.value
+
+
 def delivery_id_for(request: str) -> str:
     """One delivery per request (a modal submission, a command event): a double click or a
     redelivered event finds the delivery already there."""
@@ -141,6 +153,36 @@ class ReplyFlow:
     on_bridged: Callable[[str, str], None] = _not_counted  # (direction, network), for metrics
     meter: Meter = field(default_factory=Meter)  # usage per customer, for charges
     permissions: Permissions | None = None  # None: everyone may everything (unit tests)
+
+    async def email_of(self, author: Address) -> Address | None:
+        """The author's email: itself, the address book, or their network profile."""
+        if author.network is Network.EMAIL:
+            return author
+        identity = await self.address_book.resolve(author)
+        if identity is not None:
+            emails = sorted(identity.mappings, key=lambda m: not m.verified)
+            found = [m.address for m in emails if m.address.network is Network.EMAIL]
+            if found:
+                return found[0]
+        network = self.networks.get(author.network)
+        if network is None:
+            return None
+        try:
+            email = await network.find_email(author)
+        except BridgeError as exc:
+            log.warning("asking %s for %s's email failed: %s", author.network, author, exc)
+            return None
+        if email is not None:
+            try:
+                if identity is None:
+                    await self.address_book.link(author, provenance=Provenance.LEARNED,
+                                                 verified=True)
+                await self.address_book.link(email, provenance=Provenance.LEARNED,
+                                             verified=True, to=author)
+            except AddressTaken:
+                log.info("%s's profile email %s belongs to someone else in the address book",
+                         author, email)
+        return email
 
     async def refused_use(self, user: Address, action: str) -> CannotReply | None:
         if self.permissions is None:
@@ -174,31 +216,84 @@ class ReplyInChat(ReplyFlow):
         refused = await self.refused_use(replier, "reply in chat")
         if refused is not None:
             return refused
+        target: Address | None = None
+        email: Address | None
         if to_email is not None:
-            email, subject = to_email, ""
+            email, subject, answering = to_email, "", "new"
         else:
             answered = await self._entry(conversation_id, entry_id)
-            if answered is None or answered.kind is not EntryKind.EMAIL:
-                return CannotReply("that message is not an email Switchboard knows; reply to "
-                                   "the email's post itself")
-            email, subject = answered.sender, answered.subject
-        target = await self._chat_address(email)
+            if answered is None:
+                return CannotReply("that message is not one Switchboard knows; reply to the "
+                                   "post itself")
+            subject = answered.subject
+            if answered.kind is EntryKind.CHAT:
+                # An answer back to a reply delivered in chat: to its author, in chat.
+                if answered.sender == replier:
+                    return CannotReply("that is your own message; answer the person's reply "
+                                       "instead")
+                answering = "chat"
+                if answered.sender.network in self.networks:
+                    target = answered.sender
+                email = await self.email_of(answered.sender) \
+                    if answered.sender.network is not Network.EMAIL else answered.sender
+            else:
+                email, answering = answered.sender, "email"
+        if target is None and email is not None:
+            target = await self._chat_address(email)
+        if target is None and email is None:
+            return CannotReply("Switchboard knows no chat account or email address of the "
+                               "person who wrote that")
         did = delivery_id_for(request)
         existing = await self.deliveries.get(did)
         if existing is not None and existing.state is not DeliveryState.PENDING:
             return AlreadyHandled(did, existing.state)
-        meta = {"entry": entry_id, "email": email.value, "replier_name": replier_name,
-                "subject": subject}
+        person = await self._name_of(target) if target is not None and email is None \
+            else (email.value if email else "")
+        meta = {"entry": entry_id, "email": email.value if email else "", "person": person,
+                "replier_name": replier_name, "subject": subject, "answering": answering}
         if where is not None:
             meta.update(where_network=where.network.value, where_room=where.room,
                         where_thread=where.thread)
+        recipient = target or email
+        assert recipient is not None
         delivery = await self.deliveries.create(Delivery(
             id=did, conversation_id=conversation_id, sender=replier,
-            recipient=target or email, text=text, state=DeliveryState.PENDING,
+            recipient=recipient, text=text, state=DeliveryState.PENDING,
             created_at=time.time(), meta=meta))
         if target is None:
+            assert email is not None
             return NoChatAddress(did, email)
         return await self.attempt(delivery)
+
+    async def held_back(self, mail: InboundMail, conversation_id: str, entry_id: str,
+                        person: Address) -> bool:
+        """An email answering a conversation that began in chat goes to ``person`` by the
+        same rule as every delivery to a person: now if present, else queued and retried
+        until they are back (the email's sender cannot be asked, so it waits)."""
+        network = self.networks.get(person.network)
+        if network is None or self._present(await network.presence(person)):
+            return False
+        did = delivery_id_for(f"email:{mail.message_id}|{person}")
+        if await self.deliveries.get(did) is not None:
+            return True  # a re-read of the same email: already held
+        sender = mail.sender or Address.email("unknown@switchboard.invalid")
+        delivery = await self.deliveries.create(Delivery(
+            id=did, conversation_id=conversation_id, sender=sender, recipient=person,
+            text=mail.body, state=DeliveryState.PENDING, created_at=time.time(),
+            meta={"entry": entry_id, "email": sender.value, "person": person.value,
+                  "replier_name": mail.sender_name or sender.value, "subject": mail.subject,
+                  "answering": "by_email"}))
+        log.info("%s is not present: the email answer %s waits for them", person, did)
+        await self.queue(delivery)
+        return True
+
+    def _present(self, presence: Presence) -> bool:
+        return presence is Presence.PRESENT or (
+            presence is Presence.UNKNOWN and self.policy.unknown_counts_as_present)
+
+    async def _name_of(self, user: Address) -> str:
+        """How a chat person is named in notices: their account (no email is known)."""
+        return user.value
 
     async def _entry(self, conversation_id: str, entry_id: str) -> HistoryEntry | None:
         return await self.history.entry(conversation_id, entry_id)
@@ -236,11 +331,8 @@ class ReplyInChat(ReplyFlow):
             log.info("%s does not report presence for %s; counted as %s by policy",
                      network.network, delivery.recipient,
                      "present" if self.policy.unknown_counts_as_present else "away")
-        present = presence is Presence.PRESENT or (
-            presence is Presence.UNKNOWN and self.policy.unknown_counts_as_present)
-        if not present:
-            return Unavailable(delivery.id, delivery.recipient, presence,
-                               delivery.meta.get("email", ""))
+        if not self._present(presence):
+            return Unavailable(delivery.id, delivery.recipient, presence, _person(delivery))
         return await self._deliver(delivery)
 
     async def _deliver(self, delivery: Delivery) -> Delivered | AlreadyHandled:
@@ -272,10 +364,15 @@ class ReplyInChat(ReplyFlow):
             entry = HistoryEntry(
                 id=delivery.id, conversation_id=delivery.conversation_id, kind=EntryKind.CHAT,
                 sender=delivery.sender,
-                recipients=(delivery.recipient, Address.email(delivery.meta["email"])),
+                recipients=(delivery.recipient, *([Address.email(delivery.meta["email"])]
+                                                  if delivery.meta.get("email") else [])),
                 at=time.time(), text=delivery.text, subject=delivery.meta.get("subject", ""),
-                meta={"delivery": delivery.id})
-            stored = entry_size(entry) if await self.history.append(entry) else 0
+                meta={"delivery": delivery.id,
+                      "name": delivery.meta.get("replier_name") or delivery.sender.value})
+            # An email held back for its reader is in the history already, as itself.
+            held_email = delivery.meta.get("answering") == "by_email"
+            stored = entry_size(entry) if not held_email and await self.history.append(entry) \
+                else 0
             try:
                 await self.deliveries.transition(delivery.id, DeliveryState.DELIVERED,
                                                  f"delivered to {delivery.recipient}",
@@ -283,24 +380,28 @@ class ReplyInChat(ReplyFlow):
             except InvalidTransition as exc:
                 return AlreadyHandled(delivery.id, DeliveryState(exc.current))
             self.on_bridged("chat_to_chat", delivery.recipient.network.value)
+            log.info("delivered to %s in chat", delivery.recipient)
             await self.meter.finish(measure, Service.IM_DELIVERED, customer_of(delivery.sender),
                                     bytes_in=len(delivery.text.encode()), bytes_out=sent,
                                     bytes_stored=stored,
                                     network=delivery.recipient.network.value)
-            return Delivered(delivery.id, delivery.recipient, ref, delivery.meta.get("email", ""))
+            return Delivered(delivery.id, delivery.recipient, ref, _person(delivery))
         finally:
             await self.deliveries.release(delivery.id)
 
     async def _chat_reply(self, delivery: Delivery) -> ChatReply:
         page = await self.history.conversation(delivery.conversation_id, 0, HISTORY_SHOWN)
         total = await self.history.count(delivery.conversation_id)
-        earlier = tuple(reversed([e for e in page.entries if e.id != delivery.id]))
+        shown = {delivery.id, delivery.meta.get("entry", "") if
+                 delivery.meta.get("answering") == "by_email" else ""}
+        earlier = tuple(reversed([e for e in page.entries if e.id not in shown]))
         return ChatReply(
             delivery_id=delivery.id, conversation_id=delivery.conversation_id,
             replier=delivery.meta.get("replier_name") or delivery.sender.value,
-            subject=delivery.meta.get("subject", ""), answering=delivery.meta.get("email", ""),
+            subject=delivery.meta.get("subject", ""), answering=_person(delivery),
             text=delivery.text, history=earlier, older=max(0, total - len(earlier)),
-            answers_email=bool(delivery.meta.get("entry")))
+            answering_kind=delivery.meta.get("answering")
+            or ("email" if delivery.meta.get("entry") else "new"))
 
     # --- the replier's choices --------------------------------------------------------
 
@@ -319,6 +420,12 @@ class ReplyInChat(ReplyFlow):
         return CannotReply(f"unknown choice {choice!r}")
 
     async def queue(self, delivery: Delivery) -> Queued | AlreadyHandled:
+        """Queue and retry: one chain of retry jobs per delivery, however often the
+        choice is clicked (a double click, a click in two clients)."""
+        chain_ttl = self.policy.retry_deadline + self.policy.retry_interval
+        if not await self.deliveries.claim(_chain(delivery.id), "queue", chain_ttl):
+            current = await self.deliveries.get(delivery.id)
+            return AlreadyHandled(delivery.id, current.state if current else delivery.state)
         try:
             queued = await self.deliveries.transition(
                 delivery.id, DeliveryState.QUEUED,
@@ -328,7 +435,7 @@ class ReplyInChat(ReplyFlow):
             return AlreadyHandled(delivery.id, DeliveryState(exc.current))
         await self.scheduler.schedule_retry(delivery.id, len(queued.changes),
                                             self.policy.retry_interval)
-        return Queued(delivery.id, delivery.recipient, delivery.meta.get("email", ""))
+        return Queued(delivery.id, delivery.recipient, _person(delivery))
 
     async def cancel(self, delivery: Delivery) -> Cancelled | AlreadyHandled:
         try:
@@ -349,6 +456,9 @@ class ReplyInChat(ReplyFlow):
             if current is None or current.state.is_final:
                 return AlreadyHandled(delivery.id, current.state if current else
                                       DeliveryState.CANCELLED)
+            if not delivery.meta.get("email"):
+                return CannotReply(f"{_person(delivery)} has no email address Switchboard "
+                                   "knows; they can add one with the `link` command")
             to = Address.email(delivery.meta["email"])
             answered = await self._entry(delivery.conversation_id, delivery.meta["entry"]) \
                 if delivery.meta.get("entry") else None
@@ -411,6 +521,7 @@ class ReplyInChat(ReplyFlow):
                 await self.deliveries.transition(
                     delivery.id, DeliveryState.FAILED,
                     f"{delivery.recipient} did not come back before the deadline")
+                await self.deliveries.release(_chain(delivery.id))  # it may be queued again
                 await self.tell(delivery, Notice(
                     render("chat/notice_deadline.txt.j2", delivery=delivery),
                     choices=choices_for(delivery.id)))

@@ -175,6 +175,17 @@ class MatrixNetwork:
 
     async def presence(self, user: Address) -> Presence:
         answer = await self.client.get_presence(user.value)
+        if isinstance(answer, PresenceGetError) and answer.status_code == "M_FORBIDDEN":
+            # Synapse shows presence only to users who share a room. Open the direct chat
+            # now (it is where the reply goes anyway): once they join, presence is seen.
+            try:
+                await self.dm_room(user.value)
+            except MatrixError as exc:
+                log.warning("could not open a direct chat with %s: %s", user, exc)
+            answer = await self.client.get_presence(user.value)
+            if isinstance(answer, PresenceGetError):
+                log.info("Matrix presence of %s is not shared with the bot yet", user)
+                return Presence.HIDDEN
         if isinstance(answer, PresenceGetError):
             log.warning("Matrix presence of %s unknown: %s", user, answer.message)
             return Presence.UNKNOWN

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import json
 import logging
 import re
@@ -123,7 +124,9 @@ class SlackApp:
             where = _where(body)
             meta = json.dumps({"c": cid, "e": eid, "w": [where.room, where.message, where.thread]
                                if where else None})
-            text = str((body.get("message") or {}).get("text", "")).removeprefix("Email from ")
+            # The message's text as Slack holds it is mrkdwn-escaped; the modal escapes once.
+            text = html.unescape(str((body.get("message") or {}).get("text", ""))
+                                 ).removeprefix("Email from ")
             await client.views_open(trigger_id=body["trigger_id"],
                                     view=reply_modal(meta, text, by_email=by_email))
 
@@ -184,12 +187,14 @@ class SlackApp:
             shown = await self.emails.answerable(
                 network=Network.SLACK, room=channel, message=str(message["ts"]),
                 author=Address.slack(team, str(message.get("user") or "")),
-                text=str(message.get("text", "")), at=float(str(message["ts"]).split(".")[0]))
+                text=str(message.get("text", "")), at=float(str(message["ts"]).split(".")[0]),
+                thread=str(message.get("thread_ts") or message["ts"]))
             meta = json.dumps({"c": shown[0], "e": shown[1],
                                "w": [channel, message["ts"], message.get("thread_ts")
                                      or message["ts"]]})
             await client.views_open(trigger_id=body["trigger_id"],
-                                    view=reply_modal(meta, str(message.get("text", ""))[:80],
+                                    view=reply_modal(meta, html.unescape(
+                                        str(message.get("text", "")))[:80],
                                                      by_email=True))
 
     async def submit_email(self, ack: AsyncAck, body: dict[str, Any],

@@ -69,10 +69,12 @@ def answer(to_msg: EmailMessage, sender_address: str, text: str,
     return reply
 
 
-async def reply_by_email_from_slack(bridge: Bridge, card: dict[str, Any], text: str) -> None:
-    """Bob clicks *Reply by email* on ``card``, the modal opens, Bob types and sends."""
+async def reply_by_email_from_slack(bridge: Bridge, card: dict[str, Any], text: str,
+                                    name: str = "bob") -> None:
+    """Bob (shown as ``name``) clicks *Reply by email* on ``card``, the modal opens, Bob
+    types and sends."""
     slack = sender(bridge)
-    await slack.block_action(BOB, "bob", SLACK_CHANNEL, card, "reply_by_email",
+    await slack.block_action(BOB, name, SLACK_CHANNEL, card, "reply_by_email",
                              button(card, "reply_by_email"))
 
     async def modal() -> dict[str, Any] | None:
@@ -81,7 +83,7 @@ async def reply_by_email_from_slack(bridge: Bridge, card: dict[str, Any], text: 
         return views[-1] if views else None
 
     view = await eventually(modal, what="the email modal")
-    status, _ = await slack.view_submission(BOB, "bob", view, {"reply": {"text": text}})
+    status, _ = await slack.view_submission(BOB, name, view, {"reply": {"text": text}})
     assert status == 200
 
 
@@ -198,13 +200,13 @@ async def test_reply_by_email_to_a_delivered_chat_reply(bridge: Bridge) -> None:
     assert "> Let's do Thursday." in _text(sent)
 
 
-async def test_message_shortcut_and_the_answer_reaches_the_chat_user(bridge: Bridge) -> None:
+async def test_message_shortcut_and_the_answer_comes_back_into_its_thread(
+        bridge: Bridge) -> None:
     """Bob uses *Reply by email* on Carol's ordinary channel message; Carol's email answer
-    comes back to Bob's DM."""
+    comes back into that message's thread (not into Bob's DM)."""
     services = bridge.services
     carol, bob = SLACK_PEOPLE["carol"], SLACK_PEOPLE["bob"]
-    message = {"type": "message", "ts": "1795600000.000100", "user": carol,
-               "text": "Who has the projector?"}
+    message = await bridge.slack.user_message(SLACK_CHANNEL, carol, "Who has the projector?")
     slack = sender(bridge)
     status, _ = await slack.message_shortcut(bob, "bob", SLACK_CHANNEL, message,
                                              "reply_by_email_shortcut")
@@ -222,8 +224,11 @@ async def test_message_shortcut_and_the_answer_reaches_the_chat_user(bridge: Bri
     await send_mail(services, answer(sent, services.email("carol"), "Thanks, coming over."))
 
     async def answered() -> list[dict[str, Any]]:
-        return [m for m in await slack_dm(bridge, bob)
+        return [m for m in await bridge.slack_posts()
                 if "Thanks, coming over." in str(m["blocks"])]
 
-    (dm,) = await eventually(answered, what="the answer in Bob's DM")
-    assert "carol@switchboard.test" in str(dm["blocks"])
+    (back,) = await eventually(answered, what="the answer in the message's thread")
+    assert back["thread_ts"] == message["ts"]
+    assert "carol@switchboard.test" in str(back["blocks"])
+    assert not [m for m in await slack_dm(bridge, bob)
+                if "Thanks, coming over." in str(m["blocks"])]

@@ -22,9 +22,10 @@ from bot.model import Address, Provenance
 from bot.settings import Settings
 from bridges.email.imap import ImapIngest
 from storage.store import Store
-from tests.bridge import SLACK_CHANNEL, SLACK_PEOPLE, Bridge, running_bridge
+from tests.bridge import SLACK_PEOPLE, Bridge, running_bridge
 from tests.conftest import Services
-from tests.integration.test_reply_in_chat import bob_told, button, sender
+from tests.integration.test_reply_by_email import reply_by_email_from_slack
+from tests.integration.test_reply_in_chat import bob_told
 from tests.mailhelp import ELSEWHERE, clear_mailbox, eventually, mailbox, make_mail, send_raw
 from tests.servers import free_port
 from tests.slackapi.client import SlackControl
@@ -74,19 +75,7 @@ async def test_hostile_subject_and_chat_name_inject_no_header(bridge: Bridge) ->
                             f"{marker} {INJECTING_SUBJECT}", "Please pay."))
     card = await card_with(bridge, marker)
     # Bob's Slack display name is the attacker's text too.
-    slack = sender(bridge)
-    await slack.block_action(BOB, INJECTING_NAME, SLACK_CHANNEL, card, "reply_by_email",
-                             button(card, "reply_by_email"))
-
-    async def modal() -> dict[str, Any] | None:
-        views = [v for v in (await bridge.slack.state())["views"]
-                 if v["callback_id"] == "reply_by_email_modal"]
-        return views[-1] if views else None
-
-    view = await eventually(modal, what="the email modal")
-    status, _ = await slack.view_submission(BOB, INJECTING_NAME, view,
-                                            {"reply": {"text": "Paid today."}})
-    assert status == 200
+    await reply_by_email_from_slack(bridge, card, "Paid today.", name=INJECTING_NAME)
     await bob_told(bridge, f"Sent by email to {alice}")
 
     async def answer() -> EmailMessage | None:

@@ -70,6 +70,12 @@ class SlackControl:
         await self._post("slow", {"method": method, "seconds": seconds, "times": times,
                                   "after": after})
 
+    async def user_message(self, channel: str, user: str, text: str,
+                           thread_ts: str | None = None) -> dict[str, Any]:
+        """A person's own message in a channel (what the Events API would report)."""
+        return dict(await self._post("message", {"channel": channel, "user": user,
+                                                 "text": text, "thread_ts": thread_ts}))
+
     async def set_scopes(self, scopes: list[str]) -> None:
         await self._post("scopes", {"scopes": scopes})
 

@@ -613,6 +613,14 @@ class SlackServer:
             s.rate_limits[data["method"]] = [data.get("times", 1), data.get("retry_after", 1)]
         elif action == "fail":
             s.failures[data["method"]] = [data.get("times", 1), data.get("status", 500)]
+        elif action == "message":
+            message = Message(data["channel"], s.new_ts(), data["text"], data["user"],
+                              thread_ts=data.get("thread_ts"))
+            s.messages.append(message)
+            return web.json_response({"type": "message", "ts": message.ts,
+                                      "user": message.user, "text": message.text,
+                                      **({"thread_ts": message.thread_ts}
+                                         if message.thread_ts else {})})
         elif action == "slow":
             s.slow[data["method"]] = [data.get("times", 1), float(data["seconds"]),
                                       bool(data.get("after", False))]
