@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
 from email.utils import make_msgid
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -122,6 +123,30 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], *, within: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within:.0f} s waiting for {what}")
         await asyncio.sleep(0.1)
+
+
+async def new_matrix_user(services: Services, http: aiohttp.ClientSession,
+                          prefix: str = "new") -> MatrixUser:
+    """A user registered just now (shared-secret registration, as an operator would),
+    so nobody shares a room with them yet."""
+    import hashlib
+    import hmac
+    import uuid
+
+    name = f"{prefix}{uuid.uuid4().hex[:10]}"
+    secrets_file = Path(services.env["SB_SYNAPSE_SECRETS"])
+    secret = (await asyncio.to_thread(secrets_file.read_text)).splitlines()[0].strip()
+    url = f"{services.env['SWITCHBOARD_MATRIX_HOMESERVER']}/_synapse/admin/v1/register"
+    async with http.get(url) as r:
+        nonce = (await r.json())["nonce"]
+    mac = hmac.new(secret.encode(), digestmod=hashlib.sha1)
+    mac.update(b"\x00".join([nonce.encode(), name.encode(), services.password.encode(),
+                             b"notadmin"]))
+    body = {"nonce": nonce, "username": name, "password": services.password, "admin": False,
+            "mac": mac.hexdigest()}
+    async with http.post(url, json=body) as r:
+        r.raise_for_status()
+    return await MatrixUser(services, name, http).login()
 
 
 class MatrixUser:
