@@ -39,6 +39,15 @@ return {'ok', current}
 """
 
 
+# KEYS: claim. ARGV: holder, ttl ms. Extend only a claim its holder still has.
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
 class RedisDeliveries(RedisBacked):
     async def create(self, delivery: Delivery) -> Delivery:
         first = StateChange(DeliveryState.PENDING, delivery.created_at, "created")
@@ -88,6 +97,13 @@ class RedisDeliveries(RedisBacked):
         async with self._translated(f"claiming delivery {delivery_id}"):
             return bool(await self.redis.set(self.keys.claim(delivery_id), holder, nx=True,
                                              px=int(ttl * 1000)))
+
+    async def extend(self, delivery_id: str, holder: str, ttl: float) -> bool:
+        """Keep holding the claim ``holder`` took for ``ttl`` more seconds; False if it
+        is no longer ``holder``'s."""
+        async with self._translated(f"extending the claim on delivery {delivery_id}"):
+            return bool(await self.redis.eval(_EXTEND, 1, self.keys.claim(delivery_id), holder,
+                                              int(ttl * 1000)))
 
     async def release(self, delivery_id: str) -> None:
         async with self._translated(f"releasing delivery {delivery_id}"):

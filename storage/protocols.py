@@ -77,6 +77,10 @@ class Deliveries(Protocol):
     async def claim(self, delivery_id: str, holder: str, ttl: float) -> bool:
         """Take the right to send this delivery for ``ttl`` seconds; False if taken."""
 
+    async def extend(self, delivery_id: str, holder: str, ttl: float) -> bool:
+        """Keep holding a claim; False if it is no longer ``holder``'s."""
+        ...
+
     async def release(self, delivery_id: str) -> None: ...
 
     async def in_state(self, state: DeliveryState, limit: int = 100) -> list[Delivery]: ...

@@ -157,10 +157,10 @@ class ReplyByEmail(ReplyFlow):
                     answered: HistoryEntry | None, to: Address, text: str,
                     subject: str) -> EmailOutcome:
         assert self.mailer is not None
-        if not await self.deliveries.claim(did, "reply-by-email", 120.0):
-            return AlreadyHandled(did, DeliveryState.PENDING)
-        measure = self.meter.start()
-        try:
+        async with self.holding(did) as held:
+            if not held:
+                return AlreadyHandled(did, DeliveryState.PENDING)
+            measure = self.meter.start()
             page = await self.history.conversation(cid, 0, HISTORY_SHOWN)
             token = await self.tokens.issue(cid, to, self.policy.reply_token_ttl)
             message = compose_reply(
@@ -187,8 +187,6 @@ class ReplyByEmail(ReplyFlow):
                                     bytes_out=message_size(message), bytes_stored=stored,
                                     by="reply_by_email")
             return EmailSent(did, to)
-        finally:
-            await self.deliveries.release(did)
 
 
     async def _failed(self, did: str, to: Address, exc: BridgeError) -> EmailOutcome:

@@ -10,17 +10,20 @@ reply is recorded in both parties' history.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
 from bot.flows.outgoing import compose_reply
 from bot.logs import log_context
 from bot.mail import InboundMail
-from bot.metering import Meter, Service, customer_of, entry_size, message_size
+from bot.metering import Measure, Meter, Service, customer_of, entry_size, message_size
 from bot.model import (
     Address,
     ChatRef,
@@ -36,7 +39,7 @@ from bot.permissions import Permissions
 from bot.render import render
 from bridges.errors import BridgeError
 from bridges.ports import ChatNetwork, ChatReply, Choice, MailSender, Notice
-from storage.errors import AddressTaken, InvalidTransition
+from storage.errors import AddressTaken, InvalidTransition, StoreError
 from storage.protocols import (
     AddressBook,
     Conversations,
@@ -49,7 +52,9 @@ from storage.protocols import (
 log = logging.getLogger(__name__)
 
 HISTORY_SHOWN = 10  # earlier exchanges carried with a reply; older ones are folded
-CLAIM_SECONDS = 120.0
+# A claim on a delivery lives this long unless its holder renews it (every third of it)
+# while it sends: a worker killed mid-send lets another take over within seconds.
+CLAIM_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -153,6 +158,7 @@ class ReplyFlow:
     on_bridged: Callable[[str, str], None] = _not_counted  # (direction, network), for metrics
     meter: Meter = field(default_factory=Meter)  # usage per customer, for charges
     permissions: Permissions | None = None  # None: everyone may everything (unit tests)
+    worker: str = "switchboard"  # names the claims this process takes
 
     async def email_of(self, author: Address) -> Address | None:
         """The author's email: itself, the address book, or their network profile."""
@@ -184,6 +190,29 @@ class ReplyFlow:
                          author, email)
         return email
 
+    @contextlib.asynccontextmanager
+    async def holding(self, delivery_id: str) -> AsyncIterator[bool]:
+        """The right to send ``delivery_id`` now (False: someone else is sending it),
+        renewed for as long as the work takes and given back after."""
+        holder = f"{self.worker}:{uuid.uuid4().hex}"
+        if not await self.deliveries.claim(delivery_id, holder, CLAIM_SECONDS):
+            yield False
+            return
+        renewing = asyncio.create_task(self._renew(delivery_id, holder))
+        try:
+            yield True
+        finally:
+            renewing.cancel()
+            await self.deliveries.release(delivery_id)
+
+    async def _renew(self, delivery_id: str, holder: str) -> None:
+        while await asyncio.sleep(CLAIM_SECONDS / 3, True):
+            try:
+                if not await self.deliveries.extend(delivery_id, holder, CLAIM_SECONDS):
+                    return
+            except StoreError as exc:
+                log.warning("could not renew the claim on %s: %s", delivery_id, exc)
+
     async def refused_use(self, user: Address, action: str) -> CannotReply | None:
         if self.permissions is None:
             return None
@@ -201,7 +230,6 @@ class ReplyFlow:
 @dataclass(kw_only=True)
 class ReplyInChat(ReplyFlow):
     scheduler: RetryScheduler
-    worker: str = "switchboard"
 
     # --- starting a reply -----------------------------------------------------------
 
@@ -341,53 +369,56 @@ class ReplyInChat(ReplyFlow):
 
     async def _deliver_now(self, delivery: Delivery) -> Delivered | AlreadyHandled:
         measure = self.meter.start()
-        if not await self.deliveries.claim(delivery.id, self.worker, CLAIM_SECONDS):
-            current = await self.deliveries.get(delivery.id)
-            return AlreadyHandled(delivery.id, current.state if current else delivery.state)
-        try:
-            current = await self.deliveries.get(delivery.id)
-            if current is None or current.state.is_final:
+        async with self.holding(delivery.id) as held:
+            if not held:
+                current = await self.deliveries.get(delivery.id)
                 return AlreadyHandled(delivery.id, current.state if current else
-                                      DeliveryState.CANCELLED)
-            target_key = f"dm:{delivery.recipient}"
-            ref = await self.conversations.posted(delivery.id, target_key)
-            sent = 0
-            if ref is None:
-                reply = await self._chat_reply(delivery)
-                # What the person is sent: the whole DM as rendered, history included.
-                sent = len(render("chat/reply_dm.txt.j2", reply=reply).encode())
-                network = self.networks[delivery.recipient.network]
-                ref = await network.send_reply(delivery.recipient, reply, key=delivery.id)
-                await self.conversations.record_post(delivery.id, target_key, ref,
-                                                     delivery.conversation_id,
-                                                     entry_id=delivery.id)
-            entry = HistoryEntry(
-                id=delivery.id, conversation_id=delivery.conversation_id, kind=EntryKind.CHAT,
-                sender=delivery.sender,
-                recipients=(delivery.recipient, *([Address.email(delivery.meta["email"])]
-                                                  if delivery.meta.get("email") else [])),
-                at=time.time(), text=delivery.text, subject=delivery.meta.get("subject", ""),
-                meta={"delivery": delivery.id,
-                      "name": delivery.meta.get("replier_name") or delivery.sender.value})
-            # An email held back for its reader is in the history already, as itself.
-            held_email = delivery.meta.get("answering") == "by_email"
-            stored = entry_size(entry) if not held_email and await self.history.append(entry) \
-                else 0
-            try:
-                await self.deliveries.transition(delivery.id, DeliveryState.DELIVERED,
-                                                 f"delivered to {delivery.recipient}",
-                                                 count_attempt=True)
-            except InvalidTransition as exc:
-                return AlreadyHandled(delivery.id, DeliveryState(exc.current))
-            self.on_bridged("chat_to_chat", delivery.recipient.network.value)
-            log.info("delivered to %s in chat", delivery.recipient)
-            await self.meter.finish(measure, Service.IM_DELIVERED, customer_of(delivery.sender),
-                                    bytes_in=len(delivery.text.encode()), bytes_out=sent,
-                                    bytes_stored=stored,
-                                    network=delivery.recipient.network.value)
-            return Delivered(delivery.id, delivery.recipient, ref, _person(delivery))
-        finally:
-            await self.deliveries.release(delivery.id)
+                                      delivery.state)
+            return await self._deliver_held(delivery, measure)
+
+    async def _deliver_held(self, delivery: Delivery, measure: Measure
+                        ) -> Delivered | AlreadyHandled:
+        current = await self.deliveries.get(delivery.id)
+        if current is None or current.state.is_final:
+            return AlreadyHandled(delivery.id, current.state if current else
+                                  DeliveryState.CANCELLED)
+        target_key = f"dm:{delivery.recipient}"
+        ref = await self.conversations.posted(delivery.id, target_key)
+        sent = 0
+        if ref is None:
+            reply = await self._chat_reply(delivery)
+            # What the person is sent: the whole DM as rendered, history included.
+            sent = len(render("chat/reply_dm.txt.j2", reply=reply).encode())
+            network = self.networks[delivery.recipient.network]
+            ref = await network.send_reply(delivery.recipient, reply, key=delivery.id)
+            await self.conversations.record_post(delivery.id, target_key, ref,
+                                                 delivery.conversation_id,
+                                                 entry_id=delivery.id)
+        entry = HistoryEntry(
+            id=delivery.id, conversation_id=delivery.conversation_id, kind=EntryKind.CHAT,
+            sender=delivery.sender,
+            recipients=(delivery.recipient, *([Address.email(delivery.meta["email"])]
+                                              if delivery.meta.get("email") else [])),
+            at=time.time(), text=delivery.text, subject=delivery.meta.get("subject", ""),
+            meta={"delivery": delivery.id,
+                  "name": delivery.meta.get("replier_name") or delivery.sender.value})
+        # An email held back for its reader is in the history already, as itself.
+        held_email = delivery.meta.get("answering") == "by_email"
+        stored = entry_size(entry) if not held_email and await self.history.append(entry) \
+            else 0
+        try:
+            await self.deliveries.transition(delivery.id, DeliveryState.DELIVERED,
+                                             f"delivered to {delivery.recipient}",
+                                             count_attempt=True)
+        except InvalidTransition as exc:
+            return AlreadyHandled(delivery.id, DeliveryState(exc.current))
+        self.on_bridged("chat_to_chat", delivery.recipient.network.value)
+        log.info("delivered to %s in chat", delivery.recipient)
+        await self.meter.finish(measure, Service.IM_DELIVERED, customer_of(delivery.sender),
+                                bytes_in=len(delivery.text.encode()), bytes_out=sent,
+                                bytes_stored=stored,
+                                network=delivery.recipient.network.value)
+        return Delivered(delivery.id, delivery.recipient, ref, _person(delivery))
 
     async def _chat_reply(self, delivery: Delivery) -> ChatReply:
         page = await self.history.conversation(delivery.conversation_id, 0, HISTORY_SHOWN)
@@ -449,9 +480,9 @@ class ReplyInChat(ReplyFlow):
         if self.mailer is None:
             return CannotReply("Switchboard has no SMTP server configured, so it cannot send "
                                "email; ask the administrator to set SWITCHBOARD_SMTP_HOST")
-        if not await self.deliveries.claim(delivery.id, self.worker, CLAIM_SECONDS):
-            return AlreadyHandled(delivery.id, delivery.state)
-        try:
+        async with self.holding(delivery.id) as held:
+            if not held:
+                return AlreadyHandled(delivery.id, delivery.state)
             current = await self.deliveries.get(delivery.id)
             if current is None or current.state.is_final:
                 return AlreadyHandled(delivery.id, current.state if current else
@@ -485,8 +516,6 @@ class ReplyInChat(ReplyFlow):
                 return AlreadyHandled(delivery.id, DeliveryState(exc.current))
             self.on_bridged("chat_to_email", "email")
             return Emailed(delivery.id, to)
-        finally:
-            await self.deliveries.release(delivery.id)
 
     async def _email(self, delivery: Delivery, to: Address) -> EmailMessage:
         p = self.policy

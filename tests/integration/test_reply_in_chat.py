@@ -323,6 +323,43 @@ async def test_worker_killed_during_queued_retry(bridge: Bridge, tmp_path: Path)
     assert [c.state for c in delivery.changes].count(DeliveryState.DELIVERED) == 1
 
 
+async def test_worker_killed_while_sending_is_taken_over_quickly(bridge: Bridge,
+                                                                 tmp_path: Path) -> None:
+    """A worker SIGKILLed in the middle of posting the DM holds the delivery's claim; it
+    stops renewing it, so another worker takes over within seconds (the claim lived two
+    minutes before), and the DM arrives once."""
+    alice = SLACK_PEOPLE["alice"]
+    await bridge.slack.add_user(alice, "alice", bridge.services.email("alice"), "away")
+    card = await email_card(bridge, bridge.services.email("alice"), "Killed mid-send")
+    await reply_from_slack(bridge, card, "Once, even so")
+    notice = await bob_told(bridge, "is away on Slack")
+    delivery_id = button(notice, "delivery_queue")
+    await sender(bridge).block_action(BOB, "bob", SLACK_CHANNEL, notice, "delivery_queue",
+                                      delivery_id, ephemeral=True)
+    await bridge.slack.slow("chat.postMessage", 50.0, times=1)  # the DM's post hangs
+    await bridge.slack.set_presence(alice, "active")
+    log = tmp_path / "worker.log"
+    first = start_worker(bridge, log)
+    store = bridge.runtime.store
+
+    async def sending() -> bool:  # the claim is held only while the DM is being sent
+        return bool(await store.redis.exists(store.keys.claim(delivery_id)))
+
+    await eventually(sending, within=30, what="the first worker posting the DM")
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=10)
+    second = start_worker(bridge, log)
+    try:
+        await eventually(lambda: slack_dm(bridge, alice), within=45,
+                         what="the second worker taking over")
+        await asyncio.sleep(2.0)
+        assert len(await slack_dm(bridge, alice)) == 1
+    finally:
+        stop_worker(second)
+    delivery = await store.deliveries.get(delivery_id)
+    assert delivery is not None and delivery.state is DeliveryState.DELIVERED
+
+
 async def _attempts(bridge: Bridge, delivery_id: str, at_least: int) -> bool:
     delivery = await bridge.runtime.store.deliveries.get(delivery_id)
     return delivery is not None and delivery.attempts >= at_least - 1 and \

@@ -535,6 +535,9 @@ class SlackServer:
                 delay_after = slow[1]
             else:
                 await asyncio.sleep(slow[1])
+                if request.transport is None or request.transport.is_closing():
+                    # The caller gave up (or died) while it waited: nothing is done.
+                    return web.Response(status=499, text="client closed the request")
         failure = self.state.failures.get(name)
         if failure and failure[0] > 0:
             failure[0] -= 1
