@@ -11,8 +11,9 @@ import time
 from collections.abc import Sequence
 
 from bot import logs
-from bot.cli_billing import BILLING_COMMANDS, add_billing_commands
+from bot.cli_billing import BILLING_COMMANDS, add_billing_commands, with_store
 from bot.settings import Settings, SettingsError
+from storage.store import Store
 
 
 def _load(args: argparse.Namespace) -> Settings:
@@ -129,64 +130,38 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_pending(args: argparse.Namespace) -> int:
     """What did not go through: refused emails and undelivered messages."""
     from bot.model import DeliveryState
-    from storage.errors import StoreError
-    from storage.store import Store
 
-    settings = _load(args)
+    async def report(settings: Settings, store: Store) -> list[str]:
+        lines = []
+        refusals = await store.ingest.refusals(args.limit)
+        lines.append(f"Refused emails ({len(refusals)}):")
+        for r in reversed(refusals):
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.at))
+            lines.append(f"  {when}  {r.source}  from {r.sender or '?'}  "
+                         f"{r.subject!r}: {r.reason}")
+        for state in (DeliveryState.QUEUED, DeliveryState.FAILED):
+            deliveries = await store.deliveries.in_state(state, args.limit)
+            lines.append(f"{state.value.title()} deliveries ({len(deliveries)}):")
+            for d in deliveries:
+                note = d.changes[-1].note if d.changes else ""
+                lines.append(f"  {d.id}  {d.sender} -> {d.recipient}  {note}")
+        return lines
 
-    async def report() -> list[str]:
-        store = Store.open(settings.redis_url, settings.redis_prefix)
-        try:
-            lines = []
-            refusals = await store.ingest.refusals(args.limit)
-            lines.append(f"Refused emails ({len(refusals)}):")
-            for r in reversed(refusals):
-                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.at))
-                lines.append(f"  {when}  {r.source}  from {r.sender or '?'}  "
-                             f"{r.subject!r}: {r.reason}")
-            for state in (DeliveryState.QUEUED, DeliveryState.FAILED):
-                deliveries = await store.deliveries.in_state(state, args.limit)
-                lines.append(f"{state.value.title()} deliveries ({len(deliveries)}):")
-                for d in deliveries:
-                    note = d.changes[-1].note if d.changes else ""
-                    lines.append(f"  {d.id}  {d.sender} -> {d.recipient}  {note}")
-            return lines
-        finally:
-            await store.close()
-
-    try:
-        print("\n".join(asyncio.run(report())))
-    except StoreError as exc:
-        print(f"switchboard: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return with_store(args, report)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """The audit trail: emails sent and actions refused, newest first."""
-    from storage.errors import StoreError
-    from storage.store import Store
 
-    settings = _load(args)
-
-    async def read() -> list[str]:
-        store = Store.open(settings.redis_url, settings.redis_prefix)
-        try:
-            events = await store.audit.recent(args.limit)
-        finally:
-            await store.close()
+    async def read(settings: Settings, store: Store) -> list[str]:
+        events = await store.audit.recent(args.limit)
         lines = [f"Audit trail ({len(events)} newest first):"]
         for e in events:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.at))
             lines.append(f"  {when}  {e.action.value:<14}  {e.actor}  -> {e.target}: {e.detail}")
         return lines
 
-    try:
-        print("\n".join(asyncio.run(read())))
-    except StoreError as exc:
-        print(f"switchboard: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return with_store(args, read)
 
 
 def _version() -> str:

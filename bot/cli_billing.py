@@ -30,7 +30,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     return _load(args)
 
 
-def _with_store(args: argparse.Namespace,
+def with_store(args: argparse.Namespace,
                 work: Callable[[Settings, Store], Awaitable[list[str]]]) -> int:
     settings = _settings(args)
 
@@ -94,7 +94,7 @@ def cmd_customer(args: argparse.Namespace) -> int:
                  f"  balance: {Decimal(await store.customers.balance(cid)) * CENT}"]
         return lines
 
-    return _with_store(args, work)
+    return with_store(args, work)
 
 
 def cmd_account(args: argparse.Namespace) -> int:
@@ -116,7 +116,7 @@ def cmd_account(args: argparse.Namespace) -> int:
                          f"balance {Decimal(e.balance_minor) * CENT:>10}  {e.note}")
         return lines
 
-    return _with_store(args, work)
+    return with_store(args, work)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -147,7 +147,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             lines += [f"  warning: {w}" for w in o.warnings]
         return lines or [f"no customers with usage in {period}"]
 
-    return _with_store(args, work)
+    return with_store(args, work)
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
@@ -167,7 +167,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
             lines.append(f"  total {charges.total} {charges.currency}")
         return lines
 
-    return _with_store(args, work)
+    return with_store(args, work)
 
 
 def _flag(parser: argparse.ArgumentParser, name: str, help: str) -> None:
