@@ -20,6 +20,7 @@ RETRY_JOB = "bot.jobs.retry_delivery"
 REPORTS_JOB = "bot.jobs.charge_reports"
 log = logging.getLogger(__name__)
 OVERDUE = 5.0  # seconds past its time before a scheduled retry counts as lost
+HEARTBEAT = 5  # seconds between a running job's heartbeats (RQ's job monitoring)
 
 
 def sync_client(url: str) -> SyncRedis:
@@ -106,7 +107,14 @@ def _abandoned(queue: Queue, job: Job, live_workers: set[str]) -> bool:
         # outlives it for a while). Running the retry twice is harmless.
         due = queue.scheduled_job_registry.get_scheduled_time(job)
         return due is not None and datetime.now(UTC) - due > timedelta(seconds=OVERDUE)
-    return status == JobStatus.STARTED and job.worker_name not in live_workers
+    if status != JobStatus.STARTED:
+        return False
+    # A running job is heartbeated every HEARTBEAT seconds by its worker: silence means the
+    # worker died with it (SIGKILL of the whole tree leaves its registration for minutes).
+    beat = job.last_heartbeat
+    silent = beat is not None and datetime.now(UTC) - beat.replace(tzinfo=UTC) > timedelta(
+        seconds=3 * HEARTBEAT)
+    return job.worker_name not in live_workers or silent
 
 
 class RqWorkerPool:
@@ -140,5 +148,6 @@ class RqWorkerPool:
         return int(Worker.count(queue=self.queue))
 
     def work(self, name: str | None = None, burst: bool = False) -> None:
-        worker = Worker([self.queue], connection=self.connection, name=name)
+        worker = Worker([self.queue], connection=self.connection, name=name,
+                        job_monitoring_interval=HEARTBEAT)
         worker.work(with_scheduler=True, burst=burst, logging_level="INFO")
