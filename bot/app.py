@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from bot.audit import AuditedMailer
 from bot.commands import CommandContext, Commands
 from bot.doctor import Probe
+from bot.errors import BridgeError, StoreError
 from bot.flows.inbound_email import (
     AttachmentPolicy,
     InboundEmailFlow,
@@ -28,6 +29,7 @@ from bot.mail import InboundMail, SenderAuth, SenderTrust
 from bot.metering import Charges, Measure, Meter, Service, Usage, customer_of
 from bot.model import Address, Network
 from bot.permissions import Permissions, thread_rule
+from bot.ports import ChatNetwork, Notice
 from bot.reports import ChargeReports, ReportError, current_month, parse_period
 from bot.settings import Settings
 from bridges.email.auth import Peer, SenderAuthenticator, use_dns_server
@@ -36,17 +38,14 @@ from bridges.email.listener import BridgeHandler, start_listener
 from bridges.email.mime import parse
 from bridges.email.probe import probe_imap, probe_smtp
 from bridges.email.smtp import SmtpSender
-from bridges.errors import BridgeError
 from bridges.http import HttpServer
 from bridges.matrix.client import MatrixNetwork
 from bridges.matrix.probe import probe_matrix
 from bridges.matrix.sync import CommandEvent, sync_forever
 from bridges.metrics import Metrics
-from bridges.ports import ChatNetwork, Notice
 from bridges.slack.app import ENDPOINT, SlackApp
 from bridges.slack.probe import probe_slack
 from bridges.slack.web import SlackNetwork, web_client
-from storage.errors import StoreError
 from storage.health import probe_redis
 from storage.queue import RqScheduler
 from storage.store import Store

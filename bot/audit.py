@@ -13,7 +13,7 @@ from typing import Protocol
 
 from bot.headers import header_text
 from bot.model import Address
-from bridges.ports import MailSender
+from bot.ports import MailSender
 
 log = logging.getLogger(__name__)
 

@@ -38,8 +38,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bot.app import Runtime
-    from bridges.errors import BridgeError
-    from storage.errors import StoreError
+    from bot.errors import BridgeError, StoreError
 
     settings = _load(args)
 
@@ -64,8 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from bot.demo import DemoError, run_demo
-    from bridges.errors import BridgeError
-    from storage.errors import StoreError
+    from bot.errors import BridgeError, StoreError
 
     settings = _load(args)
     try:

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from bot.errors import StoreError
 from bot.metering import CENT, Customer
 from bot.model import Address, AddressError
 from bot.reports import (
@@ -20,7 +21,6 @@ from bot.reports import (
     previous_month,
 )
 from bot.settings import Settings
-from storage.errors import StoreError
 from storage.store import Store
 
 

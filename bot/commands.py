@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
+from bot.errors import AddressTaken, BridgeError
 from bot.flows.outgoing import MARKER, marker
 from bot.flows.reply_by_email import ReplyByEmail, notice_for_email
 from bot.flows.reply_in_chat import ReplyInChat, choices_for, notice_for
@@ -28,11 +29,9 @@ from bot.model import (
     Provenance,
 )
 from bot.permissions import Permissions, ThreadReplies
+from bot.ports import Choice, MailSender, Notice
 from bot.render import render
-from bridges.errors import BridgeError
-from bridges.ports import Choice, MailSender, Notice
-from storage.errors import AddressTaken
-from storage.protocols import AddressBook, Conversations, Deliveries, History, Verifications
+from bot.stores import AddressBook, Conversations, Deliveries, History, Verifications
 
 CODE_TTL = 15 * 60
 HISTORY_PAGE = 10

@@ -23,8 +23,8 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Protocol
 
+from bot.errors import StoreError
 from bot.model import Address, HistoryEntry, Network
-from storage.errors import StoreError
 
 log = logging.getLogger(__name__)
 

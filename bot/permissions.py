@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from bot.audit import AuditEvent, AuditLog
 from bot.metering import customer_of
 from bot.model import Address, ChatRef, EntryKind, HistoryEntry, Network
-from storage.protocols import AddressBook, RateLimits
+from bot.stores import AddressBook, RateLimits
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,13 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
 
+from bot.errors import BridgeError
 from bot.flows.outgoing import MARKER
 from bot.metering import Charges, Customer, RateCard, Usage, charges_for, held_gb_months
 from bot.model import Address, AddressError
+from bot.ports import MailSender
 from bot.render import render
-from bridges.errors import BridgeError
-from bridges.ports import MailSender
-from storage.protocols import CustomerStore, UsageStore
+from bot.stores import CustomerStore, UsageStore
 
 log = logging.getLogger(__name__)
 

@@ -1,18 +1,8 @@
-"""The bridges' exception family; each carries what the user needs to act."""
+"""The bridges' own errors: each network's, under the core's BridgeError."""
 
 from __future__ import annotations
 
-
-class BridgeError(Exception):
-    """A network refused or failed an operation.
-
-    ``transient`` errors (rate limits, outages) are worth retrying later; the others
-    (unknown channel, missing permission) need a person to change something.
-    """
-
-    def __init__(self, message: str, *, transient: bool = False) -> None:
-        super().__init__(message)
-        self.transient = transient
+from bot.errors import BridgeError
 
 
 class MailError(BridgeError):

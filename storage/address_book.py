@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 import uuid
 
+from bot.errors import AddressTaken, NotFound, StoreError
 from bot.model import Address, Identity, Provenance
 from bot.model import Mapping as AddressMapping
 from storage.codec import dump_mapping, load_mapping
 from storage.connection import RedisBacked, text
-from storage.errors import AddressTaken, NotFound, StoreError
 
 # KEYS: index, identity hash. ARGV: address, identity id, anchor address or "", record.
 # Checks and writes in one step so two linkers can never both win one address.

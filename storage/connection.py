@@ -9,7 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
-from storage.errors import StoreError, StoreUnavailable
+from bot.errors import StoreError, StoreUnavailable
 from storage.keys import Keys
 
 Redis = aioredis.Redis

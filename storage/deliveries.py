@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
+from bot.errors import InvalidTransition, NotFound
 from bot.model import Address, Delivery, DeliveryState, StateChange, sources_of
 from storage.codec import delivery_fields, dump_change, load_delivery
 from storage.connection import RedisBacked, text
-from storage.errors import InvalidTransition, NotFound
 
 # KEYS: delivery hash, log, state index of the new state, sender index.
 # ARGV: created-at score, first log record, id, then field/value pairs.

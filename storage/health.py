@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from bot.doctor import Check
+from bot.errors import StoreError
 from bot.settings import Settings
 from storage.connection import redacted
-from storage.errors import StoreError
 from storage.store import Store
 
 MIN_REDIS = (7, 0)

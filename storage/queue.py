@@ -12,8 +12,8 @@ from redis import exceptions as redis_errors
 from rq import Queue, Retry, Worker
 from rq.job import Job, JobStatus
 
+from bot.errors import StoreUnavailable
 from storage.connection import redacted
-from storage.errors import StoreUnavailable
 from storage.keys import Keys
 
 RETRY_JOB = "bot.jobs.retry_delivery"

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from bot.errors import BridgeError
 from bot.flows.outgoing import automatic_reason, bounce_message, is_automatic
 from bot.logs import log_context
 from bot.mail import InboundMail, MailAttachment
@@ -36,10 +37,9 @@ from bot.model import (
     Network,
     Refusal,
 )
+from bot.ports import ChatNetwork, EmailCard, MailSender
 from bot.settings import Route
-from bridges.errors import BridgeError
-from bridges.ports import ChatNetwork, EmailCard, MailSender
-from storage.protocols import (
+from bot.stores import (
     AddressBook,
     Conversations,
     History,

@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from bot.errors import BridgeError
 from bot.flows.outgoing import compose_reply
 from bot.flows.reply_in_chat import (
     HISTORY_SHOWN,
@@ -32,9 +33,8 @@ from bot.model import (
     HistoryEntry,
     Network,
 )
-from bridges.errors import BridgeError
-from bridges.ports import Notice
-from storage.protocols import RetryScheduler
+from bot.ports import Notice
+from bot.stores import RetryScheduler
 
 log = logging.getLogger(__name__)
 

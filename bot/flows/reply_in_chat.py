@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
+from bot.errors import AddressTaken, BridgeError, InvalidTransition, StoreError
 from bot.flows.outgoing import compose_reply
 from bot.logs import log_context
 from bot.mail import InboundMail
@@ -36,11 +37,9 @@ from bot.model import (
     Provenance,
 )
 from bot.permissions import Permissions
+from bot.ports import ChatNetwork, ChatReply, Choice, MailSender, Notice
 from bot.render import render
-from bridges.errors import BridgeError
-from bridges.ports import ChatNetwork, ChatReply, Choice, MailSender, Notice
-from storage.errors import AddressTaken, InvalidTransition, StoreError
-from storage.protocols import (
+from bot.stores import (
     AddressBook,
     Conversations,
     Deliveries,

@@ -26,10 +26,10 @@ from nio import (
 )
 
 from bot.model import Address, ChatRef, ChatTarget, Network, Presence
+from bot.ports import ChatReply, EmailCard, Notice
 from bot.render import render
 from bot.settings import MatrixSettings
 from bridges.errors import MatrixError
-from bridges.ports import ChatReply, EmailCard, Notice
 from storage.matrix_state import RedisMatrixState
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ import aiohttp
 from nio import InviteMemberEvent, MatrixRoom, RoomMessageText, SyncError
 
 from bot.model import Address, ChatRef, Network
+from bot.ports import Notice
 from bridges.matrix.client import MatrixNetwork
-from bridges.ports import Notice
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

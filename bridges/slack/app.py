@@ -26,7 +26,7 @@ from bot.commands import CommandContext, Commands
 from bot.flows.reply_by_email import ReplyByEmail, notice_for_email
 from bot.flows.reply_in_chat import ReplyInChat, notice_for
 from bot.model import Address, ChatRef, Network
-from bridges.ports import Notice
+from bot.ports import Notice
 from bridges.slack.blocks import REPLY_BY_EMAIL, REPLY_IN_CHAT, notice_message, reply_modal
 from bridges.slack.web import SlackNetwork
 

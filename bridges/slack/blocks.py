@@ -17,9 +17,9 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.model import Network
+from bot.ports import ChatReply, EmailCard, Notice
 from bot.render import mrkdwn, render
 from bot.text import shorten
-from bridges.ports import ChatReply, EmailCard, Notice
 
 SECTION_LIMIT = 3000
 BODY_SECTIONS = 10  # beyond ~30,000 characters the full text goes in the thread as a file

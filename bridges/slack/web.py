@@ -18,8 +18,8 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.model import Address, AddressError, ChatRef, ChatTarget, Network, Presence
+from bot.ports import ChatReply, EmailCard, Notice
 from bridges.errors import SlackError
-from bridges.ports import ChatReply, EmailCard, Notice
 from bridges.slack.blocks import email_card, notice_message, reply_message
 
 log = logging.getLogger(__name__)

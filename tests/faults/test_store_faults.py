@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from bot.errors import StoreUnavailable
 from bot.model import Address, Delivery, DeliveryState, EntryKind, HistoryEntry, Provenance
-from storage.errors import StoreUnavailable
 from storage.store import Store
 from tests.servers import redis_server
 

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from bot.errors import AddressTaken, NotFound, StoreUnavailable
 from bot.model import Address, Provenance
-from storage.errors import AddressTaken, NotFound, StoreUnavailable
 from storage.store import Store
 
 pytestmark = pytest.mark.integration

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from bot.errors import InvalidTransition, NotFound
 from bot.model import Address, Delivery, DeliveryState
-from storage.errors import InvalidTransition, NotFound
 from storage.store import Store
 
 pytestmark = pytest.mark.integration

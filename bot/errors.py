@@ -1,6 +1,20 @@
-"""The store's exception family: every Redis problem reaches callers as a StoreError."""
+"""The exception families the core catches, declared by the core: the networks' and
+the store's adapters raise these (or their own subclasses), so a flow never imports an
+adapter to handle a failure."""
 
 from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """A network refused or failed an operation.
+
+    ``transient`` errors (rate limits, outages) are worth retrying later; the others
+    (unknown channel, missing permission) need a person to change something.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class StoreError(Exception):
