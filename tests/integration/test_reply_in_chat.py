@@ -124,6 +124,20 @@ async def matrix_dm(user: MatrixUser, containing: str) -> list[dict[str, Any]]:
     return found
 
 
+async def queued_while_away(bridge: Bridge, subject: str, text: str) -> str:
+    """Alice is away on Slack; Bob answers her email in chat and chooses *Queue and
+    retry*. The delivery's id."""
+    await bridge.slack.add_user(SLACK_PEOPLE["alice"], "alice", bridge.services.email("alice"),
+                                "away")
+    card = await email_card(bridge, bridge.services.email("alice"), subject)
+    await reply_from_slack(bridge, card, text)
+    notice = await bob_told(bridge, "is away on Slack")
+    delivery_id = button(notice, "delivery_queue")
+    await sender(bridge).block_action(BOB, "bob", SLACK_CHANNEL, notice, "delivery_queue",
+                                      delivery_id, ephemeral=True)
+    return delivery_id
+
+
 async def test_available_on_the_same_network(bridge: Bridge) -> None:
     alice = Address.email(bridge.services.email("alice"))
     await bridge.slack.add_user(SLACK_PEOPLE["alice"], "alice", alice.value, "active")
@@ -165,14 +179,7 @@ async def test_available_on_the_other_network(bridge: Bridge) -> None:
 
 
 async def test_away_then_queued_then_delivered(bridge: Bridge, tmp_path: Path) -> None:
-    await bridge.slack.add_user(SLACK_PEOPLE["alice"], "alice", bridge.services.email("alice"),
-                                "away")
-    card = await email_card(bridge, bridge.services.email("alice"), "While away")
-    await reply_from_slack(bridge, card, "See you when you are back")
-    notice = await bob_told(bridge, "is away on Slack")
-    delivery_id = button(notice, "delivery_queue")
-    await sender(bridge).block_action(BOB, "bob", SLACK_CHANNEL, notice, "delivery_queue",
-                                      delivery_id, ephemeral=True)
+    delivery_id = await queued_while_away(bridge, "While away", "See you when you are back")
     await bob_told(bridge, "Queued")
     worker = start_worker(bridge, tmp_path / "worker.log")
     try:
@@ -296,14 +303,7 @@ async def test_matrix_user_replies_with_im_in_the_thread(bridge: Bridge) -> None
 
 
 async def test_worker_killed_during_queued_retry(bridge: Bridge, tmp_path: Path) -> None:
-    await bridge.slack.add_user(SLACK_PEOPLE["alice"], "alice", bridge.services.email("alice"),
-                                "away")
-    card = await email_card(bridge, bridge.services.email("alice"), "Kill the worker")
-    await reply_from_slack(bridge, card, "Exactly once, please")
-    notice = await bob_told(bridge, "is away on Slack")
-    delivery_id = button(notice, "delivery_queue")
-    await sender(bridge).block_action(BOB, "bob", SLACK_CHANNEL, notice, "delivery_queue",
-                                      delivery_id, ephemeral=True)
+    delivery_id = await queued_while_away(bridge, "Kill the worker", "Exactly once, please")
     log = tmp_path / "worker.log"
     first = start_worker(bridge, log)
     await eventually(lambda: _attempts(bridge, delivery_id, 3), what="retries while away")
@@ -329,13 +329,7 @@ async def test_worker_killed_while_sending_is_taken_over_quickly(bridge: Bridge,
     stops renewing it, so another worker takes over within seconds (the claim lived two
     minutes before), and the DM arrives once."""
     alice = SLACK_PEOPLE["alice"]
-    await bridge.slack.add_user(alice, "alice", bridge.services.email("alice"), "away")
-    card = await email_card(bridge, bridge.services.email("alice"), "Killed mid-send")
-    await reply_from_slack(bridge, card, "Once, even so")
-    notice = await bob_told(bridge, "is away on Slack")
-    delivery_id = button(notice, "delivery_queue")
-    await sender(bridge).block_action(BOB, "bob", SLACK_CHANNEL, notice, "delivery_queue",
-                                      delivery_id, ephemeral=True)
+    delivery_id = await queued_while_away(bridge, "Killed mid-send", "Once, even so")
     await bridge.slack.slow("chat.postMessage", 50.0, times=1)  # the DM's post hangs
     await bridge.slack.set_presence(alice, "active")
     log = tmp_path / "worker.log"
