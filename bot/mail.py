@@ -16,6 +16,8 @@ class MailAttachment:
     content: bytes  # empty when the attachment was over the limit (see InboundMail.notes)
     inline: bool = False
     content_id: str = ""
+    # A forwarded message's own attachments (names), screened like this message's.
+    contains: tuple[str, ...] = ()
 
     @property
     def dropped(self) -> bool:

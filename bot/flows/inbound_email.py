@@ -74,7 +74,10 @@ class AttachmentPolicy:
                                       "application/x-msdos-program")
 
     def is_blocked(self, attachment: MailAttachment) -> bool:
-        return (file_type_name(attachment.filename).endswith(self.blocked)
+        """A blocked type, or a forwarded message carrying one (an .eml would hand it
+        over just the same)."""
+        names = (attachment.filename, *attachment.contains)
+        return (any(file_type_name(n).endswith(self.blocked) for n in names)
                 or attachment.content_type.lower() in self.blocked_types)
 
     def screen(self, mail: InboundMail) -> InboundMail:

@@ -179,6 +179,11 @@ def _forwarded(part: Message, max_attachment_bytes: int, depth: int
     return f"{name or 'forwarded message'}.eml", mail, data
 
 
+def _all_names(mail: InboundMail) -> tuple[str, ...]:
+    """Every attachment name in a forwarded message, its own forwards' included."""
+    return tuple(n for a in mail.attachments for n in (a.filename, *a.contains))
+
+
 def _forward_text(mail: InboundMail) -> str:
     when = time.strftime("%a, %d %b %Y %H:%M", time.gmtime(mail.date))
     sender = (f"{mail.sender_name} <{mail.sender.value}>" if mail.sender_name and mail.sender
@@ -293,11 +298,13 @@ def _parse(raw: bytes, how: policy.Policy, max_attachment_bytes: int,
                 "rfc822", "global"):
             fname, inner, content = _forwarded(part, max_attachment_bytes, depth)
             name = fname or name
+            contains = _all_names(inner) if inner is not None else ()
             forwarded += 1
             if inner is not None and len(forwards) < MAX_FORWARDS_SHOWN:
                 forwards.append(_forward_text(inner))
             ctype = "message/rfc822"
         else:
+            contains = ()
             try:
                 payload = part.get_payload(decode=True)
             except (ValueError, TypeError, AssertionError):
@@ -308,9 +315,11 @@ def _parse(raw: bytes, how: policy.Policy, max_attachment_bytes: int,
         if len(content) > max_attachment_bytes:
             notes.append(f"The attachment {name!r} ({len(content) / 1e6:.1f} MB) is over the "
                          f"{max_attachment_bytes / 1e6:.1f} MB limit and was not posted.")
-            attachments.append(MailAttachment(name, ctype, len(content), b"", inline, cid))
+            attachments.append(MailAttachment(name, ctype, len(content), b"", inline, cid,
+                                              contains))
             continue
-        attachments.append(MailAttachment(name, ctype, len(content), content, inline, cid))
+        attachments.append(MailAttachment(name, ctype, len(content), content, inline, cid,
+                                          contains))
     if forwarded > len(forwards):
         notes.append(f"{forwarded - len(forwards)} more forwarded message(s) are attached "
                      "but not shown here.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from bot.flows.inbound_email import AttachmentPolicy
 from bot.mail import BodyFormat, InboundMail, MailAttachment
 
@@ -34,3 +36,13 @@ def test_disguised_executables_are_caught() -> None:
                  "invoice.\uff45\uff58\uff45", "invoice.e\u200bxe", "photo\u202egpj.scr")
     screened = AttachmentPolicy().screen(mail_with(*disguised, "minutes 10.30.pdf"))
     assert [a.dropped for a in screened.attachments] == [True] * len(disguised) + [False]
+
+
+def test_a_forwarded_message_carrying_an_executable_is_not_posted() -> None:
+    forwarded = MailAttachment("Invoice.eml", "message/rfc822", 10, b"0123456789",
+                               contains=("invoice.pdf", "payload.exe."))
+    harmless = MailAttachment("Minutes.eml", "message/rfc822", 10, b"0123456789",
+                              contains=("minutes.pdf",))
+    mail = mail_with()
+    screened = AttachmentPolicy().screen(replace(mail, attachments=(forwarded, harmless)))
+    assert [a.dropped for a in screened.attachments] == [True, False]
