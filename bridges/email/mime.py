@@ -20,6 +20,7 @@ from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
 
+from bot.headers import header_text
 from bot.mail import BodyFormat, InboundMail, MailAttachment
 from bot.model import Address, AddressError
 from bot.text import split_reply
@@ -101,12 +102,18 @@ def _decode_text(part: Message, notes: list[str]) -> str:
         return data.decode("cp1252", errors="replace")
 
 
+def _safe_name(text: str) -> str:
+    """A file name as people will see it: one line, no control or direction-changing
+    characters (``invoice\u202efdp.exe`` must not read as a PDF), no path separators."""
+    return header_text(text).replace("/", "_").replace("\\", "_")
+
+
 def _filename(part: Message) -> str:
     try:
         name = part.get_filename()
     except (ValueError, LookupError, TypeError):
         name = None
-    name = " ".join(str(name or "").split()).replace("/", "_").replace("\\", "_")
+    name = _safe_name(str(name or ""))
     if name:
         return name[:200]
     ext = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif",
@@ -175,7 +182,7 @@ def _forwarded(part: Message, max_attachment_bytes: int, depth: int
     if not data or depth >= MAX_FORWARD_DEPTH:
         return "", None, data
     mail = parse(data, max_attachment_bytes=max_attachment_bytes, _depth=depth + 1)
-    name = " ".join(mail.subject.split())[:80].replace("/", "_").replace("\\", "_")
+    name = _safe_name(mail.subject)[:80]
     return f"{name or 'forwarded message'}.eml", mail, data
 
 

@@ -131,3 +131,19 @@ def test_deep_nesting_is_bounded() -> None:
            "\r\nhidden\r\n").encode()
     mail = parse(raw, max_attachment_bytes=LIMIT)
     assert any("nests its parts too deeply" in n for n in mail.notes)
+
+
+def test_attachment_names_read_as_they_are() -> None:
+    """A right-to-left override makes ``invoice\\u202efdp.exe`` look like a PDF; the name
+    is shown (and screened) as what it is, and path parts never survive."""
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["From"] = "a@partner.test"
+    msg["Subject"] = "names"
+    msg.set_content("see attached")
+    msg.add_attachment(b"MZ", maintype="application", subtype="octet-stream",
+                       filename="invoice\u202efdp.exe")
+    msg.add_attachment(b"x", maintype="text", subtype="plain", filename="../../etc/passwd")
+    mail = parse(msg.as_bytes(), max_attachment_bytes=LIMIT)
+    assert [a.filename for a in mail.attachments] == ["invoicefdp.exe", ".._.._etc_passwd"]
