@@ -7,6 +7,7 @@ and shows the Notice it gets back. Every refusal says what was wrong and what to
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -33,6 +34,7 @@ from bot.ports import Choice, MailSender, Notice
 from bot.render import render
 from bot.stores import AddressBook, Conversations, Deliveries, History, Verifications
 
+log = logging.getLogger(__name__)
 CODE_TTL = 15 * 60
 HISTORY_PAGE = 10
 SCOPE_DEPTH = 2000  # conversations (and history entries) looked through to decide scope
@@ -327,6 +329,7 @@ class Commands:
         mine = await self.history.conversations_of(await self._own_addresses(asker),
                                                    SCOPE_DEPTH)
         seen: dict[str, bool] = {}
+        rooms: dict[str, bool] = {}  # membership asked once per room, not per conversation
         shown: list[HistoryEntry] = []
         wanted = (page + 1) * HISTORY_PAGE + 1
         scanned = 0
@@ -335,7 +338,8 @@ class Commands:
             for entry in batch.entries:
                 cid = entry.conversation_id
                 if cid not in seen:
-                    seen[cid] = cid in mine or await self._member_where_posted(asker, cid)
+                    seen[cid] = cid in mine or await self._member_where_posted(asker, cid,
+                                                                                 rooms)
                 if seen[cid]:
                     shown.append(entry)
             scanned += SCAN_PAGE
@@ -345,14 +349,23 @@ class Commands:
         return HistoryPage(tuple(window[:HISTORY_PAGE]), page, HISTORY_PAGE,
                            has_more=len(window) > HISTORY_PAGE)
 
-    async def _member_where_posted(self, user: Address, conversation_id: str) -> bool:
+    async def _member_where_posted(self, user: Address, conversation_id: str,
+                                   rooms: dict[str, bool]) -> bool:
         if self.conversations is None:
             return False
         network = self.replies.networks.get(user.network)
         if network is None:
             return False
         for ref in (await self.conversations.threads(conversation_id)).values():
-            if ref.network is user.network and await network.is_member(ref.room, user):
+            if ref.network is not user.network:
+                continue
+            if ref.room not in rooms:
+                try:
+                    rooms[ref.room] = await network.is_member(ref.room, user)
+                except BridgeError as exc:  # cannot tell: not shown (default-deny)
+                    log.warning("membership of %s in %s unknown: %s", user, ref.room, exc)
+                    rooms[ref.room] = False
+            if rooms[ref.room]:
                 return True
         return False
 
