@@ -596,6 +596,7 @@ class SlackServer:
             # What is left of injected faults: {method: [times left, status or retry-after]}.
             "failures": s.failures,
             "rate_limits": s.rate_limits,
+            "slow": s.slow,  # {method: [times left, seconds, after]}: 0 left = under way
         })
 
     async def _control(self, request: web.Request) -> web.Response:
