@@ -38,7 +38,6 @@ from slack_sdk.web.async_client import AsyncWebClient
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bot.app import Runtime  # noqa: E402
 from bot.model import (  # noqa: E402
     Address,
     Delivery,
@@ -47,6 +46,7 @@ from bot.model import (  # noqa: E402
     HistoryEntry,
     Provenance,
 )
+from bot.runtime.app import Runtime  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from storage.store import Store  # noqa: E402
 from tests.conftest import read_env_file  # noqa: E402
@@ -546,7 +546,7 @@ async def worker_path(env: dict[str, str], slack: SlackServer, report: Report,
         await asyncio.sleep(1.0)  # due now
         began = time.perf_counter()
         procs = [await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.cli", "worker", "--burst",
+            sys.executable, "-m", "bot.runtime.cli", "worker", "--burst",
             env={**{k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")},
                  **values}, cwd=str(ROOT),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)

@@ -17,6 +17,11 @@ class BridgeError(Exception):
         self.transient = transient
 
 
+class TransientFailure(Exception):
+    """Work that failed for a reason that may pass (an outage, a rate limit): the same
+    input is to be tried again later, and nothing of it is lost."""
+
+
 class StoreError(Exception):
     """Something went wrong reading or writing Switchboard's state."""
 

@@ -97,3 +97,21 @@ class InboundMail:
         ids = [self.in_reply_to] if self.in_reply_to else []
         ids += reversed(self.references)
         return tuple(dict.fromkeys(i for i in ids if i))
+
+
+@dataclass(frozen=True)
+class Peer:
+    """The SMTP client an email came from, as Switchboard's own SMTP listener saw it."""
+
+    ip: str
+    helo: str
+    mail_from: str
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """How a raw email reached Switchboard, beside its bytes."""
+
+    source: str  # "smtp", or "imap:<mailbox>": shown with refused mail
+    recipients: tuple[Address, ...] = ()  # RCPT TO, when Switchboard was the SMTP server
+    peer: Peer | None = None  # the connecting client, likewise

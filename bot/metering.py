@@ -15,6 +15,7 @@ import logging
 import time
 import tomllib
 import tracemalloc
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -99,20 +100,51 @@ class UsageRecorder(Protocol):
         atomically, all in one round trip."""
 
 
+class _CpuShares:
+    """The process's CPU time split evenly among the measures open at the same time.
+
+    On a busy event loop the work of several emails interleaves; each is charged its
+    share of what the process spent while it was open, so the charges add up to the CPU
+    actually used and no customer pays for another's work. A measure leaves the sharing
+    when it is dropped."""
+
+    def __init__(self) -> None:
+        self.open: weakref.WeakKeyDictionary[Measure, float] = weakref.WeakKeyDictionary()
+        self.last = time.process_time()
+
+    def settle(self) -> None:
+        now = time.process_time()
+        spent, self.last = now - self.last, now
+        sharing = list(self.open.keys())
+        for measure in sharing:
+            self.open[measure] += spent / len(sharing)
+
+    def join(self, measure: Measure) -> None:
+        self.settle()
+        self.open[measure] = 0.0
+
+    def spent(self, measure: Measure) -> float:
+        self.settle()
+        return self.open.get(measure, 0.0)
+
+
+_SHARES = _CpuShares()
+
+
 class Measure:
     """CPU and memory around one piece of work.
 
-    CPU is the process's CPU time between start and finish: on a busy event loop it
-    includes what other tasks did meanwhile, so it is an upper bound. Memory comes
-    from tracemalloc when it is tracing (``SWITCHBOARD_METER_MEMORY``: the peak of
-    allocations during the work), otherwise from the payload sizes the work held."""
+    CPU is this work's share of the process's CPU time while it ran (see _CpuShares).
+    Memory comes from tracemalloc when it is tracing (``SWITCHBOARD_METER_MEMORY``: the
+    peak of allocations during the work), otherwise from the payload sizes the work
+    held."""
 
     def __init__(self) -> None:
-        self.cpu0 = time.process_time()
+        _SHARES.join(self)
         self.mem0 = tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else 0
 
     def cpu_us(self) -> int:
-        return max(0, int((time.process_time() - self.cpu0) * 1_000_000))
+        return max(0, int(_SHARES.spent(self) * 1_000_000))
 
     def memory(self, payload: int) -> int:
         if not tracemalloc.is_tracing():

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Protocol
 
-from bot.mail import MailAttachment
+from bot.mail import Envelope, InboundMail, MailAttachment, Peer, SenderAuth
 from bot.model import Address, ChatRef, ChatTarget, HistoryEntry, Network, Presence
 
 
@@ -101,8 +101,53 @@ class ChatNetwork(Protocol):
         """Tell ``user`` something, near ``where`` (the thread they acted in) if given."""
         ...
 
+    async def customer(self) -> str | None:
+        """The metering customer this connection serves (its Slack workspace, its Matrix
+        homeserver's organisation); None when it cannot be told now."""
+        ...
+
 
 class MailSender(Protocol):
     async def send(self, message: EmailMessage) -> None:
         """Submit ``message``; MailError (``transient`` for 4xx and outages) otherwise."""
         ...
+
+
+class MailReader(Protocol):
+    def read(self, raw: bytes, envelope: Envelope) -> InboundMail:
+        """``raw`` (RFC 5322 bytes) as the core sees it; never raises for bad content."""
+        ...
+
+
+class SenderChecks(Protocol):
+    async def check(self, raw: bytes, peer: Peer | None = None) -> SenderAuth:
+        """Whether ``raw``'s From address is authenticated (DKIM, SPF, DMARC)."""
+        ...
+
+
+class Observer(Protocol):
+    """What the flows report for monitoring (Prometheus, in the runtime)."""
+
+    def bridged(self, direction: str, network: str) -> None: ...
+
+    def refused(self) -> None: ...
+
+    def failed(self, component: str) -> None: ...
+
+    def ingest_lag(self, seconds: float) -> None: ...
+
+
+class Unobserved:
+    """An Observer that keeps nothing (tests, one-off programs)."""
+
+    def bridged(self, direction: str, network: str) -> None:
+        pass
+
+    def refused(self) -> None:
+        pass
+
+    def failed(self, component: str) -> None:
+        pass
+
+    def ingest_lag(self, seconds: float) -> None:
+        pass

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -164,6 +165,19 @@ class ChargeReports:
         msg.set_content(render("mail/charge_report.txt.j2", **ctx))
         msg.add_alternative(render("mail/charge_report.html.j2", **ctx), subtype="html")
         return msg
+
+    async def web_page(self, params: Mapping[str, str], query: Mapping[str, str]
+                       ) -> tuple[int, str]:
+        """GET /reports/{token}?period=YYYY-MM: (HTTP status, the page or why not)."""
+        try:
+            period = parse_period(query.get("period") or current_month())
+        except ReportError as exc:
+            return 400, str(exc)
+        try:
+            html = await self.page(params["token"], period)
+        except ReportError as exc:
+            return 503, str(exc)
+        return (404, "no such report") if html is None else (200, html)
 
     async def page(self, token: str, period: str) -> str | None:
         """The HTML of a customer's report page, or None for an unknown token."""

@@ -286,6 +286,9 @@ KEYS: tuple[Key, ...] = (
         "At most this many attachments of one email are posted; the rest are listed."),
     Key("blocked_attachments", _extensions, ".exe,.bat,.cmd,.com,.scr,.js,.vbs,.msi,.ps1,.jar,.lnk",
         "File types never posted (comma-separated extensions); the post says so."),
+    Key("ingest_concurrency", _positive_int, "32",
+        "Emails of different conversations bridged at the same time; the emails of one "
+        "conversation always go one after the other, in mailbox order."),
     Key("sender_rate", _rate, "120/3600",
         "Emails bridged per sender per window (`count/seconds`); more are refused."),
     Key("conversation_rate", _rate, "60/3600",
@@ -408,6 +411,7 @@ class Settings:
     routes: tuple[Route, ...]
     max_attachment_bytes: int
     max_attachments: int
+    ingest_concurrency: int
     blocked_attachments: tuple[str, ...]
     sender_rate: tuple[int, int]
     conversation_rate: tuple[int, int]
@@ -572,7 +576,8 @@ def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings |
         redis_url=v["redis_url"], redis_prefix=v["redis_prefix"], imap=imap, smtp=smtp,
         bot_email=v["bot_email"], reply_domain=reply_domain, slack=slack, matrix=matrix,
         routes=v["routes"], max_attachment_bytes=v["max_attachment_bytes"],
-        max_attachments=v["max_attachments"], blocked_attachments=v["blocked_attachments"],
+        max_attachments=v["max_attachments"], ingest_concurrency=v["ingest_concurrency"],
+        blocked_attachments=v["blocked_attachments"],
         sender_rate=v["sender_rate"], conversation_rate=v["conversation_rate"],
         sender_auth=v["sender_auth"], auth_trusted_hosts=v["auth.trusted_hosts"],
         dns_server=v["dns_server"],

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
+from bot.audit import AuditLog
 from bot.metering import Charges, Customer, Transaction, Usage
 from bot.model import (
     Address,
@@ -85,6 +87,8 @@ class Deliveries(Protocol):
 
     async def in_state(self, state: DeliveryState, limit: int = 100) -> list[Delivery]: ...
 
+    async def count_by_state(self) -> dict[DeliveryState, int]: ...
+
     async def from_sender(self, sender: Address, limit: int = 100) -> list[Delivery]:
         """The sender's deliveries, newest first."""
 
@@ -113,6 +117,10 @@ class Conversations(Protocol):
         """Remember a post (and the thread root, the Message-ID's conversation, and
         which history entry the chat message shows)."""
 
+    async def latest_in(self, network: Network, room: str) -> tuple[str, str] | None:
+        """(conversation id, entry id) of the latest post Switchboard made in ``room``."""
+        ...
+
     async def shown_in(self, network: Network, room: str, message: str
                        ) -> tuple[str, str] | None:
         """(conversation id, entry id) of what a chat message Switchboard posted shows."""
@@ -121,6 +129,53 @@ class Conversations(Protocol):
 class Ingest(Protocol):
     async def refuse(self, refusal: Refusal) -> None:
         """Keep an email that could not be bridged, with the reason, for operators."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """How far a mailbox has been read: every UID up to ``last_uid`` is done."""
+
+    uidvalidity: int
+    last_uid: int
+
+
+class MailboxState(Ingest, Protocol):
+    """What a mail reader keeps between sessions: where it got to, which messages keep
+    failing, and which process holds the mailbox."""
+
+    async def checkpoint(self, account: str, mailbox: str) -> Checkpoint | None: ...
+
+    async def save_checkpoint(self, account: str, mailbox: str, cp: Checkpoint) -> None: ...
+
+    async def count_failure(self, key: str) -> int:
+        """One more failed attempt at the message ``key``; how many there were."""
+        ...
+
+    async def set_aside(self, key: str, raw: bytes, refusal: Refusal) -> None:
+        """Keep a message that cannot be bridged and list it among the refused."""
+        ...
+
+    async def take_lease(self, name: str, holder: str, ttl: float) -> bool:
+        """Take or extend the lease ``name`` unless another holder has it."""
+        ...
+
+    async def release_lease(self, name: str, holder: str) -> None: ...
+
+
+class MatrixState(Protocol):
+    """The Matrix bot's own state: its login session and its direct-message rooms."""
+
+    async def session(self, user_id: str) -> tuple[str, str] | None: ...
+
+    async def save_session(self, user_id: str, device_id: str, access_token: str) -> None: ...
+
+    async def forget_session(self, user_id: str) -> None: ...
+
+    async def dm_room(self, user_id: str) -> str | None: ...
+
+    async def claim_dm_room(self, user_id: str, room_id: str) -> str:
+        """Record ``room_id`` as the DM room unless another was recorded first; the winner."""
+        ...
 
 
 class Tokens(Protocol):
@@ -180,3 +235,45 @@ class CustomerStore(Protocol):
                          note: str) -> int | None: ...
 
     async def balance(self, customer_id: str) -> int: ...
+
+
+class Stores(Protocol):
+    """Every store the core uses, as one (the Redis store, the in-memory store)."""
+
+    @property
+    def address_book(self) -> AddressBook: ...
+
+    @property
+    def history(self) -> History: ...
+
+    @property
+    def deliveries(self) -> Deliveries: ...
+
+    @property
+    def conversations(self) -> Conversations: ...
+
+    @property
+    def ingest(self) -> MailboxState: ...
+
+    @property
+    def matrix(self) -> MatrixState: ...
+
+    @property
+    def tokens(self) -> Tokens: ...
+
+    @property
+    def verifications(self) -> Verifications: ...
+
+    @property
+    def rates(self) -> RateLimits: ...
+
+    @property
+    def usage(self) -> UsageStore: ...
+
+    @property
+    def customers(self) -> CustomerStore: ...
+
+    @property
+    def audit(self) -> AuditLog: ...
+
+    async def close(self) -> None: ...

@@ -21,18 +21,18 @@ for i = 3, #KEYS do redis.call('ZADD', KEYS[i], ARGV[3], ARGV[4]) end
 return 1
 """
 
-_SEP = "/"  # conversation ids and entry ids never contain it (see _check_id)
+_SEP = "/"  # conversation ids and entry ids never contain it (see check_id)
 
 
-def _check_id(kind: str, value: str) -> None:
+def check_id(kind: str, value: str) -> None:
     if not value or _SEP in value:
         raise ValueError(f"{kind} id {value!r} must be non-empty and contain no {_SEP!r}")
 
 
 class RedisHistory(RedisBacked):
     async def append(self, entry: HistoryEntry) -> bool:
-        _check_id("conversation", entry.conversation_id)
-        _check_id("entry", entry.id)
+        check_id("conversation", entry.conversation_id)
+        check_id("entry", entry.id)
         cid = entry.conversation_id
         keys = [self.keys.conversation_entries(cid), self.keys.conversation_timeline(cid),
                 *(self.keys.person_history(str(a)) for a in entry.participants)]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 from bot.model import Refusal
+from bot.stores import Checkpoint
 from storage.connection import RedisBacked, text
 
 # KEYS: lease. ARGV: holder, ttl ms. Take or extend only a lease we hold or nobody does.
@@ -23,12 +23,6 @@ REFUSALS_KEPT = 1000
 FAILURES_REMEMBERED = 86400  # seconds a message's failure count is kept
 SET_ASIDE_KEPT = 30 * 86400  # seconds a set-aside message's bytes are kept
 SET_ASIDE_MAX_BYTES = 5_000_000
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    uidvalidity: int
-    last_uid: int
 
 
 class RedisIngest(RedisBacked):

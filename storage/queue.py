@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
 from redis import Redis as SyncRedis
 from redis import exceptions as redis_errors
-from rq import Queue, Retry, Worker
+from rq import Queue, Retry, SimpleWorker, Worker
 from rq.job import Job, JobStatus
 
 from bot.errors import StoreUnavailable
 from storage.connection import redacted
 from storage.keys import Keys
 
-RETRY_JOB = "bot.jobs.retry_delivery"
-REPORTS_JOB = "bot.jobs.charge_reports"
+RETRY_JOB = "bot.runtime.jobs.retry_delivery"
+REPORTS_JOB = "bot.runtime.jobs.charge_reports"
 log = logging.getLogger(__name__)
 OVERDUE = 5.0  # seconds past its time before a scheduled retry counts as lost
 HEARTBEAT = 5  # seconds between a running job's heartbeats (RQ's job monitoring)
@@ -148,6 +149,31 @@ class RqWorkerPool:
         return int(Worker.count(queue=self.queue))
 
     def work(self, name: str | None = None, burst: bool = False) -> None:
-        worker = Worker([self.queue], connection=self.connection, name=name,
-                        job_monitoring_interval=HEARTBEAT)
+        worker = KeepingWorker([self.queue], connection=self.connection, name=name)
         worker.work(with_scheduler=True, burst=burst, logging_level="INFO")
+
+
+class KeepingWorker(SimpleWorker):
+    """Runs each job in its own process (no fork per job), so what the jobs keep between
+    them (connections, clients, the Matrix session) is made once per worker; a thread
+    heartbeats the running job as RQ's forking worker would, so the sweep can tell a
+    long job from one lost with a killed worker."""
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(HEARTBEAT):
+                try:
+                    job.heartbeat(datetime.now(UTC), 3 * HEARTBEAT + 60)
+                    self.heartbeat()
+                except (OSError, redis_errors.RedisError) as exc:
+                    log.warning("could not heartbeat job %s: %s", job.id, exc)
+
+        beating = threading.Thread(target=beat, name=f"heartbeat {job.id}", daemon=True)
+        beating.start()
+        try:
+            super().execute_job(job, queue)
+        finally:
+            done.set()
+            beating.join()

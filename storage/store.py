@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot.stores import Stores
 from storage.accounts import RedisCustomers
 from storage.address_book import RedisAddressBook
 from storage.audit import RedisAudit
@@ -66,3 +67,7 @@ class Store:
 
     async def close(self) -> None:
         await self.redis.aclose()
+
+
+def _conforms(store: Store) -> Stores:
+    return store  # the type checker holds each store here to its protocol

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from bot.app import Runtime
+from bot.runtime.app import Runtime
 from bot.settings import Settings
 from tests.conftest import Services
 from tests.mailhelp import MatrixUser, clear_mailbox, eventually

@@ -14,19 +14,21 @@ idempotency key, so a re-read email or a retry never posts twice.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
 import time
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from bot.errors import BridgeError
+from bot.attachments import AttachmentPolicy
+from bot.errors import BridgeError, StoreError, TransientFailure
 from bot.flows.outgoing import automatic_reason, bounce_message, is_automatic
 from bot.logs import log_context
-from bot.mail import InboundMail, MailAttachment
+from bot.mail import Envelope, InboundMail, SenderAuth, SenderTrust
+from bot.metering import Measure, Meter, Service
 from bot.model import (
     Address,
     AttachmentRef,
@@ -37,7 +39,15 @@ from bot.model import (
     Network,
     Refusal,
 )
-from bot.ports import ChatNetwork, EmailCard, MailSender
+from bot.ports import (
+    ChatNetwork,
+    EmailCard,
+    MailReader,
+    MailSender,
+    Observer,
+    SenderChecks,
+    Unobserved,
+)
 from bot.settings import Route
 from bot.stores import (
     AddressBook,
@@ -49,54 +59,8 @@ from bot.stores import (
 )
 
 log = logging.getLogger(__name__)
+UNCHECKED = SenderAuth(SenderTrust.UNCHECKED, "sender checks are off")
 _SUBJECT_TOKEN = re.compile(r"\[sb:([a-z2-7]{8,64})\]")
-
-
-def file_type_name(filename: str) -> str:
-    """The name as the receiving system will treat it, for the type check: Windows
-    ignores trailing dots and spaces and reads ``name:stream`` (NTFS alternate data
-    streams, ``::$DATA``) as ``name``; compatibility forms and invisible characters
-    must not hide an extension either."""
-    name = unicodedata.normalize("NFKC", filename)
-    name = "".join(c for c in name if unicodedata.category(c) not in ("Cc", "Cf"))
-    name = name.partition(":")[0]
-    return name.rstrip(" .").lower()
-
-
-@dataclass(frozen=True)
-class AttachmentPolicy:
-    """Which attachments are posted: not too many, and no executable types."""
-
-    max_count: int = 20
-    blocked: tuple[str, ...] = (".exe", ".bat", ".cmd", ".com", ".scr", ".js", ".vbs", ".msi",
-                                ".ps1", ".jar", ".lnk")
-    blocked_types: tuple[str, ...] = ("application/x-msdownload", "application/x-dosexec",
-                                      "application/x-msdos-program")
-
-    def is_blocked(self, attachment: MailAttachment) -> bool:
-        """A blocked type, or a forwarded message carrying one (an .eml would hand it
-        over just the same)."""
-        names = (attachment.filename, *attachment.contains)
-        return (any(file_type_name(n).endswith(self.blocked) for n in names)
-                or attachment.content_type.lower() in self.blocked_types)
-
-    def screen(self, mail: InboundMail) -> InboundMail:
-        kept: list[MailAttachment] = []
-        notes = list(mail.notes)
-        for a in mail.attachments:
-            if self.is_blocked(a):
-                notes.append(f"The attachment {a.filename!r} is of a type that is never "
-                             "posted.")
-                kept.append(replace(a, content=b""))
-            elif a.content and sum(1 for k in kept if k.content) >= self.max_count:
-                kept.append(replace(a, content=b""))
-            else:
-                kept.append(a)
-        extra = sum(1 for a in mail.attachments if a.content) - self.max_count
-        if extra > 0:
-            notes.append(f"Only {self.max_count} attachments are posted; {extra} more are "
-                         "listed but not posted.")
-        return replace(mail, attachments=tuple(kept), notes=tuple(notes))
 
 
 @dataclass(frozen=True)
@@ -116,10 +80,6 @@ class Refused:
 
 
 IngestOutcome = Posted | Duplicate | Refused
-
-
-class TransientFailure(Exception):
-    """Posting failed for a reason that may pass (rate limit, outage): retry later."""
 
 
 def entry_id(message_id: str) -> str:
@@ -148,7 +108,13 @@ class InboundEmailFlow:
                  sender_rate: tuple[int, int] = (120, 3600),
                  conversation_rate: tuple[int, int] = (60, 3600),
                  bounce_rate: tuple[int, int] = (3, 3600),
-                 attachments: AttachmentPolicy | None = None) -> None:
+                 attachments: AttachmentPolicy | None = None,
+                 reader: MailReader | None = None, checks: SenderChecks | None = None,
+                 meter: Meter | None = None, observer: Observer | None = None) -> None:
+        self.reader = reader
+        self.checks = checks  # None: sender checks are off, every From is believed
+        self.meter = meter or Meter()
+        self.observer = observer or Unobserved()
         self.rates = rates
         self.bounce_rate = bounce_rate
         self.sender_rate = sender_rate
@@ -177,6 +143,61 @@ class InboundEmailFlow:
         return identity is not None and any(
             a.network in self.networks for a in identity.addresses() if a.network
             is not Network.EMAIL)
+
+    async def receive(self, raw: bytes, envelope: Envelope) -> IngestOutcome:
+        """One raw email, whole: read it, check its sender, route, post, record, meter.
+        Raises TransientFailure when it should be tried again later (an outage)."""
+        assert self.reader is not None, "receive() needs a MailReader"
+        measure = self.meter.start()
+        # The sender check waits on DNS in a thread: let it overlap the reading.
+        checking = asyncio.ensure_future(self.checks.check(raw, envelope.peer)) \
+            if self.checks is not None else None
+        try:
+            mail = self.reader.read(raw, envelope)
+        except BaseException:
+            if checking is not None:
+                checking.cancel()
+            raise
+        auth = await checking if checking is not None else UNCHECKED
+        mail = replace(mail, auth=auth)
+        try:
+            outcome = await self.handle(mail, envelope.source)
+        except (TransientFailure, StoreError) as exc:
+            self.observer.failed("ingest")
+            if isinstance(exc, TransientFailure):
+                raise
+            raise TransientFailure(str(exc)) from exc
+        if isinstance(outcome, Posted):
+            await self._meter(measure, mail, len(raw), outcome)
+            for ref in outcome.refs:
+                self.observer.bridged("email_to_chat", ref.network.value)
+            lag = time.time() - mail.date
+            if 0 <= lag < 86400:
+                self.observer.ingest_lag(lag)
+        elif isinstance(outcome, Refused):
+            self.observer.refused()
+        return outcome
+
+    async def _meter(self, measure: Measure, mail: InboundMail, size: int,
+                     outcome: Posted) -> None:
+        """One email ingested per customer it reached, one chat post per post made."""
+        card = len(mail.body.encode()) + sum(a.size for a in mail.attachments if a.content)
+        stored = len(mail.body.encode()) + len(mail.quoted.encode()) + len(mail.subject.encode())
+        by_customer: dict[str, list[str]] = {}
+        for ref in outcome.refs:
+            network = self.networks.get(ref.network)
+            customer = await network.customer() if network is not None else None
+            if customer is not None:
+                by_customer.setdefault(customer, []).append(ref.network.value)
+        txs = []
+        for customer, networks in by_customer.items():
+            txs += [self.meter.transaction(self.meter.start(), Service.CHAT_POST, customer,
+                                           bytes_out=card, network=network)
+                    for network in networks]
+            txs.append(self.meter.transaction(
+                measure, Service.EMAIL_INGESTED, customer, bytes_in=size, bytes_stored=stored,
+                attachments=str(len(mail.attachments)), sender_auth=mail.auth.trust.value))
+        await self.meter.record(*txs)  # one round trip for all of them
 
     def reply_token(self, mail: InboundMail) -> str | None:
         """The reply token the email was sent back with: in the address, else the subject."""

@@ -181,7 +181,7 @@ class ReplyByEmail(ReplyFlow):
             await self.conversations.remember_message(str(message["Message-ID"]), cid)
             await self.deliveries.transition(did, DeliveryState.EMAILED,
                                              f"sent by email to {to.value}")
-            self.on_bridged("chat_to_email", "email")
+            self.observer.bridged("chat_to_email", "email")
             await self.meter.finish(measure, Service.EMAIL_SENT, customer_of(replier),
                                     bytes_in=len(text.encode()),
                                     bytes_out=message_size(message), bytes_stored=stored,

@@ -16,7 +16,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
@@ -37,7 +37,7 @@ from bot.model import (
     Provenance,
 )
 from bot.permissions import Permissions
-from bot.ports import ChatNetwork, ChatReply, Choice, MailSender, Notice
+from bot.ports import ChatNetwork, ChatReply, Choice, MailSender, Notice, Observer, Unobserved
 from bot.render import render
 from bot.stores import (
     AddressBook,
@@ -138,10 +138,6 @@ def delivery_id_for(request: str) -> str:
     return "d" + hashlib.sha256(request.encode()).hexdigest()[:24]
 
 
-def _not_counted(direction: str, network: str) -> None:
-    """The default ``on_bridged``: nobody counts."""
-
-
 @dataclass(kw_only=True)
 class ReplyFlow:
     """What both reply flows (in chat, by email) work with."""
@@ -154,7 +150,7 @@ class ReplyFlow:
     tokens: Tokens
     mailer: MailSender | None
     policy: Policy
-    on_bridged: Callable[[str, str], None] = _not_counted  # (direction, network), for metrics
+    observer: Observer = field(default_factory=Unobserved)  # counts for monitoring
     meter: Meter = field(default_factory=Meter)  # usage per customer, for charges
     permissions: Permissions | None = None  # None: everyone may everything (unit tests)
     worker: str = "switchboard"  # names the claims this process takes
@@ -411,7 +407,7 @@ class ReplyInChat(ReplyFlow):
                                              count_attempt=True)
         except InvalidTransition as exc:
             return AlreadyHandled(delivery.id, DeliveryState(exc.current))
-        self.on_bridged("chat_to_chat", delivery.recipient.network.value)
+        self.observer.bridged("chat_to_chat", delivery.recipient.network.value)
         log.info("delivered to %s in chat", delivery.recipient)
         await self.meter.finish(measure, Service.IM_DELIVERED, customer_of(delivery.sender),
                                 bytes_in=len(delivery.text.encode()), bytes_out=sent,
@@ -513,7 +509,7 @@ class ReplyInChat(ReplyFlow):
                                                  f"sent by email to {to.value}")
             except InvalidTransition as exc:
                 return AlreadyHandled(delivery.id, DeliveryState(exc.current))
-            self.on_bridged("chat_to_email", "email")
+            self.observer.bridged("chat_to_email", "email")
             return Emailed(delivery.id, to)
 
     async def _email(self, delivery: Delivery, to: Address) -> EmailMessage:

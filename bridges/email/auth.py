@@ -26,7 +26,6 @@ import logging
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 from typing import Any
@@ -38,7 +37,7 @@ import dns.resolver
 import spf  # type: ignore[import-untyped]
 from publicsuffixlist import PublicSuffixList
 
-from bot.mail import SenderAuth, SenderTrust
+from bot.mail import Peer, SenderAuth, SenderTrust
 
 log = logging.getLogger(__name__)
 _RECEIVED = re.compile(r"^\s*from\s+(?P<helo>\S+)\s+\([^)]*?\[(?:IPv6:)?(?P<ip>[0-9a-fA-F:.]+)\]"
@@ -47,15 +46,6 @@ _RECEIVED_BY = re.compile(r"\bby\s+(?P<by>[^\s;]+)", re.IGNORECASE)
 _METHODS = ("dkim", "spf", "dmarc")
 _PSL = PublicSuffixList()  # loaded once: the list is large
 DNS_TIMEOUT = 5.0
-
-
-@dataclass(frozen=True)
-class Peer:
-    """The SMTP client an email came from, as the SMTP listener saw it."""
-
-    ip: str
-    helo: str
-    mail_from: str
 
 
 def use_dns_server(host: str, port: int) -> None:

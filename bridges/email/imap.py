@@ -10,23 +10,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import os
 import re
 import socket
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import aioimaplib
 
+from bot.errors import TransientFailure
+from bot.lanes import LaneBlocked, Lanes
+from bot.mail import Envelope
 from bot.settings import ImapSettings
+from bot.stores import Checkpoint, MailboxState
 from bridges.email.connect import imap_connect
+from bridges.email.order import conversation_keys
 from bridges.email.poison import MAX_FAILURES, failure_text, refusal_for
 from bridges.errors import MailError
-from storage.ingest import Checkpoint, RedisIngest
 
 log = logging.getLogger(__name__)
 
-Deliver = Callable[[bytes, str], Awaitable[None]]
+Deliver = Callable[[bytes, Envelope], Awaitable[object]]
 
 BATCH = 50
 IDLE_SECONDS = 25 * 60  # RFC 2177: re-issue IDLE at least every 29 minutes
@@ -36,14 +42,11 @@ _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
 _FETCH_UID = re.compile(rb"\(UID (\d+) ")
 
 
-class TransientIngestError(Exception):
-    """Delivery of a message failed for now; the session ends and is retried later."""
-
-
 class ImapIngest:
-    def __init__(self, cfg: ImapSettings, mailbox: str, deliver: Deliver, ingest: RedisIngest,
+    def __init__(self, cfg: ImapSettings, mailbox: str, deliver: Deliver, ingest: MailboxState,
                  *, holder: str | None = None, ca_file: str | None = None,
-                 require_tls: bool = False) -> None:
+                 require_tls: bool = False, concurrency: int = 32) -> None:
+        self.concurrency = concurrency
         self.cfg = cfg
         self.ca_file = ca_file
         self.require_tls = require_tls
@@ -68,7 +71,7 @@ class ImapIngest:
                 await self._session(stop)
                 backoff = 1.0
             except (OSError, TimeoutError, aioimaplib.AioImapException, MailError,
-                    TransientIngestError) as exc:
+                    TransientFailure) as exc:
                 log.warning("IMAP %s/%s: %s; reconnecting in %.0f s", self.account,
                             self.mailbox, exc, backoff)
             except Exception:
@@ -125,9 +128,12 @@ class ImapIngest:
 
     async def _catch_up(self, client: aioimaplib.IMAP4, uidvalidity: int,
                         stop: asyncio.Event) -> None:
-        """Bridge what arrived since the checkpoint, in UID order. A stop takes effect
-        between two messages: the one in hand is finished and checkpointed, no new one
-        is started, so a restart neither loses nor repeats anything."""
+        """Bridge what arrived since the checkpoint. Emails of different conversations
+        are bridged side by side (at most ``concurrency`` at a time), those of one
+        conversation in UID order. The checkpoint moves only past a run of UIDs that are
+        all done, so a crash or a failure re-reads whatever was not (the de-duplication
+        downstream makes a re-read harmless). A stop takes effect between two messages:
+        those in hand are finished and checkpointed, no new one is started."""
         saved = await self.ingest.checkpoint(self.account, self.mailbox)
         last = saved.last_uid if saved and saved.uidvalidity == uidvalidity else 0
         if saved and saved.uidvalidity != uidvalidity:
@@ -138,25 +144,50 @@ class ImapIngest:
             raise MailError(f"searching {self.mailbox} failed")
         uids = sorted(int(u) for line in found.lines[:-1] for u in line.split() if u.isdigit())
         uids = [u for u in uids if u > last]
-        for start in range(0, len(uids), BATCH):
-            if stop.is_set():
-                return
-            chunk = uids[start:start + BATCH]
-            messages = await self._fetch(client, chunk)
-            done = last
-            try:
+        progress = _Progress(last)
+        lanes = Lanes(self.concurrency)
+        failures: list[BaseException] = []
+        try:
+            for start in range(0, len(uids), BATCH):
+                chunk = uids[start:start + BATCH]
+                messages = await self._fetch(client, chunk)
                 for uid in chunk:
-                    if stop.is_set():
+                    if stop.is_set() or failures:
                         break
                     raw = messages.get(uid)
-                    if raw is not None:
-                        await self._deliver_one(raw, uidvalidity, uid)
-                    done = uid
-            finally:
-                if done > last:
-                    await self.ingest.save_checkpoint(self.account, self.mailbox,
-                                                      Checkpoint(uidvalidity, done))
-                    last = done
+                    if raw is None:  # expunged meanwhile: nothing to do
+                        progress.done(uid)
+                        continue
+                    task = await lanes.submit(conversation_keys(raw), partial(
+                        self._deliver_one, raw, uidvalidity, uid))
+                    progress.started(uid)
+                    task.add_done_callback(partial(self._settled, progress, failures, uid))
+                if stop.is_set() or failures:
+                    break
+                await self._save(uidvalidity, progress)
+        finally:
+            await progress.idle()
+            await self._save(uidvalidity, progress)
+        if failures:
+            raise failures[0]
+
+    @staticmethod
+    def _settled(progress: _Progress, failures: list[BaseException], uid: int,
+                 task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            progress.dropped(uid)
+        elif (exc := task.exception()) is not None:
+            progress.dropped(uid)
+            if not isinstance(exc, LaneBlocked):  # its predecessor's failure is the news
+                failures.append(exc)
+        else:
+            progress.done(uid)
+
+    async def _save(self, uidvalidity: int, progress: _Progress) -> None:
+        if progress.checkpoint > progress.saved:
+            await self.ingest.save_checkpoint(self.account, self.mailbox,
+                                              Checkpoint(uidvalidity, progress.checkpoint))
+            progress.saved = progress.checkpoint
 
     async def _deliver_one(self, raw: bytes, uidvalidity: int, uid: int) -> None:
         """Bridge one message. One that fails for a reason that is not an outage is
@@ -164,8 +195,8 @@ class ImapIngest:
         reason so that the messages after it are bridged."""
         source = f"imap:{self.mailbox}"
         try:
-            await self.deliver(raw, source)
-        except TransientIngestError:
+            await self.deliver(raw, Envelope(source))
+        except TransientFailure:
             raise
         except Exception as exc:
             key = f"{self.account}:{self.mailbox}:{uidvalidity}:{uid}"
@@ -210,6 +241,45 @@ class ImapIngest:
             if client.has_pending_idle() and not self._lost.is_set():
                 client.idle_done()
                 await asyncio.wait_for(idle, 10)
+
+
+class _Progress:
+    """Which UIDs of a catch-up are in hand and which are over; the checkpoint is the
+    highest UID with every UID up to it over."""
+
+    def __init__(self, last: int) -> None:
+        self.saved = self.checkpoint = last
+        self.in_hand: set[int] = set()
+        self.over: list[int] = []  # a heap: done, beyond a UID still in hand
+        self.held: int | None = None  # the lowest UID that failed: nothing passes it
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def started(self, uid: int) -> None:
+        self.in_hand.add(uid)
+        self._idle.clear()
+
+    def done(self, uid: int) -> None:
+        self.in_hand.discard(uid)
+        heapq.heappush(self.over, uid)
+        self._advance()
+
+    def dropped(self, uid: int) -> None:
+        self.in_hand.discard(uid)
+        self.held = uid if self.held is None else min(self.held, uid)
+        self._advance()
+
+    def _advance(self) -> None:
+        bound = min(self.in_hand, default=None)
+        if self.held is not None:
+            bound = self.held if bound is None else min(bound, self.held)
+        while self.over and (bound is None or self.over[0] < bound):
+            self.checkpoint = max(self.checkpoint, heapq.heappop(self.over))
+        if not self.in_hand:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        await self._idle.wait()
 
 
 def _uidvalidity(lines: list[bytes]) -> int:

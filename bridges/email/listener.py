@@ -14,15 +14,18 @@ from typing import Any, Protocol
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from bot.errors import TransientFailure
+from bot.lanes import LaneBlocked, Lanes
+from bot.mail import Envelope as MailEnvelope
+from bot.mail import Peer
 from bot.model import Address, AddressError, Refusal
-from bridges.email.auth import Peer
-from bridges.email.imap import TransientIngestError
+from bridges.email.order import conversation_keys
 from bridges.email.poison import aside_key, failure_text, refusal_for
 
 log = logging.getLogger(__name__)
 
 Accepts = Callable[[Address], Awaitable[bool]]
-DeliverSmtp = Callable[[bytes, tuple[Address, ...], Peer], Awaitable[None]]
+Deliver = Callable[[bytes, MailEnvelope], Awaitable[object]]
 
 
 class SetAside(Protocol):
@@ -36,10 +39,14 @@ class BridgeHandler:
     """Every answer is an SMTP code with a plain reason: 4xx whenever trying again may
     work (a store or network outage), never internals such as addresses of servers."""
 
-    def __init__(self, accepts: Accepts, deliver: DeliverSmtp, ingest: SetAside) -> None:
+    def __init__(self, accepts: Accepts, deliver: Deliver, ingest: SetAside,
+                 concurrency: int = 32) -> None:
         self.accepts = accepts
         self.deliver = deliver
         self.ingest = ingest
+        # Sessions run side by side; the emails of one conversation still go in the order
+        # they arrived.
+        self.lanes = Lanes(concurrency)
 
     async def handle_exception(self, error: Exception) -> str:
         log.warning("SMTP session failed: %s", failure_text(error))
@@ -72,8 +79,9 @@ class BridgeHandler:
         peer = Peer(ip=str(session.peer[0]) if session.peer else "",
                     helo=session.host_name or "", mail_from="" if mail_from == "<>" else mail_from)
         try:
-            await self.deliver(data, recipients, peer)
-        except TransientIngestError as exc:
+            await self.lanes.run(conversation_keys(data), lambda: self.deliver(
+                data, MailEnvelope("smtp", recipients, peer)))
+        except (TransientFailure, LaneBlocked) as exc:
             log.warning("SMTP message deferred: %s", exc)
             return "451 4.3.0 Temporarily unable to bridge this message; please try again later"
         except Exception as exc:

@@ -21,7 +21,7 @@ from email.parser import BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
 
 from bot.headers import header_text
-from bot.mail import BodyFormat, InboundMail, MailAttachment
+from bot.mail import BodyFormat, Envelope, InboundMail, MailAttachment
 from bot.model import Address, AddressError
 from bot.text import split_reply
 from bridges.email.html import html_to_text
@@ -221,6 +221,18 @@ def parse(raw: bytes, *, max_attachment_bytes: int,
     lenient compat32 policy, which treats headers as plain strings."""
     mail = _read(raw, max_attachment_bytes, envelope_recipients, _depth)
     return mail if envelope_sender is None else replace(mail, envelope_sender=envelope_sender)
+
+
+class MimeReader:
+    """The core's MailReader: ``parse`` with this deployment's attachment limit."""
+
+    def __init__(self, max_attachment_bytes: int) -> None:
+        self.max_attachment_bytes = max_attachment_bytes
+
+    def read(self, raw: bytes, envelope: Envelope) -> InboundMail:
+        return parse(raw, max_attachment_bytes=self.max_attachment_bytes,
+                     envelope_recipients=envelope.recipients,
+                     envelope_sender=envelope.peer.mail_from if envelope.peer else None)
 
 
 def _read(raw: bytes, max_attachment_bytes: int, envelope_recipients: tuple[Address, ...],

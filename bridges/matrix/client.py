@@ -25,12 +25,13 @@ from nio import (
     WhoamiError,
 )
 
+from bot.metering import customer_of
 from bot.model import Address, ChatRef, ChatTarget, Network, Presence
 from bot.ports import ChatReply, EmailCard, Notice
 from bot.render import render
 from bot.settings import MatrixSettings
+from bot.stores import MatrixState
 from bridges.errors import MatrixError
-from storage.matrix_state import RedisMatrixState
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +57,17 @@ def thread_relation(root: str) -> dict[str, Any]:
 class MatrixNetwork:
     network = Network.MATRIX
 
-    def __init__(self, client: AsyncClient, state: RedisMatrixState) -> None:
+    def __init__(self, client: AsyncClient, state: MatrixState) -> None:
         self.client = client
         self.state = state
         self._aliases: dict[str, str] = {}
 
+    async def customer(self) -> str | None:
+        return customer_of(Address.matrix(self.client.user_id)) if self.client.user_id \
+            else None
+
     @classmethod
-    async def connect(cls, settings: MatrixSettings, state: RedisMatrixState,
+    async def connect(cls, settings: MatrixSettings, state: MatrixState,
                       ca_file: str | None = None) -> MatrixNetwork:
         """Log in, reusing the saved device so transaction ids stay meaningful."""
         config = AsyncClientConfig(max_limit_exceeded=5, max_timeouts=3, request_timeout=30,

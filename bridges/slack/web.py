@@ -69,6 +69,13 @@ class SlackNetwork:
             self._team = str((await self._call("auth.test"))["team_id"])
         return self._team
 
+    async def customer(self) -> str | None:
+        try:
+            return f"slack:{await self.team()}"
+        except SlackError as exc:
+            log.error("cannot tell which Slack workspace this is: %s", exc)
+            return None
+
     async def _call(self, method: str, **kwargs: Any) -> Any:
         """One Web API call: a JSON body for the methods that read one, form fields for
         the rest (Slack ignores a JSON body there)."""

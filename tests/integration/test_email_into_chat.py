@@ -121,11 +121,23 @@ async def test_a_reply_email_lands_in_the_same_thread(bridge: Bridge) -> None:
     assert "> Is it?" in history.entries[0].meta["quoted"]
 
 
-async def test_a_burst_is_posted_complete_and_in_order(bridge: Bridge) -> None:
+async def test_a_burst_is_posted_complete_and_each_conversation_in_order(bridge: Bridge
+                                                                         ) -> None:
+    """Emails of different conversations are bridged side by side; the emails of one
+    conversation reach chat in the order the mailbox received them."""
     services = bridge.services
+    previous = None
+    chain = []
     for i in range(50):
-        await send_mail(services, make_mail("alice@partner.test", services.email("support"),
-                                            f"burst {i:02d}", f"message number {i}"))
+        if i % 5 == 0:  # every fifth email is the next answer in one conversation
+            msg = make_mail("bob@partner.test", services.email("support"),
+                            f"thread {i:02d}", f"answer number {i}", in_reply_to=previous)
+            previous = msg["Message-ID"]
+            chain.append(f"thread {i:02d}")
+        else:
+            msg = make_mail("alice@partner.test", services.email("support"),
+                            f"burst {i:02d}", f"message number {i}")
+        await send_mail(services, msg)
 
     async def all_posted() -> list[dict[str, Any]] | None:
         posts = await bridge.slack_posts()
@@ -133,12 +145,19 @@ async def test_a_burst_is_posted_complete_and_in_order(bridge: Bridge) -> None:
 
     posts = await eventually(all_posted, within=60, what="50 posts")
     subjects = [block_text(p).split("*Subject:* ")[1].split("\n")[0] for p in posts]
-    assert sorted(subjects) == [f"burst {i:02d}" for i in range(50)]  # complete, once each
-    # In order: the order the mailbox received them in (the MTA may deliver a burst
-    # slightly out of sending order; IMAP UIDs record the arrival order).
-    arrived = [email.message_from_bytes(raw, policy=policy.default)["Subject"]
+    assert sorted(subjects) == sorted([f"burst {i:02d}" for i in range(50) if i % 5]
+                                      + chain)  # complete, once each
+    # The conversation in order: the order the mailbox received its emails in (the MTA
+    # may deliver a burst slightly out of sending order; IMAP UIDs record arrival).
+    arrived = [str(email.message_from_bytes(raw, policy=policy.default)["Subject"])
                for raw in await mailbox(services, "switchboard")]
-    assert subjects == [str(s) for s in arrived]
+    assert [s for s in subjects if s.startswith("thread")] == \
+        [s for s in arrived if s.startswith("thread")]
+    if [s for s in arrived if s.startswith("thread")] == chain:
+        # Each answer arrived after what it answers: all of them are in the first's thread.
+        root = next(p for p in posts if "*Subject:* thread 00" in block_text(p))
+        replies = [p for p in posts if "*Subject:* thread" in block_text(p) and p is not root]
+        assert len(replies) == 9 and all(p.get("thread_ts") == root["ts"] for p in replies)
 
 
 async def test_personal_mail_goes_to_the_persons_dm(bridge: Bridge) -> None:

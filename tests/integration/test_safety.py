@@ -17,8 +17,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.app import Runtime
+from bot.mail import Envelope
 from bot.model import Address, Provenance
+from bot.runtime.app import Runtime
 from bot.settings import Settings
 from bridges.email.imap import ImapIngest
 from storage.store import Store
@@ -233,17 +234,19 @@ async def test_a_message_that_keeps_failing_is_set_aside(services: Services,
     assert cfg is not None
     delivered: list[str] = []
 
-    async def deliver(raw: bytes, source: str) -> None:
+    async def deliver(raw: bytes, envelope: Envelope) -> None:
         subject = str(email.message_from_bytes(raw)["Subject"])
         if subject == "poison":
             raise ValueError("this step cannot handle it")
-        delivered.append(subject)
+        if subject not in delivered:  # a re-read is dropped, as the real flow drops it
+            delivered.append(subject)
 
     ingest = ImapIngest(cfg, "INBOX", deliver, store.ingest, ca_file=settings.tls_ca_file)
     stop = asyncio.Event()
     running = asyncio.create_task(ingest.run(stop))
     try:
-        await eventually(lambda: _is(delivered, ["first", "third"]), within=40,
+        # Emails of different conversations are bridged side by side: in either order.
+        await eventually(lambda: _is(sorted(delivered), ["first", "third"]), within=40,
                          what="the email after the poison")
     finally:
         stop.set()

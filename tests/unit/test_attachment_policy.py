@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from bot.flows.inbound_email import AttachmentPolicy
+from bot.attachments import AttachmentPolicy
 from bot.mail import BodyFormat, InboundMail, MailAttachment
 
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from bot.errors import StoreError
 from bot.metering import CENT, Customer
 from bot.model import Address, AddressError
 from bot.reports import (
@@ -20,36 +18,9 @@ from bot.reports import (
     parse_period,
     previous_month,
 )
+from bot.runtime.command import load_settings, with_store
 from bot.settings import Settings
 from storage.store import Store
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    from bot.cli import _load  # the one settings loader of the command (cli imports us)
-
-    return _load(args)
-
-
-def with_store(args: argparse.Namespace,
-                work: Callable[[Settings, Store], Awaitable[list[str]]]) -> int:
-    settings = _settings(args)
-
-    async def run() -> list[str]:
-        store = Store.open(settings.redis_url, settings.redis_prefix, settings.tls_ca_file)
-        try:
-            return await work(settings, store)
-        finally:
-            await store.close()
-
-    try:
-        print("\n".join(asyncio.run(run())))
-    except (StoreError, ReportError) as exc:
-        print(f"switchboard: {exc}", file=sys.stderr)
-        return 1
-    except ValueError as exc:
-        print(f"switchboard: {exc}", file=sys.stderr)
-        return 2
-    return 0
 
 
 def _reports(settings: Settings, store: Store) -> ChargeReports:
@@ -129,7 +100,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         from storage.keys import Keys
         from storage.queue import RqScheduler
 
-        settings = _settings(args)
+        settings = load_settings(args)
         scheduler = RqScheduler(settings.redis_url, Keys(settings.redis_prefix))
         job = scheduler.schedule_reports(period, job_id=f"reports-{period}-manual-"
                                                         f"{uuid.uuid4().hex[:8]}")

@@ -12,7 +12,7 @@ import time
 from email.message import EmailMessage
 from email.utils import make_msgid
 
-from bot.app import Runtime
+from bot.runtime.app import Runtime
 from bot.settings import Route, Settings
 from bridges.email.smtp import SmtpSender
 from bridges.matrix.client import recent_messages

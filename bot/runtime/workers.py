@@ -19,7 +19,7 @@ log = logging.getLogger("switchboard.worker")
 
 
 def _member(config: str | None) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "bot.cli"]
+    command = [sys.executable, "-m", "bot.runtime.cli"]
     if config:
         command += ["--config", config]
     # Same process group: stopping the pool's group stops every member with it.

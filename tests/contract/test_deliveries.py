@@ -1,4 +1,4 @@
-"""Delivery records against a real redis-server."""
+"""Delivery records against both stores (memory and Redis)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ import pytest
 
 from bot.errors import InvalidTransition, NotFound
 from bot.model import Address, Delivery, DeliveryState
-from storage.store import Store
-
-pytestmark = pytest.mark.integration
+from tests.contract.conftest import AnyStore
 
 BOB = Address.slack("T0TEAM1", "U0BOB")
 ALICE = Address.matrix("@alice:switchboard.test")
@@ -22,7 +20,7 @@ def delivery(i: int = 1) -> Delivery:
                     created_at=1_700_000_000.0 + i, meta={"reply_to": "e1"})
 
 
-async def test_every_state_change_is_kept(store: Store) -> None:
+async def test_every_state_change_is_kept(store: AnyStore) -> None:
     deliveries = store.deliveries
     created = await deliveries.create(delivery())
     assert created.state is DeliveryState.PENDING
@@ -37,7 +35,7 @@ async def test_every_state_change_is_kept(store: Store) -> None:
     assert done.meta == {"reply_to": "e1"}
 
 
-async def test_final_states_do_not_move(store: Store) -> None:
+async def test_final_states_do_not_move(store: AnyStore) -> None:
     await store.deliveries.create(delivery())
     await store.deliveries.transition("d1", DeliveryState.CANCELLED, "bob cancelled")
     with pytest.raises(InvalidTransition, match="is cancelled; it cannot become delivered"):
@@ -47,7 +45,7 @@ async def test_final_states_do_not_move(store: Store) -> None:
     assert len(stored.changes) == 2
 
 
-async def test_two_workers_cannot_both_deliver(store: Store) -> None:
+async def test_two_workers_cannot_both_deliver(store: AnyStore) -> None:
     await store.deliveries.create(delivery())
     await store.deliveries.transition("d1", DeliveryState.QUEUED)
     results = await asyncio.gather(
@@ -59,7 +57,7 @@ async def test_two_workers_cannot_both_deliver(store: Store) -> None:
     assert [c.state for c in stored.changes].count(DeliveryState.DELIVERED) == 1
 
 
-async def test_create_is_idempotent(store: Store) -> None:
+async def test_create_is_idempotent(store: AnyStore) -> None:
     first = await store.deliveries.create(delivery())
     await store.deliveries.transition("d1", DeliveryState.QUEUED)
     again = await store.deliveries.create(delivery())
@@ -67,7 +65,7 @@ async def test_create_is_idempotent(store: Store) -> None:
     assert again.created_at == first.created_at
 
 
-async def test_listing_by_state_and_sender(store: Store) -> None:
+async def test_listing_by_state_and_sender(store: AnyStore) -> None:
     for i in range(1, 5):
         await store.deliveries.create(delivery(i))
     await store.deliveries.transition("d2", DeliveryState.QUEUED)
@@ -80,7 +78,7 @@ async def test_listing_by_state_and_sender(store: Store) -> None:
     assert [d.id for d in mine] == ["d4", "d3", "d2", "d1"]
 
 
-async def test_unknown_delivery(store: Store) -> None:
+async def test_unknown_delivery(store: AnyStore) -> None:
     assert await store.deliveries.get("nope") is None
     with pytest.raises(NotFound):
         await store.deliveries.transition("nope", DeliveryState.DELIVERED)

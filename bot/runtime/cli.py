@@ -11,36 +11,27 @@ import time
 from collections.abc import Sequence
 
 from bot import logs
-from bot.cli_billing import BILLING_COMMANDS, add_billing_commands, with_store
-from bot.settings import Settings, SettingsError
+from bot.runtime.cli_billing import BILLING_COMMANDS, add_billing_commands
+from bot.runtime.command import load_settings, with_store
+from bot.settings import Settings
 from storage.store import Store
-
-
-def _load(args: argparse.Namespace) -> Settings:
-    try:
-        settings = Settings.load(config_file=args.config)
-    except SettingsError as exc:
-        print(f"switchboard: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    logs.configure(settings.log_level, settings.log_format)
-    return settings
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from bot import doctor
-    from bot.app import doctor_probes
+    from bot.runtime.app import doctor_probes
 
-    settings = _load(args)
+    settings = load_settings(args)
     checks = asyncio.run(doctor.run_checks(settings, doctor_probes()))
     print(doctor.as_json(checks) if args.json else doctor.as_text(checks, args.verbose))
     return 1 if doctor.failed(checks) else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bot.app import Runtime
     from bot.errors import BridgeError, StoreError
+    from bot.runtime.app import Runtime
 
-    settings = _load(args)
+    settings = load_settings(args)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -62,10 +53,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from bot.demo import DemoError, run_demo
     from bot.errors import BridgeError, StoreError
+    from bot.runtime.demo import DemoError, run_demo
 
-    settings = _load(args)
+    settings = load_settings(args)
     try:
         asyncio.run(run_demo(settings, args.invite, args.keep_running))
     except (DemoError, BridgeError, StoreError) as exc:
@@ -90,11 +81,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from storage.queue import RqWorkerPool
     from storage.store import Store
 
-    settings = _load(args)
+    settings = load_settings(args)
     pool = RqWorkerPool(settings.redis_url, Store.open(settings.redis_url,
                                                        settings.redis_prefix).keys)
+    from bot.runtime import jobs
+
+    jobs.configure(args.config)
     if args.single:
-        pool.work(name=args.name)
+        try:
+            pool.work(name=args.name)
+        finally:
+            jobs.shutdown()
         return 0
 
     async def queued() -> list[tuple[str, int]]:
@@ -118,9 +115,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     threading.Thread(target=sweep_forever, name="sweep", daemon=True).start()
     if args.burst:
-        pool.work(name=args.name, burst=True)
+        try:
+            pool.work(name=args.name, burst=True)
+        finally:
+            jobs.shutdown()
         return 0
-    from bot.workers import run_pool
+    from bot.runtime.workers import run_pool
 
     return run_pool(settings, pool, args.config)
 

@@ -1,15 +1,11 @@
-"""Conversation history against a real redis-server."""
+"""Conversation history against both stores (memory and Redis)."""
 
 from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from bot.model import Address, AttachmentRef, EntryKind, HistoryEntry
-from storage.store import Store
-
-pytestmark = pytest.mark.integration
+from tests.contract.conftest import AnyStore
 
 ALICE = Address.email("alice@example.com")
 BOB = Address.slack("T0TEAM1", "U0BOB")
@@ -23,7 +19,7 @@ def entry(i: int, conversation: str, sender: Address, *to: Address, at: float | 
                         text=f"message {i}", subject="Quarterly numbers")
 
 
-async def test_entries_are_recorded_once_and_read_newest_first(store: Store) -> None:
+async def test_entries_are_recorded_once_and_read_newest_first(store: AnyStore) -> None:
     history = store.history
     for i in range(5):
         assert await history.append(entry(i, "c1", ALICE, BOB))
@@ -37,7 +33,7 @@ async def test_entries_are_recorded_once_and_read_newest_first(store: Store) -> 
     assert not rest.has_more
 
 
-async def test_order_follows_time_not_arrival(store: Store) -> None:
+async def test_order_follows_time_not_arrival(store: AnyStore) -> None:
     await store.history.append(entry(1, "c1", ALICE, BOB, at=50))
     await store.history.append(entry(2, "c1", BOB, ALICE, at=10))
     await store.history.append(entry(3, "c1", ALICE, BOB, at=30))
@@ -45,7 +41,7 @@ async def test_order_follows_time_not_arrival(store: Store) -> None:
     assert [e.id for e in page.entries] == ["e1", "e3", "e2"]
 
 
-async def test_every_participant_sees_the_exchange(store: Store) -> None:
+async def test_every_participant_sees_the_exchange(store: AnyStore) -> None:
     history = store.history
     await history.append(entry(1, "c1", ALICE, BOB, CAROL))
     await history.append(entry(2, "c2", BOB, CAROL, kind=EntryKind.CHAT))
@@ -58,7 +54,7 @@ async def test_every_participant_sees_the_exchange(store: Store) -> None:
     assert [e.kind for e in bob.entries] == [EntryKind.CHAT, EntryKind.EMAIL]
 
 
-async def test_a_persons_history_spans_all_their_addresses_and_pages(store: Store) -> None:
+async def test_a_persons_history_spans_all_their_addresses_and_pages(store: AnyStore) -> None:
     history = store.history
     alice_chat = Address.matrix("@alice:switchboard.test")
     for i in range(0, 10, 2):
@@ -70,7 +66,7 @@ async def test_a_persons_history_spans_all_their_addresses_and_pages(store: Stor
     assert [p.has_more for p in pages] == [True, True, False]
 
 
-async def test_entry_round_trips_with_attachments_and_unicode(store: Store) -> None:
+async def test_entry_round_trips_with_attachments_and_unicode(store: AnyStore) -> None:
     original = HistoryEntry(
         id="m1", conversation_id="c1", kind=EntryKind.EMAIL, sender=ALICE, recipients=(BOB,),
         at=1_700_000_123.5, text="Grüße — 你好", subject="Ünïcode",
@@ -81,7 +77,7 @@ async def test_entry_round_trips_with_attachments_and_unicode(store: Store) -> N
     assert stored == original
 
 
-async def test_concurrent_appends_of_one_entry_record_it_once(store: Store) -> None:
+async def test_concurrent_appends_of_one_entry_record_it_once(store: AnyStore) -> None:
     results = await asyncio.gather(*(store.history.append(entry(1, "c1", ALICE, BOB))
                                      for _ in range(20)))
     assert results.count(True) == 1

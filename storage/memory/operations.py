@@ -1,0 +1,106 @@
+"""In memory: what running Switchboard keeps for itself: mailbox checkpoints and leases,
+refused mail, rate-limit counters, the Matrix session, the audit trail."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from bot.audit import AuditEvent
+from bot.model import Refusal
+from bot.stores import Checkpoint
+from storage.audit import AUDIT_KEPT
+from storage.ingest import FAILURES_REMEMBERED, REFUSALS_KEPT, SET_ASIDE_KEPT, SET_ASIDE_MAX_BYTES
+from storage.memory.clock import Expiring
+
+
+class MemoryIngest:
+    def __init__(self) -> None:
+        self.checkpoints: dict[tuple[str, str], Checkpoint] = {}
+        self.refused: deque[Refusal] = deque(maxlen=REFUSALS_KEPT)
+        self.failures: Expiring[int] = Expiring()
+        self.aside: Expiring[bytes] = Expiring()
+        self.leases: Expiring[str] = Expiring()
+
+    async def checkpoint(self, account: str, mailbox: str) -> Checkpoint | None:
+        return self.checkpoints.get((account, mailbox))
+
+    async def save_checkpoint(self, account: str, mailbox: str, cp: Checkpoint) -> None:
+        self.checkpoints[(account, mailbox)] = cp
+
+    async def refuse(self, refusal: Refusal) -> None:
+        self.refused.append(refusal)
+
+    async def count_failure(self, key: str) -> int:
+        count = (self.failures.get(key) or 0) + 1
+        self.failures.set(key, count, FAILURES_REMEMBERED)
+        return count
+
+    async def set_aside(self, key: str, raw: bytes, refusal: Refusal) -> None:
+        self.aside.set(key, raw[:SET_ASIDE_MAX_BYTES], SET_ASIDE_KEPT)
+        self.failures.delete(key)
+        self.refused.append(refusal)
+
+    async def set_aside_message(self, key: str) -> bytes | None:
+        return self.aside.get(key)
+
+    async def refusals(self, limit: int = 100) -> list[Refusal]:
+        return list(self.refused)[-limit:]
+
+    async def take_lease(self, name: str, holder: str, ttl: float) -> bool:
+        current = self.leases.get(name)
+        if current is not None and current != holder:
+            return False
+        self.leases.set(name, holder, ttl)
+        return True
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        if self.leases.get(name) == holder:
+            self.leases.delete(name)
+
+
+class MemoryRateLimits:
+    def __init__(self) -> None:
+        self.windows: Expiring[set[str]] = Expiring()  # the events counted in a window
+
+    async def hit(self, name: str, limit: int, window: int, event: str = "") -> bool:
+        bucket = f"{name}:{int(time.time()) // window}"
+        events = self.windows.get(bucket)
+        if events is None:
+            events = set()
+            self.windows.set(bucket, events, window)
+        # A plain hit always counts; a named event counts once.
+        events.add(event or f"\0{len(events)}")
+        return len(events) <= limit
+
+
+class MemoryMatrixState:
+    def __init__(self) -> None:
+        self.sessions: dict[str, tuple[str, str]] = {}
+        self.dm_rooms: dict[str, str] = {}
+
+    async def session(self, user_id: str) -> tuple[str, str] | None:
+        return self.sessions.get(user_id)
+
+    async def save_session(self, user_id: str, device_id: str, access_token: str) -> None:
+        self.sessions[user_id] = (device_id, access_token)
+
+    async def forget_session(self, user_id: str) -> None:
+        self.sessions.pop(user_id, None)
+
+    async def dm_room(self, user_id: str) -> str | None:
+        return self.dm_rooms.get(user_id)
+
+    async def claim_dm_room(self, user_id: str, room_id: str) -> str:
+        return self.dm_rooms.setdefault(user_id, room_id)
+
+
+class MemoryAudit:
+    def __init__(self) -> None:
+        self.events: deque[AuditEvent] = deque(maxlen=AUDIT_KEPT)
+
+    async def record(self, event: AuditEvent) -> None:
+        self.events.append(event)
+
+    async def recent(self, limit: int = 100) -> list[AuditEvent]:
+        return list(reversed(self.events))[:limit]

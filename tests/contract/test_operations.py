@@ -1,0 +1,128 @@
+"""What a running Switchboard keeps for itself, against both stores (memory and Redis):
+mailbox checkpoints, leases, refused and set-aside mail, rate limits, delivery claims,
+verification codes, the Matrix session and the audit trail."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from bot.audit import AuditAction, AuditEvent
+from bot.model import Address, Delivery, DeliveryState, Refusal
+from bot.stores import Checkpoint
+from tests.contract.conftest import AnyStore
+
+BOB = Address.slack("T0TEAM1", "U0BOB")
+ALICE = Address.email("alice@example.com")
+
+
+def refusal(i: int) -> Refusal:
+    return Refusal(1_700_000_000.0 + i, "imap:INBOX", f"<m{i}@x>", "a@example.com",
+                   f"subject {i}", "no route")
+
+
+async def test_checkpoints_are_kept_per_mailbox(store: AnyStore) -> None:
+    ingest = store.ingest
+    assert await ingest.checkpoint("bot@host", "INBOX") is None
+    await ingest.save_checkpoint("bot@host", "INBOX", Checkpoint(7, 42))
+    await ingest.save_checkpoint("bot@host", "Support", Checkpoint(7, 3))
+    assert await ingest.checkpoint("bot@host", "INBOX") == Checkpoint(7, 42)
+    assert await ingest.checkpoint("bot@host", "Support") == Checkpoint(7, 3)
+
+
+async def test_refused_mail_is_listed_oldest_first(store: AnyStore) -> None:
+    for i in range(5):
+        await store.ingest.refuse(refusal(i))
+    assert [r.message_id for r in await store.ingest.refusals(3)] == \
+        ["<m2@x>", "<m3@x>", "<m4@x>"]
+
+
+async def test_a_failing_message_is_counted_then_set_aside(store: AnyStore) -> None:
+    ingest = store.ingest
+    assert [await ingest.count_failure("box:1:9") for _ in range(3)] == [1, 2, 3]
+    await ingest.set_aside("box:1:9", b"Subject: poison\r\n\r\n\xff", refusal(9))
+    assert await ingest.set_aside_message("box:1:9") == b"Subject: poison\r\n\r\n\xff"
+    assert (await ingest.refusals())[-1].message_id == "<m9@x>"
+    assert await ingest.count_failure("box:1:9") == 1  # counted afresh
+    assert await ingest.set_aside_message("box:1:10") is None
+
+
+async def test_a_lease_has_one_holder_until_released_or_expired(store: AnyStore) -> None:
+    ingest = store.ingest
+    assert await ingest.take_lease("imap:box", "one", 0.5)
+    assert await ingest.take_lease("imap:box", "one", 0.5)  # renewed by its holder
+    assert not await ingest.take_lease("imap:box", "two", 0.5)
+    await ingest.release_lease("imap:box", "two")  # not two's to release
+    assert not await ingest.take_lease("imap:box", "two", 0.5)
+    await ingest.release_lease("imap:box", "one")
+    assert await ingest.take_lease("imap:box", "two", 0.3)
+    await asyncio.sleep(0.4)
+    assert await ingest.take_lease("imap:box", "one", 0.5)
+
+
+async def test_rate_limits_count_events_once_per_window(store: AnyStore) -> None:
+    rates = store.rates
+    name = f"sender:{time.monotonic_ns()}"
+    assert [await rates.hit(name, 2, 60, f"<m{i}@x>") for i in range(3)] == [True, True, False]
+    again = f"other:{time.monotonic_ns()}"
+    assert await rates.hit(again, 1, 60, "<same@x>")
+    assert await rates.hit(again, 1, 60, "<same@x>")  # a re-read of the same email
+    plain = f"plain:{time.monotonic_ns()}"
+    assert [await rates.hit(plain, 2, 60) for _ in range(3)] == [True, True, False]
+
+
+async def test_one_claim_at_a_time_kept_only_by_its_holder(store: AnyStore) -> None:
+    deliveries = store.deliveries
+    await deliveries.create(Delivery("d1", "c1", BOB, ALICE, "hi", DeliveryState.PENDING,
+                                     time.time()))
+    assert await deliveries.claim("d1", "worker-a", 0.5)
+    assert not await deliveries.claim("d1", "worker-b", 0.5)
+    assert await deliveries.extend("d1", "worker-a", 0.5)
+    assert not await deliveries.extend("d1", "worker-b", 0.5)
+    await deliveries.release("d1")
+    assert await deliveries.claim("d1", "worker-b", 0.3)
+    await asyncio.sleep(0.4)
+    assert not await deliveries.extend("d1", "worker-b", 0.5)  # it lapsed
+    assert await deliveries.claim("d1", "worker-a", 0.5)
+    counts = await deliveries.count_by_state()
+    assert counts[DeliveryState.PENDING] == 1 and counts[DeliveryState.DELIVERED] == 0
+
+
+async def test_a_verification_code_proves_an_address_once(store: AnyStore) -> None:
+    code = await store.verifications.issue(BOB, ALICE, ttl=60)
+    assert len(code) == 6 and code.isdigit()
+    wrong = "000000" if code != "000000" else "111111"
+    assert "wrong" in str(await store.verifications.check(BOB, wrong))
+    assert await store.verifications.check(BOB, f" {code} ") == ALICE
+    assert "no pending link" in str(await store.verifications.check(BOB, code))
+
+
+async def test_five_wrong_codes_end_the_attempt(store: AnyStore) -> None:
+    code = await store.verifications.issue(BOB, ALICE, ttl=60)
+    wrong = "000000" if code != "000000" else "111111"
+    answers = [str(await store.verifications.check(BOB, wrong)) for _ in range(5)]
+    assert "last try" in answers[-1]
+    assert "no pending link" in str(await store.verifications.check(BOB, code))
+
+
+async def test_the_matrix_session_and_dm_rooms(store: AnyStore) -> None:
+    state = store.matrix
+    assert await state.session("@bot:x") is None
+    await state.save_session("@bot:x", "DEVICE", "token")
+    assert await state.session("@bot:x") == ("DEVICE", "token")
+    await state.forget_session("@bot:x")
+    assert await state.session("@bot:x") is None
+    assert await state.claim_dm_room("@alice:x", "!first:x") == "!first:x"
+    assert await state.claim_dm_room("@alice:x", "!second:x") == "!first:x"
+    assert await state.dm_room("@alice:x") == "!first:x"
+    assert await state.dm_room("@bob:x") is None
+
+
+async def test_the_audit_trail_reads_newest_first(store: AnyStore) -> None:
+    for i in range(3):
+        await store.audit.record(AuditEvent(AuditAction.MAIL_SENT, "switchboard",
+                                            f"to{i}@example.com", "reply", at=1000.0 + i))
+    recent = await store.audit.recent(2)
+    assert [e.target for e in recent] == ["to2@example.com", "to1@example.com"]
+    assert recent[0] == AuditEvent(AuditAction.MAIL_SENT, "switchboard", "to2@example.com",
+                                   "reply", 1002.0)
