@@ -45,6 +45,7 @@ from bot.model import (  # noqa: E402
     EntryKind,
     HistoryEntry,
     Provenance,
+    ReplyContext,
 )
 from bot.runtime.app import Runtime  # noqa: E402
 from bot.settings import Settings  # noqa: E402
@@ -396,7 +397,7 @@ async def chat_to_email(env: dict[str, str], slack: SlackServer, report: Report,
                 break
             await asyncio.sleep(0.1)
         to_smtp = []
-        from bot.flows.reply_in_chat import delivery_id_for
+        from bot.ids import delivery_id_for
         by_id = {delivery_id_for(f"slack-view:{vid}"): t for vid, t in sent_at.items()}
         for d in done:
             change = next(c for c in d.changes if c.state is DeliveryState.EMAILED)
@@ -540,7 +541,7 @@ async def worker_path(env: dict[str, str], slack: SlackServer, report: Report,
             did = f"dbench{i}"
             await store.deliveries.create(Delivery(
                 did, "cbench", bob, alice, f"queued {i}", DeliveryState.PENDING, time.time(),
-                meta={"email": "alice@switchboard.test", "entry": ""}))
+                context=ReplyContext(email=Address.email("alice@switchboard.test"))))
             await store.deliveries.transition(did, DeliveryState.QUEUED, "bench")
             await scheduler.schedule_retry(did, 1, 0)
         await asyncio.sleep(1.0)  # due now

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 
 from bot.errors import AddressTaken, BridgeError
+from bot.flows.outcomes import choices_for, notice_for
 from bot.flows.outgoing import MARKER, marker
-from bot.flows.reply_by_email import ReplyByEmail, notice_for_email
-from bot.flows.reply_in_chat import ReplyInChat, choices_for, notice_for
+from bot.flows.reply_by_email import ReplyByEmail
+from bot.flows.reply_in_chat import ReplyInChat
 from bot.metering import Charges, Meter, Service, Usage, customer_of
 from bot.model import (
     Address,
@@ -177,7 +178,7 @@ class Commands:
             to = self._email_address(first, ctx)
             if not text.strip():
                 raise CommandError("`email <address> <text>` needs the text to send")
-            return notice_for_email(await self.emails.start_new(
+            return notice_for(await self.emails.start_new(
                 sender=ctx.user, sender_name=ctx.user_name, to=to, text=text,
                 request=ctx.request))
         if ctx.shows is None:
@@ -187,7 +188,7 @@ class Commands:
         if not rest:
             raise CommandError("`email` needs the text to send, like `email Thanks, will do`")
         cid, eid = ctx.shows
-        return notice_for_email(await self.emails.start(
+        return notice_for(await self.emails.start(
             replier=ctx.user, replier_name=ctx.user_name, conversation_id=cid, entry_id=eid,
             text=rest, request=ctx.request))
 
@@ -383,7 +384,7 @@ class Commands:
         choices: list[Choice] = []
         for d in mine[:10]:
             note = d.changes[-1].note if d.changes else ""
-            lines.append(f"  {d.id} to {d.meta.get('email') or d.recipient.value}: "
+            lines.append(f"  {d.id} to {d.person}: "
                          f"{d.state.value} — {note} ({d.attempts} attempts)")
             choices += [c for c in choices_for(d.id) if c.action != "sendmail"]
         lines.append("Retry with `queue <id>`, drop with `cancel <id>`, or `sendmail <id>`.")

@@ -246,6 +246,37 @@ class StateChange:
     note: str = ""
 
 
+class Carrier(enum.StrEnum):
+    """How a delivery travels."""
+
+    CHAT = "chat"  # to the person's direct messages
+    EMAIL = "email"  # by email (a reply by email, or a chat reply sent as email)
+
+
+class Answering(enum.StrEnum):
+    """What a delivery answers."""
+
+    EMAIL = "email"  # an email's post
+    CHAT = "chat"  # a reply delivered in chat, answered back
+    NEW = "new"  # nothing: a new message (`im`, `email`)
+    BY_EMAIL = "by_email"  # an email answer held for a chat person who was away
+
+
+@dataclass(frozen=True)
+class ReplyContext:
+    """Everything about a delivery beyond who sends what to whom: what it answers, how it
+    travels, how its people are named, and where the replier acted."""
+
+    carrier: Carrier = Carrier.CHAT
+    answering: Answering = Answering.NEW
+    entry: str = ""  # the history entry it answers ("" for a new message)
+    email: Address | None = None  # the recipient's email address, when known
+    person: str = ""  # how the recipient is named to the replier
+    replier_name: str = ""  # the replier's display name
+    subject: str = ""  # of what it answers
+    where: ChatRef | None = None  # where the replier acted: notices go there
+
+
 @dataclass(frozen=True)
 class Delivery:
     """One outgoing message and everything that happened to it."""
@@ -259,7 +290,17 @@ class Delivery:
     created_at: float
     changes: tuple[StateChange, ...] = ()
     attempts: int = 0
-    meta: dict[str, str] = field(default_factory=dict)
+    context: ReplyContext = ReplyContext()
+
+    @property
+    def person(self) -> str:
+        """The recipient as the replier knows them."""
+        ctx = self.context
+        return ctx.person or (ctx.email.value if ctx.email else "") or self.recipient.value
+
+    @property
+    def sender_name(self) -> str:
+        return self.context.replier_name or self.sender.value
 
 
 @dataclass(frozen=True)

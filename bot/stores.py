@@ -19,6 +19,7 @@ from bot.model import (
     Network,
     Provenance,
     Refusal,
+    ReplyContext,
 )
 
 
@@ -70,8 +71,10 @@ class Deliveries(Protocol):
     async def get(self, delivery_id: str) -> Delivery | None: ...
 
     async def transition(self, delivery_id: str, to: DeliveryState, note: str = "",
-                         *, count_attempt: bool = False) -> Delivery:
-        """Move to ``to`` if allowed from the current state, keeping the change.
+                         *, count_attempt: bool = False,
+                         context: ReplyContext | None = None) -> Delivery:
+        """Move to ``to`` if allowed from the current state, keeping the change (and the
+        new ``context``, when given, in the same step).
 
         Raises InvalidTransition otherwise, NotFound for an unknown id.
         """

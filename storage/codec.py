@@ -7,7 +7,10 @@ from typing import Any
 
 from bot.model import (
     Address,
+    Answering,
     AttachmentRef,
+    Carrier,
+    ChatRef,
     Delivery,
     DeliveryState,
     EntryKind,
@@ -15,6 +18,7 @@ from bot.model import (
     Mapping,
     Network,
     Provenance,
+    ReplyContext,
     StateChange,
 )
 
@@ -76,8 +80,33 @@ def delivery_fields(delivery: Delivery) -> dict[str, str]:
         "sender": str(delivery.sender), "recipient": str(delivery.recipient),
         "text": delivery.text, "state": delivery.state.value,
         "created": repr(delivery.created_at), "attempts": str(delivery.attempts),
-        "meta": json.dumps(delivery.meta, ensure_ascii=False),
+        "meta": dump_context(delivery.context),
     }
+
+
+def dump_context(ctx: ReplyContext) -> str:
+    """As the flat record it has always been stored as (older deliveries read the same)."""
+    record = {"by": ctx.carrier.value, "answering": ctx.answering.value, "entry": ctx.entry,
+              "email": ctx.email.value if ctx.email else "", "person": ctx.person,
+              "replier_name": ctx.replier_name, "subject": ctx.subject}
+    if ctx.where is not None:
+        record.update(where_network=ctx.where.network.value, where_room=ctx.where.room,
+                      where_thread=ctx.where.thread)
+    return json.dumps(record, ensure_ascii=False)
+
+
+def load_context(text: str) -> ReplyContext:
+    d = json.loads(text)
+    where = None
+    if d.get("where_room"):
+        thread = d.get("where_thread", "")
+        where = ChatRef(Network(d["where_network"]), d["where_room"], thread, thread)
+    answering = d.get("answering") or ("email" if d.get("entry") else "new")
+    return ReplyContext(
+        carrier=Carrier(d.get("by") or "chat"), answering=Answering(answering),
+        entry=d.get("entry", ""), email=Address.email(d["email"]) if d.get("email") else None,
+        person=d.get("person", ""), replier_name=d.get("replier_name", ""),
+        subject=d.get("subject", ""), where=where)
 
 
 def load_delivery(fields: dict[str, str], log: list[str]) -> Delivery:
@@ -86,5 +115,6 @@ def load_delivery(fields: dict[str, str], log: list[str]) -> Delivery:
         sender=address_from(fields["sender"]), recipient=address_from(fields["recipient"]),
         text=fields["text"], state=DeliveryState(fields["state"]),
         created_at=float(fields["created"]), changes=tuple(load_change(c) for c in log),
-        attempts=int(fields.get("attempts", "0")), meta=json.loads(fields.get("meta", "{}")),
+        attempts=int(fields.get("attempts", "0")),
+        context=load_context(fields.get("meta", "{}")),
     )

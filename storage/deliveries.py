@@ -5,8 +5,15 @@ from __future__ import annotations
 import time
 
 from bot.errors import InvalidTransition, NotFound
-from bot.model import Address, Delivery, DeliveryState, StateChange, sources_of
-from storage.codec import delivery_fields, dump_change, load_delivery
+from bot.model import (
+    Address,
+    Delivery,
+    DeliveryState,
+    ReplyContext,
+    StateChange,
+    sources_of,
+)
+from storage.codec import delivery_fields, dump_change, dump_context, load_delivery
 from storage.connection import RedisBacked, text
 
 # KEYS: delivery hash, log, state index of the new state, sender index.
@@ -21,15 +28,16 @@ return 1
 """
 
 # KEYS: delivery hash, log, index of the new state. ARGV: new state, log record,
-# count attempt (0/1), id, state-index prefix, then the allowed source states.
-# The compare and the set happen in one step: two workers cannot both deliver.
+# count attempt (0/1), id, state-index prefix, new context or "", then the allowed source
+# states. The compare and the set happen in one step: two workers cannot both deliver.
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'state')
 if not current then return {'missing', ''} end
 local allowed = false
-for i = 6, #ARGV do if ARGV[i] == current then allowed = true end end
+for i = 7, #ARGV do if ARGV[i] == current then allowed = true end end
 if not allowed then return {'refused', current} end
 redis.call('HSET', KEYS[1], 'state', ARGV[1])
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'meta', ARGV[6]) end
 if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
 redis.call('RPUSH', KEYS[2], ARGV[2])
 local created = redis.call('HGET', KEYS[1], 'created')
@@ -75,7 +83,8 @@ class RedisDeliveries(RedisBacked):
         return load_delivery(fields, log) if fields else None
 
     async def transition(self, delivery_id: str, to: DeliveryState, note: str = "",
-                         *, count_attempt: bool = False) -> Delivery:
+                         *, count_attempt: bool = False,
+                         context: ReplyContext | None = None) -> Delivery:
         change = StateChange(to, time.time(), note)
         state_prefix = self.keys.deliveries_in_state("")
         async with self._translated(f"updating delivery {delivery_id}"):
@@ -83,7 +92,8 @@ class RedisDeliveries(RedisBacked):
                 _TRANSITION, 3, self.keys.delivery(delivery_id),
                 self.keys.delivery_log(delivery_id), self.keys.deliveries_in_state(to.value),
                 to.value, dump_change(change), "1" if count_attempt else "0", delivery_id,
-                state_prefix, *sorted(s.value for s in sources_of(to)))
+                state_prefix, dump_context(context) if context is not None else "",
+                *sorted(s.value for s in sources_of(to)))
             if status == "missing":
                 raise NotFound(f"there is no delivery {delivery_id}")
             if status == "refused":

@@ -15,7 +15,6 @@ idempotency key, so a re-read email or a retry never posts twice.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import re
 import time
@@ -26,6 +25,7 @@ from typing import Protocol
 from bot.attachments import AttachmentPolicy
 from bot.errors import BridgeError, StoreError, TransientFailure
 from bot.flows.outgoing import automatic_reason, bounce_message, is_automatic
+from bot.ids import entry_id, new_conversation_id
 from bot.logs import log_context
 from bot.mail import Envelope, InboundMail, SenderAuth, SenderTrust
 from bot.metering import Measure, Meter, Service
@@ -80,15 +80,6 @@ class Refused:
 
 
 IngestOutcome = Posted | Duplicate | Refused
-
-
-def entry_id(message_id: str) -> str:
-    return "m" + hashlib.sha256(message_id.encode()).hexdigest()[:24]
-
-
-def new_conversation_id(message_id: str) -> str:
-    # Derived from the first email, so a re-read of it lands in the same conversation.
-    return "c" + hashlib.sha256(message_id.encode()).hexdigest()[:24]
 
 
 class PersonDeliveries(Protocol):

@@ -12,10 +12,11 @@ from bot.attachments import AttachmentPolicy
 from bot.audit import AuditedMailer
 from bot.commands import Commands
 from bot.doctor import Probe
+from bot.flows.delivery import Lifecycle, Policy
 from bot.flows.inbound_email import InboundEmailFlow
 from bot.flows.outgoing import MARKER
 from bot.flows.reply_by_email import ReplyByEmail
-from bot.flows.reply_in_chat import Policy, ReplyFlow, ReplyInChat
+from bot.flows.reply_in_chat import ReplyInChat
 from bot.metering import Charges, Meter, Usage
 from bot.model import Network
 from bot.permissions import Permissions, thread_rule
@@ -131,14 +132,14 @@ class Runtime:
                            if settings.rate_card else None)
 
         scheduler = RqScheduler(settings.redis_url, store.keys)
-        shared = ReplyFlow(
+        shared = Lifecycle(
             networks=networks, address_book=store.address_book, history=store.history,
             deliveries=store.deliveries, conversations=store.conversations,
             tokens=store.tokens, mailer=mailer, policy=policy, observer=metrics,
-            meter=meter, permissions=permissions)
-        replies = ReplyInChat(**vars(shared), scheduler=scheduler)
+            scheduler=scheduler, meter=meter, permissions=permissions)
+        replies = ReplyInChat(**vars(shared))
         inbound.people = replies  # answers to chat-started conversations follow presence
-        emails = ReplyByEmail(**vars(shared), scheduler=scheduler)
+        emails = ReplyByEmail(**vars(shared))
         commands = Commands(replies=replies, emails=emails, address_book=store.address_book,
                             history=store.history, deliveries=store.deliveries,
                             verifications=store.verifications, mailer=mailer,

@@ -69,10 +69,7 @@ def _run(work: Callable[[Runtime], Awaitable[T]]) -> T:
 
 
 async def _retry(runtime: Runtime, delivery_id: str) -> str:
-    """A queued chat delivery or a queued email, by what it is."""
-    delivery = await runtime.store.deliveries.get(delivery_id)
-    if delivery is not None and delivery.meta.get("by") == "email":
-        return type(await runtime.emails.retry(delivery_id)).__name__
+    """A queued delivery's turn (in chat or by email: the lifecycle tells them apart)."""
     return type(await runtime.replies.retry(delivery_id)).__name__
 
 

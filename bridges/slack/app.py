@@ -23,8 +23,9 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.commands import CommandContext, Commands
-from bot.flows.reply_by_email import ReplyByEmail, notice_for_email
-from bot.flows.reply_in_chat import ReplyInChat, notice_for
+from bot.flows.outcomes import notice_for
+from bot.flows.reply_by_email import ReplyByEmail
+from bot.flows.reply_in_chat import ReplyInChat
 from bot.model import Address, ChatRef, Network
 from bot.ports import Notice
 from bridges.slack.blocks import REPLY_BY_EMAIL, REPLY_IN_CHAT, notice_message, reply_modal
@@ -206,7 +207,7 @@ class SlackApp:
             outcome = await self.emails.start(
                 replier=s.user, replier_name=s.name, conversation_id=s.conversation,
                 entry_id=s.entry, text=s.text, request=s.request)
-            await self._tell(s.user, notice_for_email(outcome), s.where)
+            await self._tell(s.user, notice_for(outcome), s.where)
 
     async def slash_command(self, ack: AsyncAck, command: dict[str, Any],
                             respond: AsyncRespond) -> None:

@@ -6,7 +6,14 @@ import time
 from dataclasses import replace
 
 from bot.errors import InvalidTransition, NotFound
-from bot.model import Address, Delivery, DeliveryState, StateChange, sources_of
+from bot.model import (
+    Address,
+    Delivery,
+    DeliveryState,
+    ReplyContext,
+    StateChange,
+    sources_of,
+)
 from storage.memory.clock import Expiring
 
 
@@ -15,23 +22,20 @@ class MemoryDeliveries:
         self.records: dict[str, Delivery] = {}
         self.claims: Expiring[str] = Expiring()
 
-    @staticmethod
-    def _copy(delivery: Delivery) -> Delivery:
-        return replace(delivery, meta=dict(delivery.meta))
-
     async def create(self, delivery: Delivery) -> Delivery:
         if delivery.id not in self.records:
             first = StateChange(DeliveryState.PENDING, delivery.created_at, "created")
-            self.records[delivery.id] = replace(self._copy(delivery),
+            self.records[delivery.id] = replace(delivery,
                                                 state=DeliveryState.PENDING, changes=(first,))
-        return self._copy(self.records[delivery.id])
+        return self.records[delivery.id]
 
     async def get(self, delivery_id: str) -> Delivery | None:
         found = self.records.get(delivery_id)
-        return self._copy(found) if found is not None else None
+        return found
 
     async def transition(self, delivery_id: str, to: DeliveryState, note: str = "",
-                         *, count_attempt: bool = False) -> Delivery:
+                         *, count_attempt: bool = False,
+                         context: ReplyContext | None = None) -> Delivery:
         current = self.records.get(delivery_id)
         if current is None:
             raise NotFound(f"there is no delivery {delivery_id}")
@@ -39,9 +43,10 @@ class MemoryDeliveries:
             raise InvalidTransition(delivery_id, current.state.value, to.value)
         changed = replace(current, state=to,
                           changes=(*current.changes, StateChange(to, time.time(), note)),
-                          attempts=current.attempts + (1 if count_attempt else 0))
+                          attempts=current.attempts + (1 if count_attempt else 0),
+                          context=context or current.context)
         self.records[delivery_id] = changed
-        return self._copy(changed)
+        return changed
 
     async def claim(self, delivery_id: str, holder: str, ttl: float) -> bool:
         return self.claims.set_new(delivery_id, holder, ttl)
@@ -64,9 +69,9 @@ class MemoryDeliveries:
     async def in_state(self, state: DeliveryState, limit: int = 100) -> list[Delivery]:
         found = sorted((d for d in self.records.values() if d.state is state),
                        key=lambda d: (d.created_at, d.id))
-        return [self._copy(d) for d in found[:limit]]
+        return found[:limit]
 
     async def from_sender(self, sender: Address, limit: int = 100) -> list[Delivery]:
         found = sorted((d for d in self.records.values() if d.sender == sender),
                        key=lambda d: (d.created_at, d.id), reverse=True)
-        return [self._copy(d) for d in found[:limit]]
+        return found[:limit]

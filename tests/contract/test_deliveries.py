@@ -7,17 +7,29 @@ import asyncio
 import pytest
 
 from bot.errors import InvalidTransition, NotFound
-from bot.model import Address, Delivery, DeliveryState
+from bot.model import (
+    Address,
+    Answering,
+    ChatRef,
+    Delivery,
+    DeliveryState,
+    Network,
+    ReplyContext,
+)
 from tests.contract.conftest import AnyStore
 
 BOB = Address.slack("T0TEAM1", "U0BOB")
 ALICE = Address.matrix("@alice:switchboard.test")
+CONTEXT = ReplyContext(answering=Answering.EMAIL, entry="e1",
+                       email=Address.email("alice@example.com"), person="alice@example.com",
+                       replier_name="Bob «B» Ünicode", subject="Numbers",
+                       where=ChatRef(Network.SLACK, "C1", "1.5", "1.5"))
 
 
 def delivery(i: int = 1) -> Delivery:
     return Delivery(id=f"d{i}", conversation_id="c1", sender=BOB, recipient=ALICE,
                     text="See you at 3", state=DeliveryState.PENDING,
-                    created_at=1_700_000_000.0 + i, meta={"reply_to": "e1"})
+                    created_at=1_700_000_000.0 + i, context=CONTEXT)
 
 
 async def test_every_state_change_is_kept(store: AnyStore) -> None:
@@ -32,7 +44,7 @@ async def test_every_state_change_is_kept(store: AnyStore) -> None:
     assert [(c.state, c.note) for c in done.changes] == [
         (DeliveryState.PENDING, "created"), (DeliveryState.QUEUED, "alice is away"),
         (DeliveryState.QUEUED, "still away"), (DeliveryState.DELIVERED, "alice came back")]
-    assert done.meta == {"reply_to": "e1"}
+    assert done.context == CONTEXT
 
 
 async def test_final_states_do_not_move(store: AnyStore) -> None:
@@ -82,3 +94,17 @@ async def test_unknown_delivery(store: AnyStore) -> None:
     assert await store.deliveries.get("nope") is None
     with pytest.raises(NotFound):
         await store.deliveries.transition("nope", DeliveryState.DELIVERED)
+
+
+async def test_a_transition_can_change_how_it_travels(store: AnyStore) -> None:
+    from dataclasses import replace
+
+    from bot.model import Carrier
+
+    await store.deliveries.create(delivery())
+    emailed = replace(CONTEXT, carrier=Carrier.EMAIL)
+    queued = await store.deliveries.transition("d1", DeliveryState.QUEUED, "mail server down",
+                                               context=emailed)
+    assert queued.context == emailed
+    again = await store.deliveries.transition("d1", DeliveryState.QUEUED, "still down")
+    assert again.context == emailed  # kept when not given

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.model import DeliveryState
+from bot.model import Carrier, DeliveryState
 from tests.bridge import SLACK_PEOPLE, Bridge, running_bridge
 from tests.conftest import Services
 from tests.faults.test_ingest_faults import subject_of_matrix, subject_of_slack
@@ -81,7 +81,7 @@ async def test_mail_server_stopped_then_back(bridge: Bridge, tmp_path: Path) -> 
         stop_worker(worker)
     await all_final(bridge)
     (delivery,) = [d for d in await bridge.runtime.store.deliveries.in_state(
-        DeliveryState.EMAILED) if d.meta.get("by") == "email"]
+        DeliveryState.EMAILED) if d.context.carrier is Carrier.EMAIL]
     states = [c.state for c in delivery.changes]
     assert DeliveryState.QUEUED in states and states[-1] is DeliveryState.EMAILED
 

@@ -237,7 +237,7 @@ async def test_away_then_sent_as_email(bridge: Bridge) -> None:
     delivery_id = button(notice, "delivery_sendmail")
     await sender(bridge).block_action(BOB, "bob", SLACK_CHANNEL, notice, "delivery_sendmail",
                                       delivery_id, ephemeral=True)
-    await bob_told(bridge, "Sent as email")
+    await bob_told(bridge, "Sent by email")
     (raw,) = await eventually(lambda: mailbox(services, "alice"), what="the email at Alice's")
     msg = email.message_from_bytes(raw, policy=policy.default)
     assert msg["To"] == services.email("alice")
