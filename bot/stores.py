@@ -129,6 +129,40 @@ class Conversations(Protocol):
         """(conversation id, entry id) of what a chat message Switchboard posted shows."""
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """What the store knows of an arriving email, read (and its rates counted) in one
+    step: the ingest path's first round trip."""
+
+    conversation_id: str
+    existing: bool  # it answers (or came back to) a conversation Switchboard knows
+    within_sender_rate: bool
+    within_conversation_rate: bool  # not counted (True) when the sender is over its rate
+    threads: dict[str, ChatRef]  # the conversation's thread root in each place
+    identities: dict[Address, Identity]  # of the sender and recipients the book knows
+
+
+class Arrivals(Protocol):
+    async def arrive(self, *, message_id: str, answers: Sequence[str],
+                     conversation: str | None, new_conversation: str,
+                     sender: Address | None, people: Sequence[Address],
+                     sender_rate: tuple[int, int], conversation_rate: tuple[int, int]
+                     ) -> Arrival:
+        """Count the email against its sender's rate; find its conversation (``conversation``
+        when the reply address named it, else the first of ``answers`` known, else the
+        one ``message_id`` is already in, else ``new_conversation``); count it against
+        that conversation's rate; read the conversation's threads and the identities of
+        ``sender`` and ``people``. Rates count each Message-ID once."""
+        ...
+
+    async def settle(self, *, message_key: str, target_key: str, ref: ChatRef | None,
+                     entry: HistoryEntry) -> bool:
+        """The email's last post recorded (when ``ref``), its Message-ID indexed to its
+        conversation and its history entry appended, in one step; whether the entry is
+        new."""
+        ...
+
+
 class Ingest(Protocol):
     async def refuse(self, refusal: Refusal) -> None:
         """Keep an email that could not be bridged, with the reason, for operators."""
@@ -278,5 +312,8 @@ class Stores(Protocol):
 
     @property
     def audit(self) -> AuditLog: ...
+
+    @property
+    def arrivals(self) -> Arrivals: ...
 
     async def close(self) -> None: ...

@@ -14,7 +14,7 @@ from storage.connection import RedisBacked, text
 # step: the post is recorded (and no longer begun), the thread root set if the
 # conversation has none there yet, the email's Message-ID mapped to the conversation, the
 # chat message mapped back to what it shows, and the room's latest post noted.
-_RECORD = """
+RECORD_POST = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HDEL', KEYS[5], ARGV[1])
 redis.call('HSETNX', KEYS[2], ARGV[3], ARGV[2])
@@ -37,15 +37,15 @@ return {'', 0}
 """
 
 
-def _chat_key(network: Network, room: str, message: str) -> str:
+def chat_key(network: Network, room: str, message: str) -> str:
     return f"{network.value}:{room}:{message}"
 
 
-def _dump(ref: ChatRef) -> str:
+def dump_ref(ref: ChatRef) -> str:
     return json.dumps([ref.network.value, ref.room, ref.message, ref.thread])
 
 
-def _load(data: str) -> ChatRef:
+def load_ref(data: str) -> ChatRef:
     network, room, message, thread = json.loads(data)
     return ChatRef(Network(network), room, message, thread)
 
@@ -67,12 +67,12 @@ class RedisConversations(RedisBacked):
         """Target key -> thread root, for every place the conversation was posted."""
         async with self._translated(f"reading the threads of {conversation_id}"):
             found = await self.redis.hgetall(self.keys.conversation_threads(conversation_id))
-        return {text(k): _load(text(v)) for k, v in found.items()}
+        return {text(k): load_ref(text(v)) for k, v in found.items()}
 
     async def posted(self, message_key: str, target_key: str) -> ChatRef | None:
         async with self._translated("checking whether a message was posted"):
             found = await self.redis.hget(self.keys.posts(), f"{message_key}|{target_key}")
-        return _load(text(found)) if found is not None else None
+        return load_ref(text(found)) if found is not None else None
 
     async def begin_post(self, message_key: str, target_key: str
                          ) -> tuple[ChatRef | None, bool]:
@@ -82,18 +82,18 @@ class RedisConversations(RedisBacked):
             ref, interrupted = await self.redis.eval(
                 _BEGIN, 2, self.keys.posts(), self.keys.posting(),
                 f"{message_key}|{target_key}", repr(time.time()))
-        return (_load(text(ref)) if ref else None), bool(int(interrupted))
+        return (load_ref(text(ref)) if ref else None), bool(int(interrupted))
 
     async def record_post(self, message_key: str, target_key: str, ref: ChatRef,
                           conversation_id: str, message_id: str = "",
                           entry_id: str = "") -> None:
         async with self._translated("recording a chat post"):
             await self.redis.eval(
-                _RECORD, 6, self.keys.posts(), self.keys.conversation_threads(conversation_id),
+                RECORD_POST, 6, self.keys.posts(), self.keys.conversation_threads(conversation_id),
                 self.keys.message_index(), self.keys.chat_messages(), self.keys.posting(),
                 self.keys.room_latest(),
-                f"{message_key}|{target_key}", _dump(ref), target_key, message_id,
-                conversation_id, _chat_key(ref.network, ref.room, ref.message),
+                f"{message_key}|{target_key}", dump_ref(ref), target_key, message_id,
+                conversation_id, chat_key(ref.network, ref.room, ref.message),
                 f"{conversation_id}/{entry_id}", f"{ref.network.value}:{ref.room}")
 
     async def latest_in(self, network: Network, room: str) -> tuple[str, str] | None:
@@ -110,7 +110,7 @@ class RedisConversations(RedisBacked):
         """(conversation id, entry id) of what a chat message Switchboard posted shows."""
         async with self._translated("looking up a chat message"):
             found = await self.redis.hget(self.keys.chat_messages(),
-                                          _chat_key(network, room, message))
+                                          chat_key(network, room, message))
         if found is None:
             return None
         cid, _, eid = text(found).partition("/")

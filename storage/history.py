@@ -14,7 +14,7 @@ from storage.codec import dump_entry, load_entry
 from storage.connection import RedisBacked, text
 
 # KEYS: entries hash, timeline, participant timelines... ARGV: entry id, record, score.
-_APPEND = """
+APPEND_ENTRY = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 for i = 3, #KEYS do redis.call('ZADD', KEYS[i], ARGV[3], ARGV[4]) end
@@ -37,8 +37,9 @@ class RedisHistory(RedisBacked):
         keys = [self.keys.conversation_entries(cid), self.keys.conversation_timeline(cid),
                 *(self.keys.person_history(str(a)) for a in entry.participants)]
         async with self._translated(f"recording history of conversation {cid}"):
-            added = await self.redis.eval(_APPEND, len(keys), *keys, entry.id, dump_entry(entry),
-                                          repr(entry.at), f"{cid}{_SEP}{entry.id}")
+            added = await self.redis.eval(APPEND_ENTRY, len(keys), *keys, entry.id,
+                                          dump_entry(entry), repr(entry.at),
+                                          f"{cid}{_SEP}{entry.id}")
         return bool(added)
 
     async def entry(self, conversation_id: str, entry_id: str) -> HistoryEntry | None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from bot.stores import Stores
 from storage.accounts import RedisCustomers
 from storage.address_book import RedisAddressBook
+from storage.arrivals import RedisArrivals
 from storage.audit import RedisAudit
 from storage.connection import Redis, connect, translated
 from storage.conversations import RedisConversations
@@ -45,6 +46,7 @@ class Store:
     usage: RedisUsage
     customers: RedisCustomers
     audit: RedisAudit
+    arrivals: RedisArrivals
 
     @classmethod
     def open(cls, url: str, prefix: str = "sb", ca_file: str | None = None) -> Store:
@@ -55,7 +57,8 @@ class Store:
                    RedisIngest(client, keys), RedisMatrixState(client, keys),
                    RedisTokens(client, keys), RedisVerifications(client, keys),
                    RedisRateLimits(client, keys), RedisUsage(client, keys),
-                   RedisCustomers(client, keys), RedisAudit(client, keys))
+                   RedisCustomers(client, keys), RedisAudit(client, keys),
+                   RedisArrivals(client, keys))
 
     async def server_info(self) -> ServerInfo:
         """Version and persistence of the Redis server; raises StoreUnavailable."""

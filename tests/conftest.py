@@ -4,6 +4,7 @@ it writes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import subprocess
@@ -74,16 +75,24 @@ def services() -> Services:
     return Services(read_env_file(Path(path)))
 
 
-@pytest.fixture
-async def store(services: Services) -> AsyncIterator[Store]:
+@contextlib.asynccontextmanager
+async def redis_store(services: Services) -> AsyncIterator[Store]:
     """A store on the real Redis under a prefix of its own, removed afterwards."""
     prefix = f"test-{uuid.uuid4().hex[:12]}"
     s = Store.open(services.redis_url, prefix)
-    yield s
-    keys = [k async for k in s.redis.scan_iter(match=f"{prefix}:*", count=1000)]
-    if keys:
-        await s.redis.delete(*keys)
-    await s.close()
+    try:
+        yield s
+    finally:
+        keys = [k async for k in s.redis.scan_iter(match=f"{prefix}:*", count=1000)]
+        if keys:
+            await s.redis.delete(*keys)
+        await s.close()
+
+
+@pytest.fixture
+async def store(services: Services) -> AsyncIterator[Store]:
+    async with redis_store(services) as s:
+        yield s
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,7 @@ from bot.model import (
     ChatTarget,
     EntryKind,
     HistoryEntry,
+    Identity,
     Network,
     Refusal,
 )
@@ -51,6 +52,8 @@ from bot.ports import (
 from bot.settings import Route
 from bot.stores import (
     AddressBook,
+    Arrival,
+    Arrivals,
     Conversations,
     History,
     Ingest,
@@ -101,7 +104,9 @@ class InboundEmailFlow:
                  bounce_rate: tuple[int, int] = (3, 3600),
                  attachments: AttachmentPolicy | None = None,
                  reader: MailReader | None = None, checks: SenderChecks | None = None,
-                 meter: Meter | None = None, observer: Observer | None = None) -> None:
+                 meter: Meter | None = None, observer: Observer | None = None,
+                 arrivals: Arrivals) -> None:
+        self.arrivals = arrivals
         self.reader = reader
         self.checks = checks  # None: sender checks are off, every From is believed
         self.meter = meter or Meter()
@@ -203,58 +208,68 @@ class InboundEmailFlow:
         return None
 
     async def handle(self, mail: InboundMail, source: str) -> IngestOutcome:
-        """Bridge one email. Raises TransientFailure when it should be retried later."""
+        """Bridge one email. Raises TransientFailure when it should be retried later.
+
+        Its Redis work is three round trips when it goes to one place: what it needs to
+        be routed (its rates, conversation, threads, people: ``arrive``), the mark that
+        a post has begun (exactly-once across a crash), and what it leaves behind
+        (``settle``)."""
         automatic = automatic_reason(mail, self.bot_email)
         if automatic is not None:
             return await self._refuse(mail, source, f"not bridged: {automatic}")
-        if mail.sender is not None and not await self._within(
-                f"sender:{mail.sender}", self.sender_rate, mail.message_id):
+        mail = self.attachment_policy.screen(mail)
+        token = self.reply_token(mail)
+        known = None
+        if token is not None:
+            bound = await self.tokens.resolve(token)
+            refused = await self._check_reply(mail, source, bound)
+            if refused is not None:
+                return refused
+            assert bound is not None
+            known = bound[0]
+        arrival = await self.arrivals.arrive(
+            message_id=mail.message_id, answers=mail.thread_ids, conversation=known,
+            new_conversation=new_conversation_id(mail.message_id), sender=mail.sender,
+            people=[r for r in mail.recipients
+                    if r.value not in self.routes and r.value not in self.own],
+            sender_rate=self.sender_rate, conversation_rate=self.conversation_rate)
+        if not arrival.within_sender_rate:
+            assert mail.sender is not None
             limit, window = self.sender_rate
             return await self._refuse(mail, source, f"rate limit: more than {limit} emails "
                                       f"from {mail.sender.value} in {window} s")
-        mail = self.attachment_policy.screen(mail)
-        token = self.reply_token(mail)
-        if token is not None:
-            return await self._handle_reply(mail, source, token)
-        # One look-up: what it answers (In-Reply-To, then References), and itself (a re-read).
-        *answers, itself = await self.conversations.conversations_of(
-            [*mail.thread_ids, mail.message_id])
-        existing = next((c for c in answers if c is not None), None)
-        cid = existing or itself or new_conversation_id(mail.message_id)
-        with log_context(conversation=cid):
-            return await self._handle(mail, source, cid, existing)
+        with log_context(conversation=arrival.conversation_id):
+            return await self._handle(mail, source, arrival)
 
-    async def _handle_reply(self, mail: InboundMail, source: str, token: str
-                            ) -> IngestOutcome:
-        """An answer to an email Switchboard sent: into that conversation, or bounced."""
-        bound = await self.tokens.resolve(token)
+    async def _check_reply(self, mail: InboundMail, source: str,
+                           bound: tuple[str, Address] | None) -> Refused | None:
+        """An answer to an email Switchboard sent goes into that conversation, or is
+        refused (and bounced, when the sender provably wrote it)."""
         if bound is None:
             return await self._refuse(mail, source, "the reply address has expired or is not "
                                       "valid", bounce=True)
-        cid, recipient = bound
         if not mail.auth.may_act:
             # No bounce: the From may be forged, and the real owner never wrote.
             return await self._refuse(mail, source, "a reply address works only for mail "
                                       f"whose sender is authenticated ({mail.auth.summary})")
-        if mail.sender != recipient:
+        if mail.sender != bound[1]:
             return await self._refuse(mail, source, "the reply address was given to another "
                                       "sender", bounce=True)
-        with log_context(conversation=cid):
-            return await self._handle(mail, source, cid, cid)
+        return None
 
     async def _within(self, key: str, rate: tuple[int, int], event: str) -> bool:
         return self.rates is None or await self.rates.hit(key, *rate, event)
 
-    async def _handle(self, mail: InboundMail, source: str, cid: str,
-                      existing: str | None) -> IngestOutcome:
+    async def _handle(self, mail: InboundMail, source: str, arrival: Arrival) -> IngestOutcome:
+        cid = arrival.conversation_id
+        existing = cid if arrival.existing else None
         # Two auto-responders that slip past the loop guard still stop here.
-        if not await self._within(f"conversation:{cid}", self.conversation_rate,
-                                  mail.message_id):
+        if not arrival.within_conversation_rate:
             limit, window = self.conversation_rate
             return await self._refuse(mail, source, f"rate limit: more than {limit} emails "
                                       f"in this conversation in {window} s")
-        threads = await self.conversations.threads(cid)
-        targets, to_people = await self._targets(mail, existing, threads)
+        threads = arrival.threads
+        targets, to_people = await self._targets(mail, existing, threads, arrival.identities)
         if not targets:
             return await self._refuse(mail, source, "no route: none of the recipients "
                                       f"({', '.join(a.value for a in mail.recipients) or 'none'})"
@@ -267,9 +282,10 @@ class InboundEmailFlow:
             quoted_lines=len(mail.quoted.splitlines()) if mail.quoted else 0,
             notes=mail.notes, attachments=mail.attachments, is_reply=existing is not None,
             verified=mail.auth.may_act, auth=mail.auth.summary,
-            identity=await self._identity(mail))
+            identity=self._identity(mail, arrival.identities))
         refs: list[ChatRef] = []
         fresh = queued = 0
+        last: tuple[str, ChatRef] | None = None  # recorded with the rest, in one step
         for target in targets:
             network = self.networks.get(target.network)
             if network is None:
@@ -279,6 +295,10 @@ class InboundEmailFlow:
                     and await self.people.held_back(mail, cid, eid, target.user):
                 queued += 1  # not there: the retry job delivers it when they are back
                 continue
+            if last is not None:  # another place follows: the post before is kept now
+                await self.conversations.record_post(key, last[0], last[1], cid,
+                                                     mail.message_id, eid)
+                last = None
             done, interrupted = await self.conversations.begin_post(key, target.key)
             if done is not None:
                 refs.append(done)
@@ -291,35 +311,38 @@ class InboundEmailFlow:
                     raise TransientFailure(str(exc)) from exc
                 await self._refuse(mail, source, f"{target.key}: {exc}")
                 continue
-            await self.conversations.record_post(key, target.key, ref, cid, mail.message_id,
-                                                 eid)
+            last = (target.key, ref)
             refs.append(ref)
             fresh += 1
         if not refs and not queued:
             return Refused(f"could not be posted to any of {len(targets)} targets")
-        await self.conversations.remember_message(mail.message_id, cid)
-        await self.history.append(self._entry(mail, cid, eid, refs))
+        await self.arrivals.settle(message_key=key, target_key=last[0] if last else "",
+                                   ref=last[1] if last else None,
+                                   entry=self._entry(mail, cid, eid, refs))
         if not fresh and not queued:
             return Duplicate(cid)
         log.info("email %s posted to %d place(s) in conversation %s", eid, fresh, cid)
         return Posted(cid, tuple(refs))
 
-    async def _identity(self, mail: InboundMail) -> tuple[Address, ...]:
+    @staticmethod
+    def _identity(mail: InboundMail, identities: Mapping[Address, Identity]
+                  ) -> tuple[Address, ...]:
         """The sender's chat accounts, only when the From address is authenticated."""
         if mail.sender is None or not mail.auth.may_act:
             return ()
-        identity = await self.address_book.resolve(mail.sender)
+        identity = identities.get(mail.sender)
         return tuple(a for a in (identity.addresses() if identity else ())
                      if a.network is not Network.EMAIL)
 
     async def _targets(self, mail: InboundMail, conversation: str | None,
-                       threads: dict[str, ChatRef]) -> tuple[list[ChatTarget], bool]:
+                       threads: dict[str, ChatRef], identities: Mapping[Address, Identity]
+                       ) -> tuple[list[ChatTarget], bool]:
         """Where the email goes, and whether those are people (an answer to a
         conversation that began in chat, for who wrote in it) rather than channels,
         rooms or an address's own DM."""
         own: set[Address] = set()
         if mail.sender is not None:
-            writer = await self.address_book.resolve(mail.sender)
+            writer = identities.get(mail.sender)
             own = set(writer.addresses()) if writer else {mail.sender}
         if conversation is not None:
             # The author of an email is never its audience: a thread in her own DM (where
@@ -346,7 +369,7 @@ class InboundEmailFlow:
                 continue
             if recipient.value in self.own:
                 continue  # the bot's own address is never a person's DM
-            identity = await self.address_book.resolve(recipient)
+            identity = identities.get(recipient)
             chat = [a for a in (identity.addresses() if identity else [])
                     if a.network is not Network.EMAIL and a.network in self.networks]
             if chat:

@@ -114,7 +114,7 @@ class Runtime:
             attachments=AttachmentPolicy(max_count=settings.max_attachments,
                                          blocked=settings.blocked_attachments),
             reader=MimeReader(settings.max_attachment_bytes), checks=authenticator,
-            meter=meter, observer=metrics)
+            meter=meter, observer=metrics, arrivals=store.arrivals)
         policy = Policy(retry_interval=settings.retry_interval,
                         retry_deadline=settings.retry_deadline,
                         unknown_counts_as_present=settings.presence_unknown == "available",

@@ -54,6 +54,8 @@ def _run(work: Callable[[Runtime], Awaitable[T]]) -> T:
     async def go() -> T:
         if _Held.runtime is None:
             _Held.runtime = await Runtime.start(Settings.load(config_file=_Held.config_file))
+            log.info("worker runtime ready (settings from %s); kept for every job",
+                     _Held.config_file or "the environment")
         return await work(_Held.runtime)
 
     task = _Held.loop.create_task(go())

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from bot.stores import Stores
 from storage.memory.accounts import MemoryCustomers, MemoryUsage
+from storage.memory.arrivals import MemoryArrivals
 from storage.memory.conversations import MemoryConversations, MemoryHistory
 from storage.memory.deliveries import MemoryDeliveries
 from storage.memory.operations import (
@@ -48,6 +49,11 @@ class MemoryStore:
     customers: MemoryCustomers = field(default_factory=MemoryCustomers)
     audit: MemoryAudit = field(default_factory=MemoryAudit)
     scheduler: MemoryScheduler = field(default_factory=MemoryScheduler)
+    arrivals: MemoryArrivals = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.arrivals = MemoryArrivals(self.conversations, self.history, self.rates,
+                                       self.address_book)
 
     async def close(self) -> None:
         pass

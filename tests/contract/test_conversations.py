@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
-from bot.model import Address, ChatRef, Network
+from bot.model import Address, ChatRef, EntryKind, HistoryEntry, Network, Provenance
+from bot.stores import Arrival
 from tests.contract.conftest import AnyStore
 
 ROOT = ChatRef(Network.SLACK, "C1", "100.1", "100.1")
@@ -64,3 +66,68 @@ async def test_reply_tokens_expire(store: AnyStore) -> None:
     token = await store.tokens.issue("c1", Address.email("alice@example.com"), ttl=1)
     await asyncio.sleep(1.2)
     assert await store.tokens.resolve(token) is None
+
+
+async def _arrive(store: AnyStore, message_id: str, *answers: str,
+                  conversation: str | None = None, sender: Address | None = None,
+                  people: tuple[Address, ...] = (), rates: tuple[int, int] = (100, 3600)
+                  ) -> Arrival:
+    return await store.arrivals.arrive(
+        message_id=message_id, answers=answers, conversation=conversation,
+        new_conversation=f"new-{message_id}", sender=sender, people=people,
+        sender_rate=rates, conversation_rate=rates)
+
+
+def _email_entry(cid: str, eid: str, message_id: str, sender: Address) -> HistoryEntry:
+    return HistoryEntry(eid, cid, EntryKind.EMAIL, sender, (), 1_700_000_000.0, "hi",
+                        meta={"message_id": message_id})
+
+
+async def test_an_arriving_email_finds_its_conversation_in_one_step(store: AnyStore) -> None:
+    alice = Address.email(f"alice-{time.monotonic_ns()}@example.com")
+    first = await _arrive(store, "<a1@x>", sender=alice)
+    assert (first.conversation_id, first.existing, first.threads) == ("new-<a1@x>", False, {})
+    assert await store.arrivals.settle(message_key="<a1@x>", target_key="slack:C1", ref=ROOT,
+                                       entry=_email_entry("c-a", "e1", "<a1@x>", alice)) \
+        is True
+    assert await store.arrivals.settle(message_key="<a1@x>", target_key="slack:C1", ref=ROOT,
+                                       entry=_email_entry("c-a", "e1", "<a1@x>", alice)) \
+        is False  # settled twice, recorded once
+    answer = await _arrive(store, "<a2@x>", "<unknown@x>", "<a1@x>", sender=alice)
+    assert (answer.conversation_id, answer.existing) == ("c-a", True)
+    assert answer.threads == {"slack:C1": ROOT}
+    again = await _arrive(store, "<a1@x>", sender=alice)  # read again: its own conversation
+    assert (again.conversation_id, again.existing) == ("c-a", False)
+    named = await _arrive(store, "<a3@x>", conversation="c-z", sender=alice)
+    assert (named.conversation_id, named.existing) == ("c-z", True)
+    assert await store.conversations.shown_in(Network.SLACK, "C1", "100.1") == ("c-a", "e1")
+    assert [e.id for e in (await store.history.conversation("c-a")).entries] == ["e1"]
+
+
+async def test_an_arrival_counts_rates_once_per_email(store: AnyStore) -> None:
+    alice = Address.email(f"alice-{time.monotonic_ns()}@example.com")
+    # The same email read again is not counted again: r0 twice is one of the two.
+    seen = [await _arrive(store, f"<r{i}@x>", sender=alice, rates=(2, 3600))
+            for i in (0, 0, 1, 2)]
+    assert [a.within_sender_rate for a in seen] == [True, True, True, False]
+    bob = Address.email(f"bob-{time.monotonic_ns()}@example.com")
+    thread = [await _arrive(store, f"<t{i}@x>", conversation="c-busy", sender=bob,
+                            rates=(2, 3600)) for i in range(3)]
+    assert [a.within_conversation_rate for a in thread[:2]] == [True, True]
+    assert not thread[2].within_sender_rate
+
+
+async def test_an_arrival_brings_the_identities_it_needs(store: AnyStore) -> None:
+    alice = Address.email("alice@example.com")
+    alice_chat = Address.slack("T0TEAM1", "U0ALICE")
+    carol = Address.email("carol@example.com")
+    await store.address_book.link(alice, provenance=Provenance.IMPORTED, verified=True)
+    await store.address_book.link(alice_chat, provenance=Provenance.LEARNED, verified=True,
+                                  to=alice)
+    arrival = await _arrive(store, "<i1@x>", sender=alice,
+                            people=(carol, Address.email("nobody@example.com")))
+    assert set(arrival.identities) == {alice}
+    assert arrival.identities[alice] == await store.address_book.resolve(alice)
+    await store.address_book.link(carol, provenance=Provenance.IMPORTED, verified=True)
+    arrival = await _arrive(store, "<i2@x>", sender=None, people=(carol,))
+    assert arrival.identities[carol].addresses() == [carol]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,12 +14,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.settings import Settings
+from bot.model import Address, Delivery, DeliveryState, ReplyContext
+from bot.settings import KEYS, Settings
+from storage.queue import RqScheduler
 from storage.store import Store
 from tests.bridge import SLACK_CHANNEL, SLACK_PEOPLE, bridge_env, prepare_chat, running_bridge
 from tests.conftest import Services
 from tests.mailhelp import eventually, make_mail, send_mail
-from tests.servers import start_switchboard
+from tests.servers import run_cli, start_switchboard
 from tests.slackapi.client import SlackControl, SlackSender
 
 pytestmark = pytest.mark.integration
@@ -124,3 +127,54 @@ async def _ready(http: aiohttp.ClientSession, base: str) -> bool:
 async def _view(slack: SlackControl) -> dict[str, Any] | None:
     views = (await slack.state())["views"]
     return views[-1] if views else None
+
+
+async def test_a_worker_reads_its_config_file_and_keeps_one_runtime(
+        services: Services, slack: SlackControl, http: aiohttp.ClientSession,
+        tmp_path: Path) -> None:
+    """`switchboard --config FILE worker`: every job of the worker loads FILE (nothing
+    in the environment), and the runtime is made once for all of them."""
+    room, _ = await prepare_chat(services, slack, http)
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    env = bridge_env(services, slack, prefix, room, SWITCHBOARD_LOG_FORMAT="json",
+                     SWITCHBOARD_LOG_LEVEL="INFO")
+    config = tmp_path / "switchboard.toml"
+    by_env = {key.env: key.name for key in KEYS}
+    config.write_text("".join(f"{by_env[k]} = {json.dumps(v)}\n" for k, v in env.items()))
+    settings = Settings.load({}, config_file=config)
+    store = Store.open(settings.redis_url, prefix)
+    bob, alice = (Address.slack("T0SWITCH1", SLACK_PEOPLE[n]) for n in ("bob", "alice"))
+    scheduler = RqScheduler(settings.redis_url, store.keys)
+    ids = [f"dconfig{i}" for i in range(3)]
+    try:
+        for did in ids:
+            await store.deliveries.create(Delivery(
+                did, "cconfig", bob, alice, f"queued {did}", DeliveryState.PENDING,
+                time.time(), context=ReplyContext(replier_name="Bob")))
+            await store.deliveries.transition(did, DeliveryState.QUEUED, "alice away")
+            await scheduler.schedule_retry(did, 1, 0)
+        await asyncio.sleep(1.0)  # due now: the burst worker's scheduler enqueues them
+        code, out, err = await run_cli("--config", str(config), "worker", "--burst",
+                                       env=_without_settings())
+        assert code == 0, err[-2000:]
+        for did in ids:
+            done = await store.deliveries.get(did)
+            assert done is not None and done.state is DeliveryState.DELIVERED, err[-2000:]
+        records = [json.loads(line) for line in (out + err).splitlines()
+                   if line.startswith("{")]
+        ready = [r for r in records if r["message"].startswith("worker runtime ready")]
+        assert len(ready) == 1 and str(config) in ready[0]["message"]
+    finally:
+        keys = [k async for k in store.redis.scan_iter(match=f"{prefix}:*", count=1000)]
+        if keys:
+            await store.redis.delete(*keys)
+        await store.close()
+
+
+def _without_settings() -> dict[str, str]:
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env

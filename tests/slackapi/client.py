@@ -41,6 +41,12 @@ class SlackControl:
         return [m for m in (await self.state())["messages"]
                 if channel is None or m["channel"] == channel]
 
+    async def count(self, channel: str | None = None) -> int:
+        params = {"channel": channel} if channel else {}
+        async with self.session.get(f"{self.base_url}/_test/count", params=params) as r:
+            r.raise_for_status()
+            return int((await r.json())["messages"])
+
     async def reset(self) -> None:
         await self._post("reset")
 

@@ -489,6 +489,7 @@ class SlackServer:
         self.app.router.add_post("/_upload/{file_id}", self._upload)
         self.app.router.add_post("/_response/{id}", self._response_url)
         self.app.router.add_get("/_test/state", self._read_state)
+        self.app.router.add_get("/_test/count", self._count)
         self.app.router.add_post("/_test/{action}", self._control)
 
     async def start(self, port: int = 0) -> str:
@@ -580,6 +581,12 @@ class SlackServer:
     async def _response_url(self, request: web.Request) -> web.Response:
         self.state.responses.append({"id": request.match_info["id"], **(await request.json())})
         return web.Response(text="ok")
+
+    async def _count(self, request: web.Request) -> web.Response:
+        """How many messages a channel holds: cheap enough to poll (the benchmarks)."""
+        channel = request.query.get("channel")
+        return web.json_response({"messages": sum(
+            1 for m in self.state.messages if channel is None or m.channel == channel)})
 
     async def _read_state(self, request: web.Request) -> web.Response:
         s = self.state

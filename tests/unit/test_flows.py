@@ -32,6 +32,7 @@ from bot.model import (
     ChatTarget,
     DeliveryState,
     EntryKind,
+    HistoryEntry,
     Network,
     Presence,
     Provenance,
@@ -113,7 +114,7 @@ def wired(store: MemoryStore, chat: Chat, mailer: Mailer
         conversations=store.conversations, ingest=store.ingest, tokens=store.tokens,
         mailer=mailer, bot_email="switchboard@example.com",
         reply_domain="reply.example.com", rates=store.rates, reader=MimeReader(10_000_000),
-        meter=Meter(store.usage))
+        meter=Meter(store.usage), arrivals=store.arrivals)
     shared = Lifecycle(networks=networks, address_book=store.address_book,
                        history=store.history, deliveries=store.deliveries,
                        conversations=store.conversations, tokens=store.tokens, mailer=mailer,
@@ -133,6 +134,14 @@ def raw_email(subject: str, message_id: str, in_reply_to: str = "") -> bytes:
         msg["In-Reply-To"] = in_reply_to
     msg.set_content("Can you send the numbers?\n")
     return msg.as_bytes()
+
+
+async def first_email(inbound: InboundEmailFlow, store: MemoryStore
+                      ) -> tuple[Posted, HistoryEntry]:
+    posted = await inbound.receive(raw_email("Numbers", "<n1@partner.test>"),
+                                   Envelope("imap:INBOX"))
+    assert isinstance(posted, Posted)
+    return posted, (await store.history.conversation(posted.conversation_id)).entries[0]
 
 
 async def test_an_email_is_posted_once_recorded_and_metered() -> None:
@@ -161,10 +170,7 @@ async def test_a_reply_waits_for_an_away_person_and_reaches_them_when_back() -> 
     await store.address_book.link(ALICE, provenance=Provenance.IMPORTED, verified=True)
     await store.address_book.link(ALICE_CHAT, provenance=Provenance.IMPORTED, verified=True,
                                   to=ALICE)
-    posted = await inbound.receive(raw_email("Numbers", "<n1@partner.test>"),
-                                   Envelope("imap:INBOX"))
-    assert isinstance(posted, Posted)
-    entry = (await store.history.conversation(posted.conversation_id)).entries[0]
+    posted, entry = await first_email(inbound, store)
     away = await replies.start(replier=BOB, replier_name="Bob", text="Here they are",
                                conversation_id=posted.conversation_id, entry_id=entry.id,
                                request="modal-1")
@@ -193,10 +199,7 @@ async def test_both_ways_to_email_queue_while_the_mail_server_is_down() -> None:
     when the server is down, both send it on the retry after, both tell the replier."""
     store, chat, mailer = MemoryStore(), Chat(), Mailer(down=True)
     inbound, replies, emails = wired(store, chat, mailer)
-    posted = await inbound.receive(raw_email("Numbers", "<n1@partner.test>"),
-                                   Envelope("imap:INBOX"))
-    assert isinstance(posted, Posted)
-    entry = (await store.history.conversation(posted.conversation_id)).entries[0]
+    posted, entry = await first_email(inbound, store)
     by_email = await emails.start(replier=BOB, replier_name="Bob", text="By email",
                                   conversation_id=posted.conversation_id, entry_id=entry.id,
                                   request="shortcut-1")
