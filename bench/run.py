@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import imaplib
 import json
 import os
 import platform
+import pstats
 import smtplib
 import ssl
 import statistics
@@ -242,6 +244,43 @@ async def caught_up(runtime: Runtime) -> bool:
 
 # --- email -> chat ------------------------------------------------------------------
 
+def write_profile(profiler: cProfile.Profile, path: Path, elapsed: float, count: int) -> None:
+    """Where one email's time goes: CPU by area of code (own time of the functions in
+    it), beside the wall-clock per email, so what bounds the throughput shows."""
+    stats = pstats.Stats(profiler)
+    areas: dict[str, float] = {}
+    for (filename, _, _), (_, _, own, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        areas[_area(filename)] = areas.get(_area(filename), 0.0) + own
+    total = sum(areas.values())
+    lines = [f"email -> Slack, {count} emails in {elapsed:.2f} s: "
+             f"{elapsed / count * 1000:.2f} ms of wall-clock per email, "
+             f"{total / count * 1000:.2f} ms of this process's CPU per email "
+             "(the Slack server, Redis, Dovecot and the DNS server are other processes)",
+             "", "CPU per email by area (own time of its functions):"]
+    for area, spent in sorted(areas.items(), key=lambda a: -a[1]):
+        lines.append(f"  {spent / count * 1000:7.3f} ms  {spent / total:5.1%}  {area}")
+    lines += ["", "the functions with the most own time:"]
+    path.write_text("\n".join(lines) + "\n")
+    with path.open("a") as out:
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(40)
+    print("\n".join(lines[:3 + len(areas)]), flush=True)
+
+
+_AREAS = (("/bot/", "Switchboard core (bot/)"), ("/bridges/", "Switchboard adapters (bridges/)"),
+          ("/storage/", "Switchboard store (storage/)"), ("/bench/", "the benchmark itself"),
+          ("redis/", "redis-py"), ("aioimaplib", "aioimaplib"), ("slack_sdk", "slack_sdk"),
+          ("aiohttp", "aiohttp"), ("/email/", "stdlib email (parsing)"),
+          ("dkim", "dkimpy"), ("spf", "pyspf"), ("/dns/", "dnspython"),
+          ("jinja2", "jinja2"), ("nh3", "nh3"), ("asyncio", "asyncio"),
+          ("json", "json"), ("/re/", "re"), ("ssl", "ssl"))
+
+
+def _area(filename: str) -> str:
+    if filename.startswith("<") or filename == "~":
+        return "builtins and C code"
+    return next((name for part, name in _AREAS if part in filename), "other Python")
+
+
 async def floor_rate(env: dict[str, str], post: Callable[[str], Awaitable[None]]) -> float:
     """The floor: fetch every message of the bot's mailbox with the same IMAP library and
     post its raw text, with no parsing, storage or rendering. Messages per second."""
@@ -264,21 +303,29 @@ async def floor_rate(env: dict[str, str], post: Callable[[str], Awaitable[None]]
 
 
 async def email_to_chat_throughput(env: dict[str, str], slack: RemoteSlack, report: Report,
-                                   count: int) -> None:
+                                   count: int, profile: Path | None = None) -> None:
     to = f"support@{env['SB_MAIL_DOMAIN']}"
     clear_bot_mailbox(env)
     append_messages(env, count, to)
     await slack.fresh()
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     settings, _ = settings_for(env, slack, prefix)
+    profiler = cProfile.Profile() if profile else None
     async with serving(settings, prefix):
+        if profiler is not None:
+            profiler.enable()
         started = time.perf_counter()
+
         async def all_posted() -> bool:
             return await slack.count() >= count
 
         posted = await wait_for(all_posted, 600)
         elapsed = time.perf_counter() - started
+        if profiler is not None:
+            profiler.disable()
     rate = count / elapsed
+    if profiler is not None and profile is not None:
+        write_profile(profiler, profile, elapsed, count)
     assert posted, "not every message was posted"
 
     # The floor: the same messages, fetched with the same library and posted raw.
@@ -663,7 +710,7 @@ async def worker_path(env: dict[str, str], slack: RemoteSlack, report: Report,
 
 # --- main ---------------------------------------------------------------------------
 
-async def main(quick: bool) -> Report:
+async def main(quick: bool, profile: Path | None = None) -> Report:
     env = services_env()
     report = Report()
     report.data["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
@@ -672,7 +719,7 @@ async def main(quick: bool) -> Report:
     await slack.start()
     steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
         ("email -> chat throughput", lambda: email_to_chat_throughput(
-            env, slack, report, 200 if quick else 1000)),
+            env, slack, report, 200 if quick else 1000, profile)),
         ("email -> Matrix throughput", lambda: email_to_matrix_throughput(
             env, slack, report, 100 if quick else 300)),
         ("email -> chat latency", lambda: email_to_chat_latency(
@@ -687,7 +734,7 @@ async def main(quick: bool) -> Report:
         ("worker path", lambda: worker_path(env, slack, report, 200 if quick else 1000,
                                             [1, 2, 4])),
     ]
-    for name, step in steps:
+    for name, step in steps[:1] if profile else steps:
         print(f"{name} …", flush=True)
         await step()
     await slack.stop()
@@ -697,8 +744,10 @@ async def main(quick: bool) -> Report:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
+    parser.add_argument("--profile", type=Path, metavar="FILE",
+                        help="profile the email -> Slack step into FILE, and stop after it")
     args = parser.parse_args()
-    result = asyncio.run(main(args.quick))
+    result = asyncio.run(main(args.quick, args.profile))
     print()
     print(result.table())
     out = ROOT / "bench" / "results"

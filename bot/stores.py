@@ -156,10 +156,10 @@ class Arrivals(Protocol):
         ...
 
     async def settle(self, *, message_key: str, target_key: str, ref: ChatRef | None,
-                     entry: HistoryEntry) -> bool:
+                     entry: HistoryEntry, usage: Sequence[Transaction] = ()) -> bool:
         """The email's last post recorded (when ``ref``), its Message-ID indexed to its
-        conversation and its history entry appended, in one step; whether the entry is
-        new."""
+        conversation, its history entry appended and its ``usage`` metered, in one step;
+        whether the entry is new."""
         ...
 
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from bot.metering import Transaction
 from bot.model import Address, ChatRef, HistoryEntry, Identity
 from bot.stores import Arrival
 from storage.codec import dump_entry, load_mapping
 from storage.connection import RedisBacked, text
 from storage.conversations import RECORD_POST, chat_key, dump_ref, load_ref
 from storage.history import APPEND_ENTRY, check_id
+from storage.usage import add_usage
 
 # KEYS: message index, address index, sender rate counter (unused without a sender).
 # ARGV: known conversation or "", new conversation, Message-ID, sender limit, sender
@@ -106,7 +108,7 @@ class RedisArrivals(RedisBacked):
             identities=identities)
 
     async def settle(self, *, message_key: str, target_key: str, ref: ChatRef | None,
-                     entry: HistoryEntry) -> bool:
+                     entry: HistoryEntry, usage: Sequence[Transaction] = ()) -> bool:
         cid = entry.conversation_id
         check_id("conversation", cid)
         check_id("entry", entry.id)
@@ -126,5 +128,7 @@ class RedisArrivals(RedisBacked):
                 pipe.hsetnx(k.message_index(), message_id, cid)
             pipe.eval(APPEND_ENTRY, len(history_keys), *history_keys, entry.id, dump_entry(entry),
                       repr(entry.at), f"{cid}/{entry.id}")
+            for tx in usage:
+                add_usage(pipe, k, tx)
             answers = await pipe.execute()
-        return bool(answers[-1])
+        return bool(answers[-1 - len(usage)])

@@ -13,6 +13,7 @@ from bot.errors import StoreError, StoreUnavailable
 from storage.keys import Keys
 
 Redis = aioredis.Redis
+Pipeline = aioredis.client.Pipeline
 
 
 def redacted(url: str) -> str:

@@ -18,7 +18,8 @@ from bot.metering import (
     day_of,
     month_of,
 )
-from storage.connection import RedisBacked, text
+from storage.connection import Pipeline, RedisBacked, text
+from storage.keys import Keys
 
 TRANSACTIONS_KEPT = 100_000  # per customer; totals are kept for ever
 _SERVICES = {s.value for s in Service}
@@ -48,24 +49,27 @@ redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[4], '*', 'tx', ARGV[5])
 """
 
 
+def add_usage(pipe: Pipeline, keys: Keys, tx: Transaction) -> None:
+    """One transaction's script, queued on ``pipe`` (with the other writes of its work)."""
+    day, month = day_of(tx.at), month_of(tx.at)
+    amounts = {m: getattr(tx, m) for m in MEASURES}
+    record = json.dumps({"service": tx.service.value, "at": tx.at,
+                         "params": dict(tx.params), **amounts}, sort_keys=True)
+    pairs = [str(x) for m, v in amounts.items() for x in (m, v)]
+    pipe.eval(_RECORD, 6, keys.usage(tx.customer, day), keys.usage(tx.customer, month),
+              keys.usage_days(tx.customer, month), keys.metered_customers(),
+              keys.transactions(tx.customer), keys.usage_held(tx.customer),
+              f"tx:{tx.service.value}", day, tx.customer, TRANSACTIONS_KEPT, record,
+              tx.bytes_stored, *pairs)
+
+
 class RedisUsage(RedisBacked):
     async def record_all(self, txs: list[Transaction]) -> None:
         """Several transactions in one round trip (each still atomic on its own)."""
         async with self._translated("recording usage"), \
                 self.redis.pipeline(transaction=False) as pipe:
             for tx in txs:
-                day, month = day_of(tx.at), month_of(tx.at)
-                amounts = {m: getattr(tx, m) for m in MEASURES}
-                record = json.dumps({"service": tx.service.value, "at": tx.at,
-                                     "params": dict(tx.params), **amounts}, sort_keys=True)
-                pairs = [str(x) for m, v in amounts.items() for x in (m, v)]
-                pipe.eval(_RECORD, 6, self.keys.usage(tx.customer, day),
-                          self.keys.usage(tx.customer, month),
-                          self.keys.usage_days(tx.customer, month),
-                          self.keys.metered_customers(), self.keys.transactions(tx.customer),
-                          self.keys.usage_held(tx.customer),
-                          f"tx:{tx.service.value}", day, tx.customer, TRANSACTIONS_KEPT,
-                          record, tx.bytes_stored, *pairs)
+                add_usage(pipe, self.keys, tx)
             await pipe.execute()
 
     async def usage(self, customer: str, period: str) -> Usage:

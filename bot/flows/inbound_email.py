@@ -28,7 +28,7 @@ from bot.flows.outgoing import automatic_reason, bounce_message, is_automatic
 from bot.ids import entry_id, new_conversation_id
 from bot.logs import log_context
 from bot.mail import Envelope, InboundMail, SenderAuth, SenderTrust
-from bot.metering import Measure, Meter, Service
+from bot.metering import Measure, Meter, Service, Transaction
 from bot.model import (
     Address,
     AttachmentRef,
@@ -157,14 +157,13 @@ class InboundEmailFlow:
         auth = await checking if checking is not None else UNCHECKED
         mail = replace(mail, auth=auth)
         try:
-            outcome = await self.handle(mail, envelope.source)
+            outcome = await self.handle(mail, envelope.source, measure)
         except (TransientFailure, StoreError) as exc:
             self.observer.failed("ingest")
             if isinstance(exc, TransientFailure):
                 raise
             raise TransientFailure(str(exc)) from exc
         if isinstance(outcome, Posted):
-            await self._meter(measure, mail, len(raw), outcome)
             for ref in outcome.refs:
                 self.observer.bridged("email_to_chat", ref.network.value)
             lag = time.time() - mail.date
@@ -174,13 +173,16 @@ class InboundEmailFlow:
             self.observer.refused()
         return outcome
 
-    async def _meter(self, measure: Measure, mail: InboundMail, size: int,
-                     outcome: Posted) -> None:
-        """One email ingested per customer it reached, one chat post per post made."""
+    async def _usage(self, measure: Measure | None, mail: InboundMail,
+                     refs: Sequence[ChatRef]) -> list[Transaction]:
+        """One email ingested per customer it reached, one chat post per post made (kept
+        with the email's other writes, in the same step)."""
+        if measure is None or not self.meter.recording:
+            return []
         card = len(mail.body.encode()) + sum(a.size for a in mail.attachments if a.content)
         stored = len(mail.body.encode()) + len(mail.quoted.encode()) + len(mail.subject.encode())
         by_customer: dict[str, list[str]] = {}
-        for ref in outcome.refs:
+        for ref in refs:
             network = self.networks.get(ref.network)
             customer = await network.customer() if network is not None else None
             if customer is not None:
@@ -191,9 +193,10 @@ class InboundEmailFlow:
                                            bytes_out=card, network=network)
                     for network in networks]
             txs.append(self.meter.transaction(
-                measure, Service.EMAIL_INGESTED, customer, bytes_in=size, bytes_stored=stored,
-                attachments=str(len(mail.attachments)), sender_auth=mail.auth.trust.value))
-        await self.meter.record(*txs)  # one round trip for all of them
+                measure, Service.EMAIL_INGESTED, customer, bytes_in=mail.size,
+                bytes_stored=stored, attachments=str(len(mail.attachments)),
+                sender_auth=mail.auth.trust.value))
+        return txs
 
     def reply_token(self, mail: InboundMail) -> str | None:
         """The reply token the email was sent back with: in the address, else the subject."""
@@ -207,7 +210,8 @@ class InboundEmailFlow:
             return found.group(1)
         return None
 
-    async def handle(self, mail: InboundMail, source: str) -> IngestOutcome:
+    async def handle(self, mail: InboundMail, source: str, measure: Measure | None = None
+                     ) -> IngestOutcome:
         """Bridge one email. Raises TransientFailure when it should be retried later.
 
         Its Redis work is three round trips when it goes to one place: what it needs to
@@ -239,7 +243,7 @@ class InboundEmailFlow:
             return await self._refuse(mail, source, f"rate limit: more than {limit} emails "
                                       f"from {mail.sender.value} in {window} s")
         with log_context(conversation=arrival.conversation_id):
-            return await self._handle(mail, source, arrival)
+            return await self._handle(mail, source, arrival, measure)
 
     async def _check_reply(self, mail: InboundMail, source: str,
                            bound: tuple[str, Address] | None) -> Refused | None:
@@ -260,7 +264,8 @@ class InboundEmailFlow:
     async def _within(self, key: str, rate: tuple[int, int], event: str) -> bool:
         return self.rates is None or await self.rates.hit(key, *rate, event)
 
-    async def _handle(self, mail: InboundMail, source: str, arrival: Arrival) -> IngestOutcome:
+    async def _handle(self, mail: InboundMail, source: str, arrival: Arrival,
+                      measure: Measure | None) -> IngestOutcome:
         cid = arrival.conversation_id
         existing = cid if arrival.existing else None
         # Two auto-responders that slip past the loop guard still stop here.
@@ -316,9 +321,10 @@ class InboundEmailFlow:
             fresh += 1
         if not refs and not queued:
             return Refused(f"could not be posted to any of {len(targets)} targets")
+        usage = await self._usage(measure, mail, refs) if fresh or queued else []
         await self.arrivals.settle(message_key=key, target_key=last[0] if last else "",
                                    ref=last[1] if last else None,
-                                   entry=self._entry(mail, cid, eid, refs))
+                                   entry=self._entry(mail, cid, eid, refs), usage=usage)
         if not fresh and not queued:
             return Duplicate(cid)
         log.info("email %s posted to %d place(s) in conversation %s", eid, fresh, cid)

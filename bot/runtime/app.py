@@ -164,6 +164,8 @@ class Runtime:
     async def close(self) -> None:
         if self.matrix is not None:
             await self.matrix.close()
+        if self.slack is not None:
+            await self.slack.close()
         await self.store.close()
 
     async def serve(self, stop: asyncio.Event) -> None:

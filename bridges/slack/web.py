@@ -8,6 +8,7 @@ import ssl
 from collections import Counter
 from typing import Any
 
+import aiohttp
 from aiohttp import ClientError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -30,8 +31,13 @@ TRANSIENT = {"ratelimited", "service_unavailable", "fatal_error", "internal_erro
 
 
 def web_client(token: str, api_url: str, ca_file: str | None = None) -> AsyncWebClient:
+    """A client whose calls share one HTTP session (kept-alive connections): without one,
+    slack_sdk opens a session, and a TCP connection, for every call. Made inside the
+    event loop it serves; ``SlackNetwork.close`` closes it."""
     context = ssl.create_default_context(cafile=ca_file) if ca_file else None
-    client = AsyncWebClient(token=token, base_url=api_url, timeout=30, ssl=context)
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+    client = AsyncWebClient(token=token, base_url=api_url, timeout=30, ssl=context,
+                            session=session)
     # slack_sdk honours Retry-After on 429 and backs off on 5xx and dropped connections.
     client.retry_handlers.extend([
         AsyncRateLimitErrorRetryHandler(max_retry_count=5),
@@ -68,6 +74,10 @@ class SlackNetwork:
         if self._team is None:
             self._team = str((await self._call("auth.test"))["team_id"])
         return self._team
+
+    async def close(self) -> None:
+        if self.client.session is not None and not self.client.session.closed:
+            await self.client.session.close()
 
     async def customer(self) -> str | None:
         try:

@@ -53,7 +53,7 @@ class MemoryStore:
 
     def __post_init__(self) -> None:
         self.arrivals = MemoryArrivals(self.conversations, self.history, self.rates,
-                                       self.address_book)
+                                       self.address_book, self.usage)
 
     async def close(self) -> None:
         pass

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from bot.metering import Transaction
 from bot.model import Address, ChatRef, HistoryEntry, Identity
 from bot.stores import Arrival
+from storage.memory.accounts import MemoryUsage
 from storage.memory.conversations import MemoryConversations, MemoryHistory
 from storage.memory.operations import MemoryRateLimits
 from storage.memory.people import MemoryAddressBook
@@ -13,7 +15,9 @@ from storage.memory.people import MemoryAddressBook
 
 class MemoryArrivals:
     def __init__(self, conversations: MemoryConversations, history: MemoryHistory,
-                 rates: MemoryRateLimits, address_book: MemoryAddressBook) -> None:
+                 rates: MemoryRateLimits, address_book: MemoryAddressBook,
+                 usage: MemoryUsage) -> None:
+        self.usage = usage
         self.conversations = conversations
         self.history = history
         self.rates = rates
@@ -43,11 +47,13 @@ class MemoryArrivals:
                        await self.conversations.threads(cid), identities)
 
     async def settle(self, *, message_key: str, target_key: str, ref: ChatRef | None,
-                     entry: HistoryEntry) -> bool:
+                     entry: HistoryEntry, usage: Sequence[Transaction] = ()) -> bool:
         message_id = entry.meta.get("message_id", "")
         if ref is not None:
             await self.conversations.record_post(message_key, target_key, ref,
                                                  entry.conversation_id, message_id, entry.id)
         if message_id:
             await self.conversations.remember_message(message_id, entry.conversation_id)
-        return await self.history.append(entry)
+        added = await self.history.append(entry)
+        await self.usage.record_all(list(usage))
+        return added

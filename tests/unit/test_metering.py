@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from bot.capacity import Bounds, decide
 from bot.metering import (
+    Measure,
     RateCard,
     RateCardError,
     Service,
@@ -113,3 +115,25 @@ def test_a_period_that_is_not_a_month_is_refused_with_the_form(period: str) -> N
     with pytest.raises(ReportError, match="YYYY-MM"):
         parse_period(period)
     assert parse_period("2026-10") == "2026-10"
+
+
+def _burn(seconds: float) -> None:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_cpu_is_shared_among_the_work_open_at_the_same_time() -> None:
+    """Two emails in hand at once are each charged half of what the process spent while
+    both were open: the charges add up to the CPU used, never twice over."""
+    first = Measure()
+    _burn(0.05)  # first alone
+    second = Measure()
+    _burn(0.1)  # both open
+    one, two = first.cpu_us(), second.cpu_us()
+    assert 85_000 <= one <= 130_000 and 40_000 <= two <= 65_000
+    del second
+    _burn(0.05)  # first alone again: all of it is first's
+    assert 135_000 <= first.cpu_us() <= 185_000
+    later = Measure()
+    assert later.cpu_us() < 5_000  # none of what came before
