@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from bot.audit import AuditLog
@@ -140,19 +140,25 @@ class Arrival:
     within_conversation_rate: bool  # not counted (True) when the sender is over its rate
     threads: dict[str, ChatRef]  # the conversation's thread root in each place
     identities: dict[Address, Identity]  # of the sender and recipients the book knows
+    # The posts begun in the same step, for a new conversation's places (see
+    # Conversations.begin_post): place -> (where it was posted already, if it was; whether
+    # an earlier attempt began it and never recorded it).
+    begun: dict[str, tuple[ChatRef | None, bool]] = field(default_factory=dict)
 
 
 class Arrivals(Protocol):
     async def arrive(self, *, message_id: str, answers: Sequence[str],
                      conversation: str | None, new_conversation: str,
                      sender: Address | None, people: Sequence[Address],
-                     sender_rate: tuple[int, int], conversation_rate: tuple[int, int]
-                     ) -> Arrival:
+                     sender_rate: tuple[int, int], conversation_rate: tuple[int, int],
+                     new_places: Sequence[str] = ()) -> Arrival:
         """Count the email against its sender's rate; find its conversation (``conversation``
         when the reply address named it, else the first of ``answers`` known, else the
         one ``message_id`` is already in, else ``new_conversation``); count it against
         that conversation's rate; read the conversation's threads and the identities of
-        ``sender`` and ``people``. Rates count each Message-ID once."""
+        ``sender`` and ``people``. Rates count each Message-ID once. When it answers
+        nothing known and is within its rates, its posts to ``new_places`` (the target
+        keys its routes give) are begun too, keyed by ``message_id``."""
         ...
 
     async def settle(self, *, message_key: str, target_key: str, ref: ChatRef | None,

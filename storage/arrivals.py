@@ -17,12 +17,14 @@ from storage.conversations import RECORD_POST, chat_key, dump_ref, load_ref
 from storage.history import APPEND_ENTRY, check_id
 from storage.usage import add_usage
 
-# KEYS: message index, address index, sender rate counter (unused without a sender).
-# ARGV: known conversation or "", new conversation, Message-ID, sender limit, sender
-# window, has sender (0/1), conversation limit, conversation window, conversation rate
-# key prefix, conversation rate key suffix, threads key prefix, threads key suffix,
-# identity key prefix, number of answers N, the N answers, then the addresses to look up.
-# Keys built here from prefixes are the same ones the stores use one by one.
+# KEYS: message index, address index, sender rate counter (unused without a sender),
+# posts, posting. ARGV: known conversation or "", new conversation, Message-ID, sender
+# limit, sender window, has sender (0/1), conversation limit, conversation window,
+# conversation rate key prefix, conversation rate key suffix, threads key prefix, threads
+# key suffix, identity key prefix, now, number of answers N, the N answers, number of
+# new-conversation places M, the M places, then the addresses to look up. Keys built
+# here from prefixes are the same ones the stores use one by one; the begun posts are
+# conversations.py's _BEGIN, place by place.
 _ARRIVE = """
 local function hit(key, window, event)
   redis.call('SADD', key, event)
@@ -34,13 +36,14 @@ local sender_ok = 1
 if ARGV[6] == '1' and hit(KEYS[3], ARGV[5], ARGV[3]) > tonumber(ARGV[4]) then
   sender_ok = 0
 end
-local n = tonumber(ARGV[14])
+local n = tonumber(ARGV[15])
+local m = tonumber(ARGV[16 + n])
 local cid = ARGV[1]
 local existing = 0
 if cid ~= '' then
   existing = 1
 else
-  for i = 15, 14 + n do
+  for i = 16, 15 + n do
     local found = redis.call('HGET', KEYS[1], ARGV[i])
     if found then cid = found existing = 1 break end
   end
@@ -51,14 +54,28 @@ if sender_ok == 1 and hit(ARGV[9] .. cid .. ARGV[10], ARGV[8], ARGV[3]) > tonumb
   conversation_ok = 0
 end
 local threads = redis.call('HGETALL', ARGV[11] .. cid .. ARGV[12])
+local begun = {}
+if existing == 0 and sender_ok == 1 and conversation_ok == 1 then
+  for i = 17 + n, 16 + n + m do
+    local field = ARGV[3] .. '|' .. ARGV[i]
+    local ref = redis.call('HGET', KEYS[4], field)
+    if ref then
+      table.insert(begun, {ARGV[i], ref, 0})
+    else
+      local earlier = redis.call('HGET', KEYS[5], field)
+      redis.call('HSET', KEYS[5], field, ARGV[14])
+      table.insert(begun, {ARGV[i], '', earlier and 1 or 0})
+    end
+  end
+end
 local identities = {}
-for i = 15 + n, #ARGV do
+for i = 17 + n + m, #ARGV do
   local id = redis.call('HGET', KEYS[2], ARGV[i])
   if id then
     table.insert(identities, {ARGV[i], id, redis.call('HGETALL', ARGV[13] .. id)})
   end
 end
-return {cid, existing, sender_ok, conversation_ok, threads, identities}
+return {cid, existing, sender_ok, conversation_ok, threads, identities, begun}
 """
 
 
@@ -72,8 +89,8 @@ class RedisArrivals(RedisBacked):
     async def arrive(self, *, message_id: str, answers: Sequence[str],
                      conversation: str | None, new_conversation: str,
                      sender: Address | None, people: Sequence[Address],
-                     sender_rate: tuple[int, int], conversation_rate: tuple[int, int]
-                     ) -> Arrival:
+                     sender_rate: tuple[int, int], conversation_rate: tuple[int, int],
+                     new_places: Sequence[str] = ()) -> Arrival:
         now = int(time.time())
         (s_limit, s_window), (c_limit, c_window) = sender_rate, conversation_rate
         sender_key = self.keys.rate(f"sender:{sender}", now // s_window) if sender else \
@@ -83,12 +100,14 @@ class RedisArrivals(RedisBacked):
         threads_before, threads_after = _split(self.keys.conversation_threads("\0"), "\0")
         lookups = list(dict.fromkeys([*([sender] if sender else []), *people]))
         async with self._translated("reading what an arriving email needs"):
-            cid, existing, sender_ok, conversation_ok, threads, found = await self.redis.eval(
-                _ARRIVE, 3, self.keys.message_index(), self.keys.address_index(),
-                sender_key, conversation or "", new_conversation, message_id, s_limit,
-                s_window, "1" if sender else "0", c_limit, c_window, rate_before,
-                rate_after, threads_before, threads_after, self.keys.identity(""),
-                len(answers), *answers, *(str(a) for a in lookups))
+            cid, existing, sender_ok, conversation_ok, threads, found, begun = \
+                await self.redis.eval(
+                    _ARRIVE, 5, self.keys.message_index(), self.keys.address_index(),
+                    sender_key, self.keys.posts(), self.keys.posting(), conversation or "",
+                    new_conversation, message_id, s_limit, s_window, "1" if sender else "0",
+                    c_limit, c_window, rate_before, rate_after, threads_before,
+                    threads_after, self.keys.identity(""), repr(time.time()), len(answers),
+                    *answers, len(new_places), *new_places, *(str(a) for a in lookups))
         identities = {}
         by_address = {str(a): a for a in lookups}
         for address, identity_id, records in found:
@@ -105,7 +124,9 @@ class RedisArrivals(RedisBacked):
             within_sender_rate=bool(int(sender_ok)),
             within_conversation_rate=bool(int(conversation_ok)),
             threads={flat[i]: load_ref(flat[i + 1]) for i in range(0, len(flat), 2)},
-            identities=identities)
+            identities=identities,
+            begun={text(place): (load_ref(text(ref)) if ref else None, bool(int(earlier)))
+                   for place, ref, earlier in begun})
 
     async def settle(self, *, message_key: str, target_key: str, ref: ChatRef | None,
                      entry: HistoryEntry, usage: Sequence[Transaction] = ()) -> bool:

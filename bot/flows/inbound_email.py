@@ -236,7 +236,8 @@ class InboundEmailFlow:
             new_conversation=new_conversation_id(mail.message_id), sender=mail.sender,
             people=[r for r in mail.recipients
                     if r.value not in self.routes and r.value not in self.own],
-            sender_rate=self.sender_rate, conversation_rate=self.conversation_rate)
+            sender_rate=self.sender_rate, conversation_rate=self.conversation_rate,
+            new_places=[] if known else self._routed(mail))
         if not arrival.within_sender_rate:
             assert mail.sender is not None
             limit, window = self.sender_rate
@@ -244,6 +245,13 @@ class InboundEmailFlow:
                                       f"from {mail.sender.value} in {window} s")
         with log_context(conversation=arrival.conversation_id):
             return await self._handle(mail, source, arrival, measure)
+
+    def _routed(self, mail: InboundMail) -> list[str]:
+        """The places the email's routes give: where it goes when it starts a conversation
+        (its posts there are begun in the same step as its arrival)."""
+        places = [ChatTarget(Network(route.network), room=route.room).key for route in
+                  (self.routes.get(r.value) for r in mail.recipients) if route is not None]
+        return list(dict.fromkeys(places))
 
     async def _check_reply(self, mail: InboundMail, source: str,
                            bound: tuple[str, Address] | None) -> Refused | None:
@@ -304,7 +312,8 @@ class InboundEmailFlow:
                 await self.conversations.record_post(key, last[0], last[1], cid,
                                                      mail.message_id, eid)
                 last = None
-            done, interrupted = await self.conversations.begin_post(key, target.key)
+            done, interrupted = arrival.begun[target.key] if target.key in arrival.begun \
+                else await self.conversations.begin_post(key, target.key)
             if done is not None:
                 refs.append(done)
                 continue

@@ -56,9 +56,17 @@ def use_dns_server(host: str, port: int) -> None:
     dns.resolver.default_resolver = resolver
 
 
+DNS_CACHED = 10_000  # answers kept (each for its TTL): a burst from one domain asks once
+
+
 class SenderAuthenticator:
     def __init__(self, *, trusted_hosts: Sequence[str] = ()) -> None:
         self.trusted = {h.lower() for h in trusted_hosts}
+        # DKIM keys, SPF and DMARC records, for as long as their TTLs allow: every
+        # library here asks through dnspython's default resolver.
+        resolver = dns.resolver.get_default_resolver()
+        if resolver.cache is None:
+            resolver.cache = dns.resolver.LRUCache(DNS_CACHED)
 
     async def check(self, raw: bytes, peer: Peer | None = None) -> SenderAuth:
         # The libraries ask DNS synchronously: keep them off the event loop.

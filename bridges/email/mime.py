@@ -19,6 +19,7 @@ from email.header import decode_header, make_header
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
+from typing import Any
 
 from bot.headers import header_text
 from bot.mail import BodyFormat, Envelope, InboundMail, MailAttachment
@@ -47,27 +48,26 @@ _UNREADABLE = (ValueError, IndexError, TypeError, AttributeError, LookupError,
 
 
 def _header(msg: Message, name: str) -> str:
-    """A header as text (RFC 2047 decoded where the policy did not already)."""
-    value = str(msg.get(name) or "")
-    if "=?" in value:
-        with contextlib.suppress(ValueError, LookupError, UnicodeError,
-                                 email_errors.HeaderParseError):
-            value = str(make_header(decode_header(value)))
-    return " ".join(value.split())
+    """A header's first value as text, RFC 2047 decoded, whitespace collapsed."""
+    values = _raw_values(msg, name)
+    return " ".join(_decoded(values[0]).split()) if values else ""
 
 
 def _raw_values(msg: Message, name: str) -> list[str]:
     """A header's values as they came, unfolded, with raw UTF-8 (SMTPUTF8 mail) read as
-    UTF-8. Address headers are read from these: the modern policy's structured parse of
-    them cost more than the rest of the email, and getaddresses reads the same syntax."""
-    values = []
-    for key, value in msg.raw_items():
-        if key.lower() == name:
+    UTF-8. Headers are read from these, not through the modern policy's structured
+    parse: that cost more than the rest of the email (address headers most), and what
+    is read from them here (getaddresses, Message-IDs, dates) reads the same syntax."""
+    index: dict[str, list[str]] | None = msg.__dict__.get("_raw_index")
+    if index is None:
+        index = {}
+        for key, value in msg.raw_items():
             text = "".join(str(value).splitlines())
             if any("\udc80" <= c <= "\udcff" for c in text):
                 text = text.encode("ascii", "surrogateescape").decode("utf-8", "replace")
-            values.append(text)
-    return values
+            index.setdefault(key.lower(), []).append(text)
+        msg.__dict__["_raw_index"] = index
+    return index.get(name, [])
 
 
 def _decoded(words: str) -> str:
@@ -259,9 +259,9 @@ class MimeReader:
 
 
 class _Part(EmailMessage):
-    """A part that reads its Content-Type once: the modern policy parses a header anew on
-    every access, and the walk asks each part's type a dozen times (a fifth of the
-    ingest's CPU went there)."""
+    """A part that reads its Content-Type (and its parameters) once: the modern policy
+    parses a header anew on every access, and the walk asks each part's type a dozen
+    times (a fifth of the ingest's CPU went there)."""
 
     _type: str | None = None
 
@@ -270,6 +270,16 @@ class _Part(EmailMessage):
             self._type = super().get_content_type()
         return self._type
 
+    def _get_params_preserve(self, failobj: Any, header: str) -> Any:
+        params: dict[str, Any] = self.__dict__.setdefault("_params", {})
+        key = header.lower()
+        if key not in params:
+            params[key] = super()._get_params_preserve(_NO_HEADER, header)  # type: ignore[misc]
+        found = params[key]
+        return failobj if found is _NO_HEADER else found
+
+
+_NO_HEADER = object()
 
 _MODERN = policy.default.clone(message_factory=_Part)
 
@@ -397,7 +407,7 @@ def _parse(raw: bytes, how: policy.Policy, max_attachment_bytes: int,
             delivered += [a for _, a in found[:1]]
     ids = _message_ids(_header(msg, "message-id"))
     message_id = ids[0] if ids else _fallback_id(str(sender), subject, date_text, text)
-    headers = {h: _header(msg, h) for h in _KEPT_HEADERS if msg.get(h) is not None}
+    headers = {h: _header(msg, h) for h in _KEPT_HEADERS if _raw_values(msg, h)}
     return InboundMail(
         message_id=message_id, has_message_id=bool(ids), sender=sender,
         sender_name=sender_name, to=tuple(a for _, a in to), cc=tuple(a for _, a in cc),

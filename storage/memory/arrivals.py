@@ -26,8 +26,8 @@ class MemoryArrivals:
     async def arrive(self, *, message_id: str, answers: Sequence[str],
                      conversation: str | None, new_conversation: str,
                      sender: Address | None, people: Sequence[Address],
-                     sender_rate: tuple[int, int], conversation_rate: tuple[int, int]
-                     ) -> Arrival:
+                     sender_rate: tuple[int, int], conversation_rate: tuple[int, int],
+                     new_places: Sequence[str] = ()) -> Arrival:
         sender_ok = sender is None or await self.rates.hit(f"sender:{sender}", *sender_rate,
                                                            message_id)
         cid, existing = conversation, conversation is not None
@@ -43,8 +43,12 @@ class MemoryArrivals:
             identity = await self.address_book.resolve(address)
             if identity is not None:
                 identities[address] = identity
+        begun = {}
+        if not existing and sender_ok and conversation_ok:
+            for place in new_places:
+                begun[place] = await self.conversations.begin_post(message_id, place)
         return Arrival(cid, existing, sender_ok, conversation_ok,
-                       await self.conversations.threads(cid), identities)
+                       await self.conversations.threads(cid), identities, begun)
 
     async def settle(self, *, message_key: str, target_key: str, ref: ChatRef | None,
                      entry: HistoryEntry, usage: Sequence[Transaction] = ()) -> bool:

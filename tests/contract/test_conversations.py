@@ -131,3 +131,20 @@ async def test_an_arrival_brings_the_identities_it_needs(store: AnyStore) -> Non
     await store.address_book.link(carol, provenance=Provenance.IMPORTED, verified=True)
     arrival = await _arrive(store, "<i2@x>", sender=None, people=(carol,))
     assert arrival.identities[carol].addresses() == [carol]
+
+
+async def test_a_new_conversations_posts_are_begun_on_arrival(store: AnyStore) -> None:
+    async def arrive(message_id: str, *answers: str) -> Arrival:
+        return await store.arrivals.arrive(
+            message_id=message_id, answers=answers, conversation=None,
+            new_conversation=f"new-{message_id}", sender=None, people=(),
+            sender_rate=(100, 3600), conversation_rate=(100, 3600), new_places=["slack:C1"])
+
+    alice = Address.email("alice@example.com")
+    assert (await arrive("<b1@x>")).begun == {"slack:C1": (None, False)}
+    # Arrived again before its post was recorded: an earlier attempt may have posted.
+    assert (await arrive("<b1@x>")).begun == {"slack:C1": (None, True)}
+    await store.arrivals.settle(message_key="<b1@x>", target_key="slack:C1", ref=ROOT,
+                                entry=_email_entry("c-b", "e1", "<b1@x>", alice))
+    assert (await arrive("<b1@x>")).begun == {"slack:C1": (ROOT, False)}
+    assert (await arrive("<b2@x>", "<b1@x>")).begun == {}  # an answer: its threads decide
