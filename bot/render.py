@@ -44,7 +44,10 @@ def environment() -> Environment:
         raise RuntimeError(f"templates not found in {', '.join(map(str, _CANDIDATES))}")
     env = Environment(loader=FileSystemLoader(folder), undefined=StrictUndefined,
                       autoescape=select_autoescape(["html", "html.j2"]),
-                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False)
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False,
+                      # Templates do not change while Switchboard runs: no file check
+                      # (a stat) on every render.
+                      auto_reload=False)
     env.filters["mrkdwn"] = mrkdwn
     env.filters["no_mentions"] = no_mentions
     env.globals["size"] = human_size

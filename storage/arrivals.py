@@ -12,9 +12,10 @@ from bot.metering import Transaction
 from bot.model import Address, ChatRef, HistoryEntry, Identity
 from bot.stores import Arrival
 from storage.codec import dump_entry, load_mapping
-from storage.connection import RedisBacked, text
+from storage.connection import Redis, RedisBacked, text
 from storage.conversations import RECORD_POST, chat_key, dump_ref, load_ref
 from storage.history import APPEND_ENTRY, check_id
+from storage.keys import Keys
 from storage.usage import add_usage
 
 # KEYS: message index, address index, sender rate counter (unused without a sender),
@@ -86,6 +87,11 @@ def _split(keyed: str, marker: str) -> tuple[str, str]:
 
 
 class RedisArrivals(RedisBacked):
+    def __init__(self, client: Redis, keys: Keys) -> None:
+        super().__init__(client, keys)
+        # By its SHA (EVALSHA): the script's text is sent once, not with every email.
+        self._arrive = client.register_script(_ARRIVE)
+
     async def arrive(self, *, message_id: str, answers: Sequence[str],
                      conversation: str | None, new_conversation: str,
                      sender: Address | None, people: Sequence[Address],
@@ -101,13 +107,14 @@ class RedisArrivals(RedisBacked):
         lookups = list(dict.fromkeys([*([sender] if sender else []), *people]))
         async with self._translated("reading what an arriving email needs"):
             cid, existing, sender_ok, conversation_ok, threads, found, begun = \
-                await self.redis.eval(
-                    _ARRIVE, 5, self.keys.message_index(), self.keys.address_index(),
-                    sender_key, self.keys.posts(), self.keys.posting(), conversation or "",
-                    new_conversation, message_id, s_limit, s_window, "1" if sender else "0",
-                    c_limit, c_window, rate_before, rate_after, threads_before,
-                    threads_after, self.keys.identity(""), repr(time.time()), len(answers),
-                    *answers, len(new_places), *new_places, *(str(a) for a in lookups))
+                await self._arrive(
+                    keys=[self.keys.message_index(), self.keys.address_index(), sender_key,
+                          self.keys.posts(), self.keys.posting()],
+                    args=[conversation or "", new_conversation, message_id, s_limit,
+                          s_window, "1" if sender else "0", c_limit, c_window, rate_before,
+                          rate_after, threads_before, threads_after, self.keys.identity(""),
+                          repr(time.time()), len(answers), *answers, len(new_places),
+                          *new_places, *(str(a) for a in lookups)])
         identities = {}
         by_address = {str(a): a for a in lookups}
         for address, identity_id, records in found:

@@ -26,41 +26,44 @@ _SERVICES = {s.value for s in Service}
 
 
 # KEYS: day totals, month totals, the month's days, metered customers, the stream, the
-# standing total held. ARGV: "tx:<service>", day, customer, stream cap, the transaction as
-# JSON, bytes newly held, then measure/amount pairs. One script: the totals, the indexes
-# and the stream change together, and a burst of them costs one round trip when
+# standing total held. ARGV: day, customer, stream cap, the transaction as JSON (its
+# service and every measure: the amounts are read from it). One script: the totals, the
+# indexes and the stream change together, and a burst of them costs one round trip when
 # pipelined. The standing total is sampled into the day (``held``: what the day ended
 # with) and the month (``held_start``: what it began with), for storage by GB-month.
 _RECORD = """
+local tx = cjson.decode(ARGV[4])
 local before = tonumber(redis.call('GET', KEYS[6]) or '0')
 local held = before
-if ARGV[6] ~= '0' then held = redis.call('INCRBY', KEYS[6], ARGV[6]) end
+if tx.bytes_stored ~= 0 then
+  held = redis.call('INCRBY', KEYS[6], string.format('%d', tx.bytes_stored))
+end
 redis.call('HSETNX', KEYS[2], 'held_start', before)
 redis.call('HSET', KEYS[1], 'held', held)
 for _, key in ipairs({KEYS[1], KEYS[2]}) do
-  redis.call('HINCRBY', key, ARGV[1], 1)
-  for i = 7, #ARGV, 2 do
-    if ARGV[i + 1] ~= '0' then redis.call('HINCRBY', key, ARGV[i], ARGV[i + 1]) end
+  redis.call('HINCRBY', key, 'tx:' .. tx.service, 1)
+  for _, measure in ipairs({MEASURES}) do
+    if tx[measure] ~= 0 then
+      redis.call('HINCRBY', key, measure, string.format('%d', tx[measure]))
+    end
   end
 end
-redis.call('SADD', KEYS[3], ARGV[2])
-redis.call('SADD', KEYS[4], ARGV[3])
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[4], '*', 'tx', ARGV[5])
-"""
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('SADD', KEYS[4], ARGV[2])
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[3], '*', 'tx', ARGV[4])
+""".replace("{MEASURES}", "{" + ", ".join(f"'{m}'" for m in MEASURES) + "}")
 
 
 def add_usage(pipe: Pipeline, keys: Keys, tx: Transaction) -> None:
     """One transaction's script, queued on ``pipe`` (with the other writes of its work)."""
     day, month = day_of(tx.at), month_of(tx.at)
-    amounts = {m: getattr(tx, m) for m in MEASURES}
     record = json.dumps({"service": tx.service.value, "at": tx.at,
-                         "params": dict(tx.params), **amounts}, sort_keys=True)
-    pairs = [str(x) for m, v in amounts.items() for x in (m, v)]
+                         "params": dict(tx.params), **{m: getattr(tx, m) for m in MEASURES}},
+                        sort_keys=True)
     pipe.eval(_RECORD, 6, keys.usage(tx.customer, day), keys.usage(tx.customer, month),
               keys.usage_days(tx.customer, month), keys.metered_customers(),
               keys.transactions(tx.customer), keys.usage_held(tx.customer),
-              f"tx:{tx.service.value}", day, tx.customer, TRANSACTIONS_KEPT, record,
-              tx.bytes_stored, *pairs)
+              day, tx.customer, TRANSACTIONS_KEPT, record)
 
 
 class RedisUsage(RedisBacked):

@@ -26,6 +26,7 @@ import logging
 import re
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 from typing import Any
@@ -56,12 +57,14 @@ def use_dns_server(host: str, port: int) -> None:
     dns.resolver.default_resolver = resolver
 
 
+CHECK_THREADS = 4
 DNS_CACHED = 10_000  # answers kept (each for its TTL): a burst from one domain asks once
 
 
 class SenderAuthenticator:
     def __init__(self, *, trusted_hosts: Sequence[str] = ()) -> None:
         self.trusted = {h.lower() for h in trusted_hosts}
+        self._threads = ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="sender-check")
         # DKIM keys, SPF and DMARC records, for as long as their TTLs allow: every
         # library here asks through dnspython's default resolver.
         resolver = dns.resolver.get_default_resolver()
@@ -69,8 +72,11 @@ class SenderAuthenticator:
             resolver.cache = dns.resolver.LRUCache(DNS_CACHED)
 
     async def check(self, raw: bytes, peer: Peer | None = None) -> SenderAuth:
-        # The libraries ask DNS synchronously: keep them off the event loop.
-        return await asyncio.to_thread(self.verdict, raw, peer)
+        # The libraries ask DNS synchronously: keep them off the event loop, on threads of
+        # their own (few: the checks are mostly CPU and cached answers, and more threads
+        # than that only fight the event loop for the interpreter).
+        return await asyncio.get_running_loop().run_in_executor(
+            self._threads, self.verdict, raw, peer)
 
     def verdict(self, raw: bytes, peer: Peer | None = None) -> SenderAuth:
         headers = BytesHeaderParser().parsebytes(raw)
