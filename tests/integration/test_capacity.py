@@ -28,7 +28,8 @@ async def test_the_worker_pool_grows_with_the_backlog_then_shrinks(
         services: Services, slack: SlackControl, http: aiohttp.ClientSession,
         tmp_path: Path) -> None:
     async with running_bridge(services, slack, http) as bridge:
-        # Jobs that each start a runtime (Slack only: quick) and find no such delivery.
+        # Jobs that find no such delivery: quick (a worker keeps its runtime), so the
+        # backlog is made large enough to outlast the pool's first looks.
         env = {k: v for k, v in bridge.env.items() if not k.startswith("SWITCHBOARD_MATRIX")}
         env.update(SWITCHBOARD_ROUTES="", SWITCHBOARD_WORKERS_MIN="1", SWITCHBOARD_WORKERS_MAX="3",
                    SWITCHBOARD_WORKERS_JOBS_PER_WORKER="5", SWITCHBOARD_WORKERS_SCALE_INTERVAL="1")
@@ -42,8 +43,9 @@ async def test_the_worker_pool_grows_with_the_backlog_then_shrinks(
         pool = start_switchboard("worker", env, log, new_session=True)
         try:
             await eventually(lambda: _at_least(workers, 1), what="the pool's first worker")
-            for i in range(80):
-                queue.enqueue(RETRY_JOB, f"d-none-{uuid.uuid4().hex[:8]}-{i}", result_ttl=60)
+            queue.enqueue_many([Queue.prepare_data(
+                RETRY_JOB, (f"d-none-{uuid.uuid4().hex[:8]}-{i}",), result_ttl=60)
+                for i in range(3000)])
             await eventually(lambda: _at_least(workers, 3), within=30,
                              what="the pool to grow to its ceiling of 3")
             await eventually(lambda: _empty(queue), within=120, what="the backlog to be done")
