@@ -55,7 +55,7 @@ from bot.runtime.app import Runtime  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from storage.store import Store  # noqa: E402
 from tests.conftest import read_env_file  # noqa: E402
-from tests.servers import free_port  # noqa: E402
+from tests.servers import free_port, wait_for_port  # noqa: E402
 from tests.slackapi.client import SlackControl  # noqa: E402
 from tests.slackapi.server import Workspace  # noqa: E402
 
@@ -510,6 +510,7 @@ async def listener_latency(env: dict[str, str], slack: RemoteSlack, report: Repo
     settings, _ = settings_for(env, slack, prefix, SWITCHBOARD_SMTP_LISTEN=f"127.0.0.1:{port}",
                                SWITCHBOARD_IMAP_HOST="")
     async with serving(settings, prefix):
+        await asyncio.to_thread(wait_for_port, port)
         count = int(rate * seconds)
         accepted = await send_at(port, to, rate, count, submitted=True)
         latencies = await post_latencies(slack, accepted)
@@ -712,7 +713,9 @@ async def store_figures(env: dict[str, str], report: Report, sizes: list[int]) -
 
 async def worker_path(env: dict[str, str], slack: RemoteSlack, report: Report,
                       jobs: int, pools: list[int]) -> None:
-    from storage.queue import RqScheduler
+    from rq import Queue
+
+    from storage.queue import RETRY_JOB, RqScheduler
 
     results = {}
     for workers in pools:
@@ -729,8 +732,12 @@ async def worker_path(env: dict[str, str], slack: RemoteSlack, report: Report,
                 did, "cbench", bob, alice, f"queued {i}", DeliveryState.PENDING, time.time(),
                 context=ReplyContext(email=Address.email("alice@switchboard.test"))))
             await store.deliveries.transition(did, DeliveryState.QUEUED, "bench")
-            await scheduler.schedule_retry(did, 1, 0)
-        await asyncio.sleep(1.0)  # due now
+        # Due now, on the queue itself: every burst worker finds the whole backlog (had
+        # they to wait for one worker's scheduler to move them, the others would find
+        # the queue empty and leave).
+        scheduler.queue.enqueue_many([Queue.prepare_data(
+            RETRY_JOB, (f"dbench{i}",), job_id=f"retry-dbench{i}-1", result_ttl=3600)
+            for i in range(jobs)])
         began = time.perf_counter()
         procs = [await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot.runtime.cli", "worker", "--burst",
@@ -764,7 +771,8 @@ async def worker_path(env: dict[str, str], slack: RemoteSlack, report: Report,
                    + " (with start-up: " + " / ".join(f"{results[w]['with_startup']:.0f}"
                                                       for w in pools) + ")",
                    "", "", ">= 50/s with one worker, growing with workers",
-                   "yes" if one >= 50 and results[pools[-1]]["steady"] > one else "no"),
+                   "yes" if one >= 50 and max(results[w]["steady"] for w in pools[1:])
+                   >= 1.3 * one else "no"),
                jobs=jobs, per_second=results)
 
 
