@@ -214,10 +214,11 @@ class InboundEmailFlow:
                      ) -> IngestOutcome:
         """Bridge one email. Raises TransientFailure when it should be retried later.
 
-        Its Redis work is three round trips when it goes to one place: what it needs to
-        be routed (its rates, conversation, threads, people: ``arrive``), the mark that
-        a post has begun (exactly-once across a crash), and what it leaves behind
-        (``settle``)."""
+        Its Redis work is two round trips when it starts a conversation: what it needs
+        to be routed (its rates, conversation, threads, people), with the marks that its
+        posts have begun (exactly-once across a crash): ``arrive``; and what it leaves
+        behind (post record, index, history, usage): ``settle``. An answer posted into a
+        thread, or a DM, begins its post with one round trip more."""
         automatic = automatic_reason(mail, self.bot_email)
         if automatic is not None:
             return await self._refuse(mail, source, f"not bridged: {automatic}")
