@@ -148,6 +148,19 @@ def cmd_pending(args: argparse.Namespace) -> int:
     return with_store(args, report)
 
 
+def cmd_slack(args: argparse.Namespace) -> int:
+    """`switchboard slack manifest`: needs no settings (it is how an app starts)."""
+    from bridges.slack.manifest import ManifestError, manifest_yaml
+
+    try:
+        print(manifest_yaml(socket_mode=args.socket_mode, public_url=args.public_url,
+                            name=args.name), end="")
+    except ManifestError as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     """The audit trail: emails sent and actions refused, newest first."""
 
@@ -199,6 +212,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a Matrix user to invite to the demo room (e.g. @alice:server)")
     demo.add_argument("--keep-running", action="store_true",
                       help="keep Switchboard running after the sample email arrived")
+    slack = sub.add_parser("slack", help="the Slack app: print its manifest")
+    slack_sub = slack.add_subparsers(dest="slack_command", required=True)
+    manifest = slack_sub.add_parser(
+        "manifest", help="print the Slack app manifest (YAML) to create the app from")
+    how = manifest.add_mutually_exclusive_group(required=True)
+    how.add_argument("--socket-mode", action="store_true",
+                     help="events over Socket Mode (no public URL needed)")
+    how.add_argument("--public-url", metavar="URL",
+                     help="Slack calls URL/slack/events over HTTPS")
+    manifest.add_argument("--name", default="Switchboard", help="the app's and bot's name")
     add_billing_commands(sub)
     return parser
 
@@ -207,7 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure()
     commands = {"doctor": cmd_doctor, "run": cmd_run, "demo": cmd_demo,
-                "pending": cmd_pending, "audit": cmd_audit, "worker": cmd_worker,
+                "pending": cmd_pending, "audit": cmd_audit, "slack": cmd_slack,
+                "worker": cmd_worker,
                 **BILLING_COMMANDS}
     return commands[args.command](args)
 

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 ENDPOINT = "/slack/events"
 SHORTCUT = "reply_by_email_shortcut"  # the message shortcut's callback id in the app config
+SLASH_COMMAND = "/switchboard"
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ class SlackApp:
         self.bolt.action(REPLY_BY_EMAIL)(self.open_email)
         self.bolt.view("reply_by_email_modal")(self.submit_email)
         self.bolt.shortcut(SHORTCUT)(self.open_email_shortcut)
-        self.bolt.command("/switchboard")(self.slash_command)
+        self.bolt.command(SLASH_COMMAND)(self.slash_command)
 
     @contextlib.contextmanager
     def _working(self) -> Iterator[None]:

@@ -8,11 +8,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.doctor import Check
 from bot.settings import Settings
+from bridges.slack.manifest import BOT_SCOPES
 
-# What the features need: posting and DMs, user look-ups by email, presence,
-# uploads, and the slash command.
-REQUIRED_SCOPES = ("chat:write", "im:write", "users:read", "users:read.email", "files:write",
-                   "channels:read", "channels:history", "im:history", "commands")
+# What the features need: the scopes of the app manifest (one list for both).
+REQUIRED_SCOPES = BOT_SCOPES
 
 
 async def probe_slack(settings: Settings) -> list[Check]:

@@ -56,7 +56,8 @@ SCOPES: dict[str, str | None] = {
 }
 
 ALL_SCOPES = ("chat:write", "im:write", "users:read", "users:read.email", "files:write",
-              "commands", "channels:read", "channels:history", "im:history")
+              "commands", "channels:read", "channels:history", "groups:read",
+              "groups:history", "im:history")
 
 
 @dataclass
