@@ -13,9 +13,10 @@ from bot.model import Address, ChatRef, HistoryEntry, Identity
 from bot.stores import Arrival
 from storage.codec import dump_entry, load_mapping
 from storage.connection import Redis, RedisBacked, text
-from storage.conversations import RECORD_POST, chat_key, dump_ref, load_ref
+from storage.conversations import BEGIN_FUNCTION, RECORD_POST, chat_key, dump_ref, load_ref
 from storage.history import APPEND_ENTRY, check_id
 from storage.keys import Keys
+from storage.ratelimit import HIT_FUNCTION
 from storage.usage import add_usage
 
 # KEYS: message index, address index, sender rate counter (unused without a sender),
@@ -25,14 +26,8 @@ from storage.usage import add_usage
 # key suffix, identity key prefix, now, number of answers N, the N answers, number of
 # new-conversation places M, the M places, then the addresses to look up. Keys built
 # here from prefixes are the same ones the stores use one by one; the begun posts are
-# conversations.py's _BEGIN, place by place.
-_ARRIVE = """
-local function hit(key, window, event)
-  redis.call('SADD', key, event)
-  local n = redis.call('SCARD', key)
-  if redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, window) end
-  return n
-end
+# conversations.py's BEGIN_FUNCTION, place by place; rates are ratelimit.py's HIT_FUNCTION.
+_ARRIVE = HIT_FUNCTION + BEGIN_FUNCTION + """
 local sender_ok = 1
 if ARGV[6] == '1' and hit(KEYS[3], ARGV[5], ARGV[3]) > tonumber(ARGV[4]) then
   sender_ok = 0
@@ -58,15 +53,8 @@ local threads = redis.call('HGETALL', ARGV[11] .. cid .. ARGV[12])
 local begun = {}
 if existing == 0 and sender_ok == 1 and conversation_ok == 1 then
   for i = 17 + n, 16 + n + m do
-    local field = ARGV[3] .. '|' .. ARGV[i]
-    local ref = redis.call('HGET', KEYS[4], field)
-    if ref then
-      table.insert(begun, {ARGV[i], ref, 0})
-    else
-      local earlier = redis.call('HGET', KEYS[5], field)
-      redis.call('HSET', KEYS[5], field, ARGV[14])
-      table.insert(begun, {ARGV[i], '', earlier and 1 or 0})
-    end
+    local ref, earlier = begin(KEYS[4], KEYS[5], ARGV[3] .. '|' .. ARGV[i], ARGV[14])
+    table.insert(begun, {ARGV[i], ref, earlier})
   end
 end
 local identities = {}

@@ -27,13 +27,20 @@ return 1
 
 # KEYS: posts, posting. ARGV: post field, now. Where it was posted, if it was; else mark
 # the post begun, and say whether an earlier attempt had begun it and not recorded it.
-_BEGIN = """
-local ref = redis.call('HGET', KEYS[1], ARGV[1])
-if ref then return {ref, 0} end
-local earlier = redis.call('HGET', KEYS[2], ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-if earlier then return {'', 1} end
-return {'', 0}
+# A Lua function, so the arrival script (storage/arrivals.py) begins posts by the same rule.
+BEGIN_FUNCTION = """
+local function begin(posts, posting, field, now)
+  local ref = redis.call('HGET', posts, field)
+  if ref then return ref, 0 end
+  local earlier = redis.call('HGET', posting, field)
+  redis.call('HSET', posting, field, now)
+  if earlier then return '', 1 end
+  return '', 0
+end
+"""
+_BEGIN = BEGIN_FUNCTION + """
+local ref, earlier = begin(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+return {ref, earlier}
 """
 
 

@@ -6,20 +6,24 @@ import time
 
 from storage.connection import RedisBacked
 
-# KEYS: counter. ARGV: window seconds, event id or "". One step: count (distinct events
-# when an id is given, so a re-read of the same email is not counted twice), and start
-# the window's clock.
-_HIT = """
-local n
-if ARGV[2] ~= '' then
-  redis.call('SADD', KEYS[1], ARGV[2])
-  n = redis.call('SCARD', KEYS[1])
-else
-  n = redis.call('INCR', KEYS[1])
+# One step: count (distinct events when an id is given, so a re-read of the same email
+# is not counted twice), and start the window's clock. A Lua function, so the arrival
+# script (storage/arrivals.py) counts by the same rule.
+HIT_FUNCTION = """
+local function hit(key, window, event)
+  local n
+  if event ~= '' then
+    redis.call('SADD', key, event)
+    n = redis.call('SCARD', key)
+  else
+    n = redis.call('INCR', key)
+  end
+  if redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, window) end
+  return n
 end
-if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return n
 """
+# KEYS: counter. ARGV: window seconds, event id or "".
+_HIT = HIT_FUNCTION + "return hit(KEYS[1], ARGV[1], ARGV[2])\n"
 
 
 class RedisRateLimits(RedisBacked):

@@ -250,9 +250,13 @@ class InboundEmailFlow:
     def _routed(self, mail: InboundMail) -> list[str]:
         """The places the email's routes give: where it goes when it starts a conversation
         (its posts there are begun in the same step as its arrival)."""
-        places = [ChatTarget(Network(route.network), room=route.room).key for route in
-                  (self.routes.get(r.value) for r in mail.recipients) if route is not None]
-        return list(dict.fromkeys(places))
+        return list(dict.fromkeys(t.key for t in map(self._route_target, mail.recipients)
+                                  if t is not None))
+
+    def _route_target(self, recipient: Address) -> ChatTarget | None:
+        """The channel or room a configured route sends mail for ``recipient`` to."""
+        route = self.routes.get(recipient.value)
+        return ChatTarget(Network(route.network), room=route.room) if route else None
 
     async def _check_reply(self, mail: InboundMail, source: str,
                            bound: tuple[str, Address] | None) -> Refused | None:
@@ -378,10 +382,9 @@ class InboundEmailFlow:
                 return [ChatTarget.dm(p) for p in people], True
         found: dict[str, ChatTarget] = {}
         for recipient in mail.recipients:
-            route = self.routes.get(recipient.value)
-            if route is not None:
-                target = ChatTarget(Network(route.network), room=route.room)
-                found.setdefault(target.key, target)
+            routed = self._route_target(recipient)
+            if routed is not None:
+                found.setdefault(routed.key, routed)
                 continue
             if recipient.value in self.own:
                 continue  # the bot's own address is never a person's DM
