@@ -303,6 +303,15 @@ class Delivery:
         return self.context.replier_name or self.sender.value
 
 
+def same_organisation(a: Address, b: Address) -> bool:
+    """Whether ``a`` and ``b`` may reach each other through Switchboard: not when they are
+    Slack accounts of two workspaces (each workspace is its own customer, and one never
+    posts into, or reads from, another)."""
+    if a.network is Network.SLACK and b.network is Network.SLACK:
+        return a.value.partition("/")[0] == b.value.partition("/")[0]
+    return True
+
+
 @dataclass(frozen=True)
 class ChatTarget:
     """Where a post goes: a channel or room, or a person's direct messages."""

@@ -81,8 +81,11 @@ class ChatNetwork(Protocol):
         """Whether ``user`` is present now; UNKNOWN when the network does not say."""
         ...
 
-    async def find_user(self, email: Address) -> Address | None:
-        """The network's account registered with ``email``, if the network knows one."""
+    async def find_user(self, email: Address, within: Address | None = None
+                        ) -> Address | None:
+        """The network's account registered with ``email``, if the network knows one;
+        where a network holds separate organisations (Slack workspaces), only in the one
+        of ``within`` (the person asking)."""
         ...
 
     async def find_email(self, user: Address) -> Address | None:
@@ -101,9 +104,9 @@ class ChatNetwork(Protocol):
         """Tell ``user`` something, near ``where`` (the thread they acted in) if given."""
         ...
 
-    async def customer(self) -> str | None:
-        """The metering customer this connection serves (its Slack workspace, its Matrix
-        homeserver's organisation); None when it cannot be told now."""
+    async def customer(self, room: str) -> str | None:
+        """The metering customer a post into ``room`` is work for (its Slack workspace,
+        the Matrix homeserver's organisation); None when it cannot be told now."""
         ...
 
 

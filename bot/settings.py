@@ -24,6 +24,7 @@ from bot.permissions import Level, OutsideMail, PermissionRules, ThreadReplies, 
 ENV_PREFIX = "SWITCHBOARD_"
 CONFIG_FILE_KEY = "SWITCHBOARD_CONFIG"
 SLACK_API_URL = "https://slack.com/api/"
+SLACK_AUTHORIZE_URL = "https://slack.com/oauth/v2/authorize"
 
 
 class SettingsError(Exception):
@@ -160,8 +161,9 @@ def _routes(text: str) -> tuple[Route, ...]:
         if not sep or network not in ("slack", "matrix") or not room:
             raise ValueError(f"{item!r} is not address=slack:CHANNEL_ID or "
                              "address=matrix:!ROOM_ID:server")
-        if network == "slack" and not re.fullmatch(r"[CGD][A-Z0-9]{2,}", room):
-            raise ValueError(f"{room!r} is not a Slack channel id (like C0123ABCD)")
+        if network == "slack" and not re.fullmatch(r"([TE][A-Z0-9]{2,}/)?[CGD][A-Z0-9]{2,}", room):
+            raise ValueError(f"{room!r} is not a Slack channel id (like C0123ABCD, or "
+                             "T0123/C0456 to name the workspace)")
         # Room ids are opaque (room version 12 dropped the ":server" part); aliases are not.
         if network == "matrix" and not re.fullmatch(r"![^\s=]+|#[^:\s]+:[^\s]+", room):
             raise ValueError(f"{room!r} is not a Matrix room id (!id) or alias (#name:server)")
@@ -269,9 +271,24 @@ KEYS: tuple[Key, ...] = (
     Key("bot_email", _email, None, "Switchboard's own From address."),
     Key("reply_domain", _domain, None,
         "Domain of reply addresses (`reply+TOKEN@domain`); defaults to the bot_email domain."),
-    Key("slack.bot_token", _text, None, "Slack bot token (`xoxb-…`); unset disables Slack."),
+    Key("slack.bot_token", _text, None,
+        "Slack bot token (`xoxb-…`) of the one workspace this deployment serves; unset (and "
+        "no `slack.client_id`) disables Slack."),
     Key("slack.signing_secret", _text, None,
-        "Slack signing secret, checks every request (required with `slack.bot_token`)."),
+        "Slack signing secret, checks every HTTP request from Slack (required unless "
+        "`slack.app_token` is set: Socket Mode needs no public endpoint)."),
+    Key("slack.app_token", _text, None,
+        "App-level token (`xapp-…`, scope `connections:write`): Slack's events and actions "
+        "arrive over Socket Mode instead of the HTTP endpoint."),
+    Key("slack.ping_interval", _positive_int, "10",
+        "Seconds between Socket Mode pings; a socket that stops answering is reopened."),
+    Key("slack.client_id", _text, None,
+        "The Slack app's client id: workspaces install it through `/slack/install` (OAuth), "
+        "each with its own bot token; instead of `slack.bot_token`."),
+    Key("slack.client_secret", _text, None,
+        "The Slack app's client secret (required with `slack.client_id`)."),
+    Key("slack.authorize_url", _url("http", "https"), SLACK_AUTHORIZE_URL,
+        "Where `/slack/install` sends the admin to approve the app (Slack's OAuth page)."),
     Key("slack.api_url", _url("http", "https"), SLACK_API_URL,
         "Slack Web API base URL (tests point it at the local Slack server)."),
     Key("matrix.homeserver", _url("http", "https"), None,
@@ -386,9 +403,24 @@ class SmtpSettings:
 
 @dataclass(frozen=True)
 class SlackSettings:
-    bot_token: str
-    signing_secret: str
+    bot_token: str | None  # None: workspaces install the app (OAuth), each its own token
+    signing_secret: str | None  # None only in Socket Mode
     api_url: str
+    app_token: str | None = None  # set: Socket Mode
+    client_id: str | None = None  # set: OAuth installs, many workspaces
+    client_secret: str | None = None
+    authorize_url: str = SLACK_AUTHORIZE_URL
+    ping_interval: int = 10
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.app_token is not None
+
+    @property
+    def installs(self) -> bool:
+        """Whether workspaces install the app themselves (OAuth), rather than one pasted
+        bot token."""
+        return self.client_id is not None
 
 
 @dataclass(frozen=True)
@@ -516,6 +548,40 @@ def _default_port(tls: TlsMode, implicit: int, plain: int) -> int:
     return implicit if tls is TlsMode.IMPLICIT else plain
 
 
+def _slack(v: dict[str, Any], problems: list[str]) -> SlackSettings | None:
+    token, client = v["slack.bot_token"], v["slack.client_id"]
+    if token is None and client is None:
+        for name in ("slack.app_token", "slack.client_secret"):
+            if v[name] is not None:
+                problems.append(f"{KEYS_BY_NAME[name].env}: set, but Slack needs "
+                                f"{KEYS_BY_NAME['slack.bot_token'].env} (one workspace) or "
+                                f"{KEYS_BY_NAME['slack.client_id'].env} (installs)")
+        return None
+    if token is not None and client is not None:
+        problems.append(f"{KEYS_BY_NAME['slack.bot_token'].env} and "
+                        f"{KEYS_BY_NAME['slack.client_id'].env}: choose one: a pasted bot token "
+                        "serves one workspace, a client id lets workspaces install the app")
+        return None
+    app_token = v["slack.app_token"]
+    if app_token is not None and not app_token.startswith("xapp-"):
+        problems.append(f"{KEYS_BY_NAME['slack.app_token'].env}: an app-level token starts "
+                        "with xapp- (Basic Information > App-Level Tokens)")
+    if token is not None and not token.startswith("xoxb-"):
+        problems.append(f"{KEYS_BY_NAME['slack.bot_token'].env}: a bot token starts with xoxb- "
+                        "(OAuth & Permissions > Bot User OAuth Token)")
+    ok = True
+    if app_token is None:
+        ok = _require(v, problems, "slack.bot_token" if token else "slack.client_id",
+                      "slack.signing_secret")
+    if client is not None:
+        ok = _require(v, problems, "slack.client_id", "slack.client_secret") and ok
+    if not ok:
+        return None
+    return SlackSettings(token, v["slack.signing_secret"], v["slack.api_url"], app_token,
+                         client, v["slack.client_secret"], v["slack.authorize_url"],
+                         v["slack.ping_interval"])
+
+
 def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings | None:
     imap = smtp = slack = matrix = None
     if v["imap.host"] and _require(v, problems, "imap.host", "imap.user", "imap.password"):
@@ -529,8 +595,7 @@ def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings |
         port = v["smtp.port"] or _default_port(v["smtp.tls"], 465, 587)
         smtp = SmtpSettings(v["smtp.host"], port, v["smtp.user"], v["smtp.password"], v["smtp.tls"])
         _require(v, problems, "smtp.host", "bot_email")
-    if v["slack.bot_token"] and _require(v, problems, "slack.bot_token", "slack.signing_secret"):
-        slack = SlackSettings(v["slack.bot_token"], v["slack.signing_secret"], v["slack.api_url"])
+    slack = _slack(v, problems)
     if v["matrix.homeserver"] and _require(v, problems, "matrix.homeserver", "matrix.user",
                                            "matrix.password"):
         matrix = MatrixSettings(v["matrix.homeserver"].rstrip("/"), v["matrix.user"],

@@ -280,6 +280,36 @@ class CustomerStore(Protocol):
     async def balance(self, customer_id: str) -> int: ...
 
 
+class Workspaces(Protocol):
+    """Slack workspaces that installed the app through OAuth: each one's installation
+    (its bot token among it), the install flow's one-time states, and the Slack
+    deliveries (Socket Mode envelopes) already handled."""
+
+    async def save(self, team: str, installation: dict[str, object]) -> None:
+        """Keep ``team``'s installation, replacing an earlier one (a re-install)."""
+        ...
+
+    async def find(self, team: str) -> dict[str, object] | None: ...
+
+    async def remove(self, team: str) -> bool:
+        """Forget ``team``'s installation (uninstalled, tokens revoked); whether it was kept."""
+        ...
+
+    async def teams(self) -> list[str]: ...
+
+    async def issue_state(self, ttl: int) -> str:
+        """A new OAuth ``state``: unguessable, good once, for ``ttl`` seconds."""
+        ...
+
+    async def consume_state(self, state: str) -> bool:
+        """Whether ``state`` was issued, unused and unexpired; it is used up either way."""
+        ...
+
+    async def first_time(self, key: str, ttl: int) -> bool:
+        """True once per ``key`` within ``ttl`` seconds, across every process."""
+        ...
+
+
 class Stores(Protocol):
     """Every store the core uses, as one (the Redis store, the in-memory store)."""
 
@@ -321,5 +351,8 @@ class Stores(Protocol):
 
     @property
     def arrivals(self) -> Arrivals: ...
+
+    @property
+    def workspaces(self) -> Workspaces: ...
 
     async def close(self) -> None: ...

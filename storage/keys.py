@@ -186,3 +186,16 @@ class Keys:
     def account_debits(self, customer: str) -> str:
         """hash: period -> its debit entry; HSETNX makes one debit per period."""
         return self._k("account", customer, "debits")
+
+    # Slack installs
+    def slack_installations(self) -> str:
+        """hash: team id -> its installation (JSON), saved by the OAuth install flow."""
+        return self._k("slack", "installs")
+
+    def slack_oauth_state(self, state: str) -> str:
+        """string with a TTL: an OAuth state issued and not yet used."""
+        return self._k("slack", "state", state)
+
+    def slack_seen(self, key: str) -> str:
+        """string with a TTL: a Slack delivery already handled (Socket Mode re-delivers)."""
+        return self._k("slack", "seen", key)

@@ -20,6 +20,7 @@ from storage.ratelimit import RedisRateLimits
 from storage.tokens import RedisTokens
 from storage.usage import RedisUsage
 from storage.verification import RedisVerifications
+from storage.workspaces import RedisWorkspaces
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Store:
     customers: RedisCustomers
     audit: RedisAudit
     arrivals: RedisArrivals
+    workspaces: RedisWorkspaces
 
     @classmethod
     def open(cls, url: str, prefix: str = "sb", ca_file: str | None = None) -> Store:
@@ -58,7 +60,7 @@ class Store:
                    RedisTokens(client, keys), RedisVerifications(client, keys),
                    RedisRateLimits(client, keys), RedisUsage(client, keys),
                    RedisCustomers(client, keys), RedisAudit(client, keys),
-                   RedisArrivals(client, keys))
+                   RedisArrivals(client, keys), RedisWorkspaces(client, keys))
 
     async def server_info(self) -> ServerInfo:
         """Version and persistence of the Redis server; raises StoreUnavailable."""

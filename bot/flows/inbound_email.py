@@ -184,7 +184,7 @@ class InboundEmailFlow:
         by_customer: dict[str, list[str]] = {}
         for ref in refs:
             network = self.networks.get(ref.network)
-            customer = await network.customer() if network is not None else None
+            customer = await network.customer(ref.room) if network is not None else None
             if customer is not None:
                 by_customer.setdefault(customer, []).append(ref.network.value)
         txs = []

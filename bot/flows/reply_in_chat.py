@@ -27,6 +27,7 @@ from bot.model import (
     Network,
     Provenance,
     ReplyContext,
+    same_organisation,
 )
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class ReplyInChat(Lifecycle):
             else:
                 email, answering = answered.sender, Answering.EMAIL
         if target is None and email is not None:
-            target = await self._chat_address(email)
+            target = await self._chat_address(email, replier)
         if target is None and email is None:
             return CannotReply("Switchboard knows no chat account or email address of the "
                                "person who wrote that")
@@ -112,15 +113,17 @@ class ReplyInChat(Lifecycle):
             await self.queue(made)
         return True
 
-    async def _chat_address(self, email: Address) -> Address | None:
+    async def _chat_address(self, email: Address, replier: Address) -> Address | None:
+        """The chat account of ``email``'s person that ``replier`` may reach: never one
+        in another Slack workspace than the replier's."""
         identity = await self.address_book.resolve(email)
-        known = [a for a in identity.addresses() if a.network in self.networks] \
-            if identity else []
+        known = [a for a in identity.addresses() if a.network in self.networks
+                 and same_organisation(a, replier)] if identity else []
         if known:
             return known[0]
         for network in self.networks.values():
             try:
-                found = await network.find_user(email)
+                found = await network.find_user(email, within=replier)
             except BridgeError as exc:
                 log.warning("asking %s for %s failed: %s", network.network, email, exc)
                 continue

@@ -35,8 +35,11 @@ from bridges.matrix.commands import MatrixCommands
 from bridges.matrix.probe import probe_matrix
 from bridges.matrix.sync import sync_forever
 from bridges.metrics import Metrics
-from bridges.slack.app import ENDPOINT, SlackApp
+from bridges.slack.app import OAuthSetup, SlackApp
+from bridges.slack.installs import InstallationStore, StateStore
+from bridges.slack.manifest import ENDPOINT, INSTALL_PATH, REDIRECT_PATH
 from bridges.slack.probe import probe_slack
+from bridges.slack.socket import SocketMode
 from bridges.slack.web import SlackNetwork, web_client
 from storage.health import probe_redis
 from storage.queue import RqScheduler
@@ -72,15 +75,19 @@ class Runtime:
     meter: Meter = field(default_factory=Meter)
     reports: ChargeReports | None = None
     permissions: Permissions | None = None
+    socket: SocketMode | None = None
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
         store = Store.open(settings.redis_url, settings.redis_prefix, settings.tls_ca_file)
         networks: dict[Network, ChatNetwork] = {}
         slack = matrix = None
+        installs = None
         if settings.slack is not None:
+            installs = InstallationStore(store.workspaces) if settings.slack.installs else None
             slack = SlackNetwork(web_client(settings.slack.bot_token, settings.slack.api_url,
-                                            settings.tls_ca_file))
+                                            settings.tls_ca_file),
+                                 tokens=installs.bot_token if installs else None)
             networks[Network.SLACK] = slack
         if settings.matrix is not None:
             matrix = await MatrixNetwork.connect(settings.matrix, store.matrix,
@@ -152,10 +159,16 @@ class Runtime:
                                 settings.plain_thread_replies))
         slack_app = None
         if slack is not None and settings.slack is not None:
-            slack_app = SlackApp(signing_secret=settings.slack.signing_secret,
-                                 client=slack.client, network=slack, replies=replies,
-                                 emails=emails, commands=commands,
-                                 retry_interval=settings.retry_interval)
+            cfg = settings.slack
+            oauth = None
+            if installs is not None and cfg.client_id and cfg.client_secret:
+                oauth = OAuthSetup(cfg.client_id, cfg.client_secret,
+                                   f"{settings.public_url.rstrip('/')}{REDIRECT_PATH}",
+                                   cfg.authorize_url, installs, StateStore(store.workspaces))
+            slack_app = SlackApp(signing_secret=cfg.signing_secret, client=slack.client,
+                                 network=slack, replies=replies, emails=emails,
+                                 commands=commands, retry_interval=settings.retry_interval,
+                                 oauth=oauth)
         return cls(settings, store, networks, inbound, replies, emails, commands, matrix,
                    slack, slack_app, metrics=metrics, scheduler=scheduler,
                    authenticator=authenticator, meter=meter, reports=reports,
@@ -196,8 +209,17 @@ class Runtime:
         http = HttpServer(*s.http_listen, readiness=self.readiness,
                           metrics=lambda: self.metrics.scrape(self.store.deliveries,
                                                               self.scheduler))
-        if self.slack_app is not None:
-            http.route("POST", ENDPOINT, self.slack_app.handle)
+        if self.slack_app is not None and s.slack is not None:
+            if s.slack.app_token is not None:
+                self.socket = SocketMode(self.slack_app, s.slack.app_token,
+                                         self.store.workspaces.first_time,
+                                         s.slack.ping_interval)
+                tasks.append(asyncio.create_task(self.socket.run(stop), name="slack socket"))
+            else:
+                http.route("POST", ENDPOINT, self.slack_app.handle)
+            if s.slack.installs:
+                http.route("GET", INSTALL_PATH, self.slack_app.install)
+                http.route("GET", REDIRECT_PATH, self.slack_app.install)
         if self.reports is not None:
             http.page("/reports/{token}", self.reports.web_page)
         await http.start()
@@ -226,4 +248,6 @@ class Runtime:
             checks["imap"] = all(i.connected for i in self.ingests)
         if self.matrix is not None:
             checks["matrix"] = self.matrix.client.logged_in
+        if self.socket is not None:
+            checks["slack_socket"] = self.socket.connected
         return checks

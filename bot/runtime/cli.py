@@ -216,11 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     slack_sub = slack.add_subparsers(dest="slack_command", required=True)
     manifest = slack_sub.add_parser(
         "manifest", help="print the Slack app manifest (YAML) to create the app from")
-    how = manifest.add_mutually_exclusive_group(required=True)
-    how.add_argument("--socket-mode", action="store_true",
-                     help="events over Socket Mode (no public URL needed)")
-    how.add_argument("--public-url", metavar="URL",
-                     help="Slack calls URL/slack/events over HTTPS")
+    manifest.add_argument("--socket-mode", action="store_true",
+                          help="events over Socket Mode (no public URL needed)")
+    manifest.add_argument("--public-url", metavar="URL",
+                          help="Slack calls URL/slack/events over HTTPS; with --socket-mode, "
+                               "only workspaces installing the app come to URL/slack/install")
     manifest.add_argument("--name", default="Switchboard", help="the app's and bot's name")
     add_billing_commands(sub)
     return parser

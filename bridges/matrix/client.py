@@ -62,7 +62,7 @@ class MatrixNetwork:
         self.state = state
         self._aliases: dict[str, str] = {}
 
-    async def customer(self) -> str | None:
+    async def customer(self, room: str) -> str | None:
         return customer_of(Address.matrix(self.client.user_id)) if self.client.user_id \
             else None
 
@@ -197,7 +197,7 @@ class MatrixNetwork:
         return {"online": Presence.PRESENT, "unavailable": Presence.AWAY,
                 "offline": Presence.AWAY}.get(str(answer.presence), Presence.UNKNOWN)
 
-    async def find_user(self, email: Address) -> Address | None:
+    async def find_user(self, email: Address, within: Address | None = None) -> Address | None:
         """Synapse's admin look-up of a user by email (the bot must be a server admin;
         otherwise the homeserver does not say, and None is returned)."""
         session = self.client.client_session

@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.commands import CommandContext, Commands
@@ -29,13 +30,18 @@ from bot.flows.reply_in_chat import ReplyInChat
 from bot.model import Address, ChatRef, Network
 from bot.ports import Notice
 from bridges.slack.blocks import REPLY_BY_EMAIL, REPLY_IN_CHAT, notice_message, reply_modal
+from bridges.slack.installs import InstallationStore, StateStore
+from bridges.slack.manifest import (
+    BOT_SCOPES,
+    INSTALL_PATH,
+    REDIRECT_PATH,
+    SHORTCUT,
+    SLASH_COMMAND,
+)
 from bridges.slack.web import SlackNetwork
 
 log = logging.getLogger(__name__)
 
-ENDPOINT = "/slack/events"
-SHORTCUT = "reply_by_email_shortcut"  # the message shortcut's callback id in the app config
-SLASH_COMMAND = "/switchboard"
 
 
 @dataclass(frozen=True)
@@ -51,35 +57,57 @@ class Submission:
     where: ChatRef | None
 
 
+def _team(body: dict[str, Any]) -> str:
+    """The workspace a request comes from (where the app is installed, not the user's home
+    workspace, which differs for a Slack Connect guest)."""
+    return str((body.get("team") or {}).get("id") or body.get("team_id")
+               or (body.get("user") or {}).get("team_id") or "")
+
+
 def _user(body: dict[str, Any]) -> tuple[Address, str]:
     user = body["user"]
     team = user.get("team_id") or (body.get("team") or {}).get("id") or body.get("team_id")
     return Address.slack(str(team), str(user["id"])), str(user.get("name") or user["id"])
 
 
-def _where(body: dict[str, Any]) -> ChatRef | None:
-    container = body.get("container") or {}
-    channel = container.get("channel_id") or (body.get("channel") or {}).get("id")
-    ts = container.get("message_ts") or ""
-    if not channel:
-        return None
-    thread = (body.get("message") or {}).get("thread_ts") or ts
-    return ChatRef(Network.SLACK, str(channel), str(ts), str(thread))
+@dataclass(frozen=True)
+class OAuthSetup:
+    """What the OAuth install flow needs: the app's credentials and where Slack is."""
+
+    client_id: str
+    client_secret: str
+    redirect_uri: str  # our /slack/oauth_redirect, as the app's settings list it
+    authorize_url: str
+    installations: InstallationStore
+    states: StateStore
 
 
 class SlackApp:
-    def __init__(self, *, signing_secret: str, client: AsyncWebClient, network: SlackNetwork,
-                 replies: ReplyInChat, emails: ReplyByEmail, commands: Commands,
-                 retry_interval: float) -> None:
+    def __init__(self, *, signing_secret: str | None, client: AsyncWebClient,
+                 network: SlackNetwork, replies: ReplyInChat, emails: ReplyByEmail,
+                 commands: Commands, retry_interval: float, oauth: OAuthSetup | None = None
+                 ) -> None:
         self.network = network
         self.replies = replies
         self.emails = emails
         self.commands = commands
         self.retry_interval = retry_interval
+        self.oauth = oauth
         self._busy: set[asyncio.Task[Any]] = set()
-        self.bolt = AsyncApp(signing_secret=signing_secret, client=client,
+        settings = None if oauth is None else AsyncOAuthSettings(
+            client_id=oauth.client_id, client_secret=oauth.client_secret, scopes=BOT_SCOPES,
+            redirect_uri=oauth.redirect_uri, install_path=INSTALL_PATH,
+            redirect_uri_path=REDIRECT_PATH, authorization_url=oauth.authorize_url,
+            installation_store=oauth.installations, state_store=oauth.states,
+            installation_store_bot_only=True, user_token_resolution="actor")
+        # Without a signing secret (Socket Mode) no HTTP endpoint takes Slack's requests,
+        # so there is nothing to verify; Bolt checks every HTTP request otherwise.
+        self.bolt = AsyncApp(signing_secret=signing_secret or "socket-mode-only",
+                             client=client, oauth_settings=settings,
                              process_before_response=False,
                              raise_error_for_unhandled_request=False)
+        self.bolt.event("app_uninstalled")(self.uninstalled)
+        self.bolt.event("tokens_revoked")(self.uninstalled)
         self.bolt.action(REPLY_IN_CHAT)(self.open_reply)
         self.bolt.view("reply_in_chat_modal")(self.submit_reply)
         self.bolt.action(re.compile(r"^delivery_(queue|cancel|sendmail)$"))(self.choose)
@@ -105,9 +133,48 @@ class SlackApp:
         if self._busy:
             await asyncio.wait(set(self._busy), timeout=grace)
 
+    def _where(self, body: dict[str, Any]) -> ChatRef | None:
+        container = body.get("container") or {}
+        channel = container.get("channel_id") or (body.get("channel") or {}).get("id")
+        ts = container.get("message_ts") or ""
+        if not channel:
+            return None
+        thread = (body.get("message") or {}).get("thread_ts") or ts
+        return ChatRef(Network.SLACK, self.network.room(_team(body), str(channel)), str(ts),
+                       str(thread))
+
     async def handle(self, request: web.Request) -> web.Response:
         response = await self.bolt.async_dispatch(await to_bolt_request(request))
         return await to_aiohttp_response(response)
+
+    async def install(self, request: web.Request) -> web.Response:
+        """``/slack/install`` (the admin's way in) and ``/slack/oauth_redirect`` (Slack's
+        way back, with the code and the state to check)."""
+        flow = self.bolt.oauth_flow
+        if flow is None:
+            return web.Response(status=404, text="this Switchboard serves one workspace")
+        bolt_request = await to_bolt_request(request)
+        if request.path == REDIRECT_PATH:
+            response = await flow.handle_callback(bolt_request)
+        else:
+            response = await flow.handle_installation(bolt_request)
+        return await to_aiohttp_response(response)
+
+    async def uninstalled(self, ack: AsyncAck, body: dict[str, Any],
+                          event: dict[str, Any]) -> None:
+        """``app_uninstalled``, or ``tokens_revoked`` naming the bot's token: the workspace's
+        installation and what is kept of it go; its routes refuse mail from now on."""
+        await ack()
+        team = _team(body)
+        if event.get("type") == "tokens_revoked" and not (event.get("tokens") or {}).get("bot"):
+            return  # only user tokens, which Switchboard never keeps
+        if self.oauth is None:
+            log.error("Slack says the app was removed from workspace %s (%s): the pasted bot "
+                      "token no longer works; reinstall the app and set the new token", team,
+                      event.get("type"))
+            return
+        await self.oauth.installations.async_delete_all(enterprise_id=None, team_id=team)
+        self.network.forget(team)
 
     async def _tell(self, user: Address, notice: Notice, where: ChatRef | None,
                     respond: AsyncRespond | None = None) -> None:
@@ -123,7 +190,7 @@ class SlackApp:
         button stood for and where it was pressed."""
         with self._working():
             cid, _, eid = str(body["actions"][0]["value"]).partition("/")
-            where = _where(body)
+            where = self._where(body)
             meta = json.dumps({"c": cid, "e": eid, "w": [where.room, where.message, where.thread]
                                if where else None})
             # The message's text as Slack holds it is mrkdwn-escaped; the modal escapes once.
@@ -170,7 +237,7 @@ class SlackApp:
             choice = str(action["action_id"]).removeprefix("delivery_")
             outcome = await self.replies.choose(str(action["value"]), choice, user)
             ephemeral = bool((body.get("container") or {}).get("is_ephemeral"))
-            await self._tell(user, notice_for(outcome, self.retry_interval), _where(body),
+            await self._tell(user, notice_for(outcome, self.retry_interval), self._where(body),
                              respond if ephemeral else None)
 
     async def open_email(self, ack: AsyncAck, body: dict[str, Any],
@@ -185,14 +252,15 @@ class SlackApp:
         with self._working():
             message = body["message"]
             channel = str(body["channel"]["id"])
-            team = str((body.get("team") or {}).get("id") or body["user"].get("team_id"))
+            team = _team(body)
+            room = self.network.room(team, channel)
             shown = await self.emails.answerable(
-                network=Network.SLACK, room=channel, message=str(message["ts"]),
+                network=Network.SLACK, room=room, message=str(message["ts"]),
                 author=Address.slack(team, str(message.get("user") or "")),
                 text=str(message.get("text", "")), at=float(str(message["ts"]).split(".")[0]),
                 thread=str(message.get("thread_ts") or message["ts"]))
             meta = json.dumps({"c": shown[0], "e": shown[1],
-                               "w": [channel, message["ts"], message.get("thread_ts")
+                               "w": [room, message["ts"], message.get("thread_ts")
                                      or message["ts"]]})
             await client.views_open(trigger_id=body["trigger_id"],
                                     view=reply_modal(meta, html.unescape(

@@ -11,7 +11,14 @@ from typing import Any
 
 import yaml
 
-from bridges.slack.app import ENDPOINT, SHORTCUT, SLASH_COMMAND
+# Where Slack reaches the app, and the names the app's settings and the code share.
+ENDPOINT = "/slack/events"
+INSTALL_PATH = "/slack/install"
+REDIRECT_PATH = "/slack/oauth_redirect"
+SHORTCUT = "reply_by_email_shortcut"  # the message shortcut's callback id
+SLASH_COMMAND = "/switchboard"
+# Events the app subscribes to: a workspace removing it, or revoking its token.
+BOT_EVENTS = ("app_uninstalled", "tokens_revoked")
 
 # Web API method -> the bot scopes it needs for what Switchboard does with it. History
 # and membership reads cover public and private channels and the bot's DMs.
@@ -41,21 +48,29 @@ class ManifestError(ValueError):
 
 def manifest(*, socket_mode: bool = False, public_url: str | None = None,
              name: str = "Switchboard") -> dict[str, Any]:
-    """The manifest for Socket Mode, or for Slack calling ``public_url`` over HTTPS."""
-    if socket_mode == bool(public_url):
-        raise ManifestError("give either --socket-mode or --public-url URL")
+    """The manifest for Slack calling ``public_url`` over HTTPS, or for Socket Mode (where
+    ``public_url``, if given, only serves the install pages of the OAuth flow)."""
+    if not socket_mode and not public_url:
+        raise ManifestError("give --socket-mode, --public-url URL, or both (Socket Mode, "
+                            "with workspaces installing the app at URL)")
     endpoint = None
     if public_url:
         if not public_url.startswith("https://"):
             raise ManifestError(f"{public_url} is not an https:// URL: Slack calls only HTTPS")
-        endpoint = public_url.rstrip("/") + ENDPOINT
+        if not socket_mode:
+            endpoint = public_url.rstrip("/") + ENDPOINT
     command: dict[str, Any] = {
         "command": SLASH_COMMAND, "description": "Link your email, see usage, or get help",
         "usage_hint": "help", "should_escape": False}
     interactivity: dict[str, Any] = {"is_enabled": True}
+    events: dict[str, Any] = {"bot_events": list(BOT_EVENTS)}
     if endpoint:
         command["url"] = endpoint
         interactivity["request_url"] = endpoint
+        events["request_url"] = endpoint
+    oauth: dict[str, Any] = {"scopes": {"bot": list(BOT_SCOPES)}}
+    if public_url:
+        oauth["redirect_urls"] = [public_url.rstrip("/") + REDIRECT_PATH]
     return {
         "_metadata": {"major_version": 1, "minor_version": 1},
         "display_information": {
@@ -68,8 +83,9 @@ def manifest(*, socket_mode: bool = False, public_url: str | None = None,
                            "description": "Answer this message by email, with the "
                                           "conversation so far"}],
         },
-        "oauth_config": {"scopes": {"bot": list(BOT_SCOPES)}},
-        "settings": {"interactivity": interactivity, "org_deploy_enabled": False,
+        "oauth_config": oauth,
+        "settings": {"event_subscriptions": events, "interactivity": interactivity,
+                     "org_deploy_enabled": False,
                      "socket_mode_enabled": socket_mode, "token_rotation_enabled": False},
     }
 

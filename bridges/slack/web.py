@@ -6,6 +6,7 @@ import hashlib
 import logging
 import ssl
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -30,7 +31,7 @@ TRANSIENT = {"ratelimited", "service_unavailable", "fatal_error", "internal_erro
              "request_timeout"}
 
 
-def web_client(token: str, api_url: str, ca_file: str | None = None) -> AsyncWebClient:
+def web_client(token: str | None, api_url: str, ca_file: str | None = None) -> AsyncWebClient:
     """A client whose calls share one HTTP session (kept-alive connections): without one,
     slack_sdk opens a session, and a TCP connection, for every call. Made inside the
     event loop it serves; ``SlackNetwork.close`` closes it."""
@@ -52,6 +53,8 @@ METADATA_EVENT = "switchboard_email"
 # The methods Slack documents as taking application/json (the write methods).
 JSON_METHODS = frozenset({"chat.postMessage", "chat.postEphemeral", "chat.update",
                           "conversations.open", "views.open", "views.update", "auth.test"})
+# Errors that mean the workspace took its token back (uninstalled, revoked).
+REVOKED = frozenset({"invalid_auth", "token_revoked", "account_inactive", "not_authed"})
 RECENT_MESSAGES = 200  # where a cut-off post is looked for in a channel
 
 
@@ -61,43 +64,100 @@ def post_mark(key: str) -> str:
 
 
 
+# A workspace's bot token, from its installation (None: not installed).
+TokenSource = Callable[[str], Awaitable[str | None]]
+
+
+def split_room(room: str) -> tuple[str | None, str]:
+    """``T0123/C0456`` -> (``T0123``, ``C0456``); a bare channel id has no team."""
+    team, sep, channel = room.rpartition("/")
+    return (team or None) if sep else None, channel
+
+
 class SlackNetwork:
+    """Slack as the core sees it. With one pasted bot token every call uses it and rooms
+    are bare channel ids; with installs (``tokens`` given) each workspace's calls use its
+    own bot token, and rooms name their workspace (``TEAM/CHANNEL``), so nothing of one
+    workspace is ever asked of, or posted into, another."""
+
     network = Network.SLACK
 
-    def __init__(self, client: AsyncWebClient) -> None:
+    def __init__(self, client: AsyncWebClient, tokens: TokenSource | None = None) -> None:
         self.client = client
+        self._tokens = tokens
+        self._clients: dict[str, AsyncWebClient] = {}
         self._dm_channels: dict[str, str] = {}
         self._team: str | None = None
 
+    @property
+    def installs(self) -> bool:
+        return self._tokens is not None
+
+    def room(self, team: str, channel: str) -> str:
+        """How a channel of ``team`` is named to the core."""
+        return f"{team}/{channel}" if self.installs else channel
+
     async def team(self) -> str:
-        """The workspace's id (``auth.test``), asked once."""
+        """The pasted token's workspace id (``auth.test``), asked once."""
         if self._team is None:
             self._team = str((await self._call("auth.test"))["team_id"])
         return self._team
+
+    def forget(self, team: str) -> None:
+        """Drop what is kept of an uninstalled workspace."""
+        self._clients.pop(team, None)
+        for user in [u for u in self._dm_channels if u.startswith(f"{team}/")]:
+            del self._dm_channels[user]
 
     async def close(self) -> None:
         if self.client.session is not None and not self.client.session.closed:
             await self.client.session.close()
 
-    async def customer(self) -> str | None:
+    async def customer(self, room: str) -> str | None:
+        team, _ = split_room(room)
+        if team is not None:
+            return f"slack:{team}"
         try:
             return f"slack:{await self.team()}"
         except SlackError as exc:
             log.error("cannot tell which Slack workspace this is: %s", exc)
             return None
 
-    async def _call(self, method: str, **kwargs: Any) -> Any:
-        """One Web API call: a JSON body for the methods that read one, form fields for
-        the rest (Slack ignores a JSON body there)."""
+    async def _client_for(self, team: str | None) -> AsyncWebClient:
+        if self._tokens is None:
+            return self.client
+        if team is None:
+            raise SlackError("with Slack installs, a channel names its workspace "
+                             "(TEAM/CHANNEL, like T0123/C0456)", "team_not_named")
+        client = self._clients.get(team)
+        if client is None:
+            token = await self._tokens(team)
+            if token is None:
+                raise SlackError(f"the Slack workspace {team} has not installed Switchboard "
+                                 "(or has removed it): install it from /slack/install",
+                                 "not_installed")
+            client = AsyncWebClient(token=token, base_url=self.client.base_url,
+                                    timeout=self.client.timeout, ssl=self.client.ssl,
+                                    session=self.client.session)
+            client.retry_handlers.extend(self.client.retry_handlers)
+            self._clients[team] = client
+        return client
+
+    async def _call(self, method: str, team: str | None = None, **kwargs: Any) -> Any:
+        """One Web API call, with ``team``'s token: a JSON body for the methods that read
+        one, form fields for the rest (Slack ignores a JSON body there)."""
+        client = await self._client_for(team)
         try:
             if method in JSON_METHODS:
-                return await self.client.api_call(method, json=kwargs)
+                return await client.api_call(method, json=kwargs)
             form = {k: (str(v).lower() if isinstance(v, bool) else str(v))
                     for k, v in kwargs.items()}
-            return await self.client.api_call(method, data=form)
+            return await client.api_call(method, data=form)
         except SlackApiError as exc:
             error = str(exc.response.get("error", "unknown_error"))
             status = exc.response.status_code
+            if error in REVOKED and team is not None:
+                self.forget(team)
             raise SlackError(f"Slack's {method} answered {error}", error,
                              transient=error in TRANSIENT or status >= 500 or status == 429
                              ) from exc
@@ -105,19 +165,24 @@ class SlackNetwork:
             raise SlackError(f"Slack could not be reached for {method}: {exc}",
                              transient=True) from exc
 
-    async def dm_channel(self, user_id: str) -> str:
-        channel = self._dm_channels.get(user_id)
+    def _team_of(self, user: Address) -> str | None:
+        return user.value.partition("/")[0] if self.installs else None
+
+    async def dm_channel(self, user: Address) -> str:
+        channel = self._dm_channels.get(user.value)
         if channel is None:
-            answer = await self._call("conversations.open", users=user_id)
+            answer = await self._call("conversations.open", self._team_of(user),
+                                      users=_user_id(user))
             channel = str(answer["channel"]["id"])
-            self._dm_channels[user_id] = channel
+            self._dm_channels[user.value] = channel
         return channel
 
-    async def _channel_of(self, target: ChatTarget) -> str:
+    async def _channel_of(self, target: ChatTarget) -> tuple[str | None, str]:
+        """The workspace (None: the pasted token's) and the channel a target is."""
         if target.room:
-            return target.room
+            return split_room(target.room)
         assert target.user is not None
-        return await self.dm_channel(target.user.value.partition("/")[2])
+        return self._team_of(target.user), await self.dm_channel(target.user)
 
     async def post_email(self, target: ChatTarget, card: EmailCard, *,
                          thread: ChatRef | None, key: str, resume: bool = False) -> ChatRef:
@@ -125,16 +190,17 @@ class SlackNetwork:
         card carries ``key`` (hashed) in its message metadata: after an attempt that was
         cut off, the card is looked for by it, and only the files not yet in the thread
         are uploaded."""
-        channel = await self._channel_of(target)
+        team, channel = await self._channel_of(target)
+        room = f"{team}/{channel}" if team else channel
         rendered = email_card(card)
         mark = post_mark(key)
         files = [(a.filename, a.content) for a in card.attachments if a.content]
         if rendered.full_text is not None:
             files.append(("message.txt", rendered.full_text.encode()))
-        found = await self._find_card(channel, thread, mark) if resume else None
+        found = await self._find_card(team, channel, thread, mark) if resume else None
         if found is not None:
-            ref = ChatRef(Network.SLACK, channel, found, thread.thread if thread else found)
-            files = await self._not_yet_uploaded(channel, ref, files)
+            ref = ChatRef(Network.SLACK, room, found, thread.thread if thread else found)
+            files = await self._not_yet_uploaded(team, channel, ref, files)
             log.info("an interrupted post of %s was found in Slack; %d file(s) left to upload",
                      card.entry_id, len(files))
         else:
@@ -146,21 +212,22 @@ class SlackNetwork:
                     "key": mark}}}
             if thread is not None:
                 kwargs["thread_ts"] = thread.thread
-            answer = await self._call("chat.postMessage", **kwargs)
+            answer = await self._call("chat.postMessage", team, **kwargs)
             ts = str(answer["ts"])
-            ref = ChatRef(Network.SLACK, channel, ts, thread.thread if thread else ts)
+            ref = ChatRef(Network.SLACK, room, ts, thread.thread if thread else ts)
         for filename, content in files:
-            await self.upload(channel, ref.thread, filename, content)
+            await self.upload(room, ref.thread, filename, content)
         return ref
 
-    async def _find_card(self, channel: str, thread: ChatRef | None, mark: str) -> str | None:
+    async def _find_card(self, team: str | None, channel: str, thread: ChatRef | None,
+                         mark: str) -> str | None:
         """The ts of the card marked ``mark``: in the thread it went to, else among the
         channel's latest messages (a cut-off post is a recent one)."""
         if thread is not None:
-            answer = await self._call("conversations.replies", channel=channel,
+            answer = await self._call("conversations.replies", team, channel=channel,
                                       ts=thread.thread, include_all_metadata=True, limit=200)
         else:
-            answer = await self._call("conversations.history", channel=channel,
+            answer = await self._call("conversations.history", team, channel=channel,
                                       include_all_metadata=True, limit=RECENT_MESSAGES)
         for message in answer.get("messages", []):
             payload = (message.get("metadata") or {}).get("event_payload") or {}
@@ -168,9 +235,9 @@ class SlackNetwork:
                 return str(message["ts"])
         return None
 
-    async def _not_yet_uploaded(self, channel: str, ref: ChatRef,
+    async def _not_yet_uploaded(self, team: str | None, channel: str, ref: ChatRef,
                                 files: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-        answer = await self._call("conversations.replies", channel=channel, ts=ref.thread,
+        answer = await self._call("conversations.replies", team, channel=channel, ts=ref.thread,
                                   limit=1000)
         there = Counter(str(f.get("name") or f.get("title") or "")
                         for m in answer.get("messages", []) if float(m["ts"]) > float(ref.message)
@@ -183,10 +250,12 @@ class SlackNetwork:
                 left.append((filename, content))
         return left
 
-    async def upload(self, channel: str, thread_ts: str, filename: str, content: bytes) -> str:
+    async def upload(self, room: str, thread_ts: str, filename: str, content: bytes) -> str:
         """Slack's external upload: ask for a URL, send the bytes, complete into the thread."""
+        team, channel = split_room(room)
+        client = await self._client_for(team)
         try:
-            answer = await self.client.files_upload_v2(
+            answer = await client.files_upload_v2(
                 channel=channel, thread_ts=thread_ts, filename=filename, content=content,
                 title=filename)
         except SlackApiError as exc:
@@ -202,7 +271,8 @@ class SlackNetwork:
         user_id = _user_id(user)
         cursor = ""
         for _ in range(MEMBER_PAGES):
-            answer = await self._call("conversations.members", channel=room, limit=1000,
+            team, channel = split_room(room)
+            answer = await self._call("conversations.members", team, channel=channel, limit=1000,
                                       **({"cursor": cursor} if cursor else {}))
             if user_id in answer.get("members", []):
                 return True
@@ -213,16 +283,22 @@ class SlackNetwork:
 
     async def presence(self, user: Address) -> Presence:
         try:
-            answer = await self._call("users.getPresence", user=_user_id(user))
+            answer = await self._call("users.getPresence", self._team_of(user),
+                                      user=_user_id(user))
         except SlackError as exc:
             log.warning("Slack presence of %s unknown: %s", user, exc)
             return Presence.UNKNOWN
         return {"active": Presence.PRESENT, "away": Presence.AWAY}.get(
             str(answer.get("presence")), Presence.UNKNOWN)
 
-    async def find_user(self, email: Address) -> Address | None:
+    async def find_user(self, email: Address, within: Address | None = None) -> Address | None:
+        team = None
+        if self.installs:
+            if within is None or within.network is not Network.SLACK:
+                return None  # which workspace to ask is the replier's; there is none
+            team = self._team_of(within)
         try:
-            answer = await self._call("users.lookupByEmail", email=email.value)
+            answer = await self._call("users.lookupByEmail", team, email=email.value)
         except SlackError as exc:
             if exc.error == "users_not_found":
                 return None
@@ -234,7 +310,7 @@ class SlackNetwork:
 
     async def find_email(self, user: Address) -> Address | None:
         try:
-            answer = await self._call("users.info", user=_user_id(user))
+            answer = await self._call("users.info", self._team_of(user), user=_user_id(user))
         except SlackError as exc:
             if exc.error == "user_not_found":
                 return None
@@ -246,19 +322,21 @@ class SlackNetwork:
             return None
 
     async def send_reply(self, user: Address, reply: ChatReply, key: str) -> ChatRef:
-        channel = await self.dm_channel(_user_id(user))
+        channel = await self.dm_channel(user)
         blocks, fallback = reply_message(reply)
-        answer = await self._call("chat.postMessage", channel=channel, text=fallback,
+        team = self._team_of(user)
+        answer = await self._call("chat.postMessage", team, channel=channel, text=fallback,
                                   blocks=blocks, unfurl_links=False)
         ts = str(answer["ts"])
-        return ChatRef(Network.SLACK, channel, ts, ts)
+        return ChatRef(Network.SLACK, f"{team}/{channel}" if team else channel, ts, ts)
 
     async def notify(self, user: Address, notice: Notice, where: ChatRef | None) -> None:
         blocks, fallback = notice_message(notice)
-        if where is not None and where.network is Network.SLACK and where.room \
-                and not where.room.startswith("D"):
+        team, channel = split_room(where.room) if where is not None else (None, "")
+        if where is not None and where.network is Network.SLACK and channel \
+                and not channel.startswith("D"):
             try:
-                await self._call("chat.postEphemeral", channel=where.room, user=_user_id(user),
+                await self._call("chat.postEphemeral", team, channel=channel, user=_user_id(user),
                                  text=fallback, blocks=blocks,
                                  **({"thread_ts": where.thread} if where.thread else {}))
                 return
@@ -266,8 +344,9 @@ class SlackNetwork:
                 if exc.transient:
                     raise
                 log.info("ephemeral notice to %s failed (%s); sending a DM", user, exc.error)
-        channel = await self.dm_channel(_user_id(user))
-        await self._call("chat.postMessage", channel=channel, text=fallback, blocks=blocks)
+        channel = await self.dm_channel(user)
+        await self._call("chat.postMessage", self._team_of(user), channel=channel,
+                         text=fallback, blocks=blocks)
 
 
 def _user_id(user: Address) -> str:

@@ -19,6 +19,7 @@ from storage.memory.operations import (
     MemoryIngest,
     MemoryMatrixState,
     MemoryRateLimits,
+    MemoryWorkspaces,
 )
 from storage.memory.people import MemoryAddressBook, MemoryTokens, MemoryVerifications
 
@@ -49,6 +50,7 @@ class MemoryStore:
     customers: MemoryCustomers = field(default_factory=MemoryCustomers)
     audit: MemoryAudit = field(default_factory=MemoryAudit)
     scheduler: MemoryScheduler = field(default_factory=MemoryScheduler)
+    workspaces: MemoryWorkspaces = field(default_factory=MemoryWorkspaces)
     arrivals: MemoryArrivals = field(init=False)
 
     def __post_init__(self) -> None:

@@ -3,6 +3,7 @@ refused mail, rate-limit counters, the Matrix session, the audit trail."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections import deque
 
@@ -104,3 +105,36 @@ class MemoryAudit:
 
     async def recent(self, limit: int = 100) -> list[AuditEvent]:
         return list(reversed(self.events))[:limit]
+
+
+class MemoryWorkspaces:
+    def __init__(self) -> None:
+        self.installations: dict[str, dict[str, object]] = {}
+        self.states: Expiring[bool] = Expiring()
+        self.seen: Expiring[bool] = Expiring()
+
+    async def save(self, team: str, installation: dict[str, object]) -> None:
+        self.installations[team] = dict(installation)
+
+    async def find(self, team: str) -> dict[str, object] | None:
+        found = self.installations.get(team)
+        return dict(found) if found is not None else None
+
+    async def remove(self, team: str) -> bool:
+        return self.installations.pop(team, None) is not None
+
+    async def teams(self) -> list[str]:
+        return sorted(self.installations)
+
+    async def issue_state(self, ttl: int) -> str:
+        state = secrets.token_urlsafe(24)
+        self.states.set(state, True, ttl)
+        return state
+
+    async def consume_state(self, state: str) -> bool:
+        found = self.states.get(state) is not None
+        self.states.delete(state)
+        return found
+
+    async def first_time(self, key: str, ttl: int) -> bool:
+        return self.seen.set_new(key, True, ttl)

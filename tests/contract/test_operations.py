@@ -126,3 +126,35 @@ async def test_the_audit_trail_reads_newest_first(store: AnyStore) -> None:
     assert [e.target for e in recent] == ["to2@example.com", "to1@example.com"]
     assert recent[0] == AuditEvent(AuditAction.MAIL_SENT, "switchboard", "to2@example.com",
                                    "reply", 1002.0)
+
+
+async def test_slack_installations_are_kept_per_workspace(store: AnyStore) -> None:
+    spaces = store.workspaces
+    await spaces.save("T0ONE", {"team_id": "T0ONE", "bot_token": "xoxb-1"})
+    await spaces.save("T0TWO", {"team_id": "T0TWO", "bot_token": "xoxb-2"})
+    await spaces.save("T0ONE", {"team_id": "T0ONE", "bot_token": "xoxb-1b"})  # re-installed
+    assert await spaces.teams() == ["T0ONE", "T0TWO"]
+    assert (await spaces.find("T0ONE") or {})["bot_token"] == "xoxb-1b"
+    assert await spaces.remove("T0ONE") is True
+    assert await spaces.remove("T0ONE") is False
+    assert await spaces.find("T0ONE") is None
+    assert await spaces.teams() == ["T0TWO"]
+
+
+async def test_an_oauth_state_is_good_once_and_not_after_it_expires(store: AnyStore) -> None:
+    spaces = store.workspaces
+    state = await spaces.issue_state(60)
+    assert len(state) >= 24 and state != await spaces.issue_state(60)
+    assert await spaces.consume_state(state) is True
+    assert await spaces.consume_state(state) is False  # replayed
+    assert await spaces.consume_state("forged-state") is False
+    short = await spaces.issue_state(1)
+    await asyncio.sleep(1.2)
+    assert await spaces.consume_state(short) is False
+
+
+async def test_a_slack_delivery_is_handled_the_first_time_only(store: AnyStore) -> None:
+    spaces = store.workspaces
+    assert await spaces.first_time("Ev1", 60) is True
+    assert await spaces.first_time("Ev1", 60) is False
+    assert await spaces.first_time("Ev2", 60) is True

@@ -32,7 +32,7 @@ from tests.mailhelp import (
     send_mail,
 )
 from tests.servers import start_switchboard
-from tests.slackapi.client import SlackControl, SlackSender
+from tests.slackapi.client import SlackControl, SlackSender, SocketSender
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +49,10 @@ async def bridge(services: Services, slack: SlackControl, http: aiohttp.ClientSe
 
 
 def sender(bridge: Bridge) -> SlackSender:
+    """What Slack sends Switchboard: signed HTTP requests, or Socket Mode envelopes when the
+    bridge runs in Socket Mode."""
+    if "SWITCHBOARD_SLACK_APP_TOKEN" in bridge.env:
+        return SocketSender(bridge.slack, bridge.team)
     port = bridge.settings.http_listen[1]
     return SlackSender(f"http://127.0.0.1:{port}/slack/events", bridge.env[
         "SWITCHBOARD_SLACK_SIGNING_SECRET"], bridge.slack, bridge.team)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import secrets
 import time
 from typing import Any
 from urllib.parse import urlencode
@@ -16,23 +17,34 @@ import aiohttp
 class SlackControl:
     """Reads and steers the local Slack server through its ``/_test`` endpoints."""
 
-    def __init__(self, base_url: str, session: aiohttp.ClientSession) -> None:
+    def __init__(self, base_url: str, session: aiohttp.ClientSession,
+                 team: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.session = session
+        self.team = team  # the workspace steered; None: the server's first
+
+    @property
+    def params(self) -> dict[str, str]:
+        return {"team": self.team} if self.team else {}
+
+    def workspace(self, team: str) -> SlackControl:
+        """The same server, steering another of its workspaces."""
+        return SlackControl(self.base_url, self.session, team)
 
     @property
     def api_url(self) -> str:
         return f"{self.base_url}/api/"
 
     async def _post(self, action: str, data: dict[str, Any] | None = None) -> Any:
-        async with self.session.post(f"{self.base_url}/_test/{action}", json=data or {}) as r:
+        async with self.session.post(f"{self.base_url}/_test/{action}", json=data or {},
+                                     params=self.params) as r:
             r.raise_for_status()
             if r.content_type == "application/json":
                 return await r.json()
             return await r.read()
 
     async def state(self) -> dict[str, Any]:
-        async with self.session.get(f"{self.base_url}/_test/state") as r:
+        async with self.session.get(f"{self.base_url}/_test/state", params=self.params) as r:
             r.raise_for_status()
             result: dict[str, Any] = await r.json()
             return result
@@ -42,7 +54,7 @@ class SlackControl:
                 if channel is None or m["channel"] == channel]
 
     async def count(self, channel: str | None = None) -> int:
-        params = {"channel": channel} if channel else {}
+        params = {**self.params, **({"channel": channel} if channel else {})}
         async with self.session.get(f"{self.base_url}/_test/count", params=params) as r:
             r.raise_for_status()
             return int((await r.json())["messages"])
@@ -90,6 +102,35 @@ class SlackControl:
 
     async def new_response_url(self) -> str:
         return str((await self._post("response_url"))["response_url"])
+
+    async def add_workspace(self, team_id: str, team_name: str) -> SlackControl:
+        """A workspace that has not installed the app yet."""
+        await self._post("workspace", {"team_id": team_id, "team_name": team_name})
+        return self.workspace(team_id)
+
+    async def uninstall(self) -> None:
+        """The app removed from this workspace: its bot token is revoked."""
+        await self._post("uninstall")
+
+    async def envelope(self, kind: str, payload: dict[str, Any], wait: float = 10
+                       ) -> dict[str, Any]:
+        """One Socket Mode envelope to the app; ``{"acked", "payload"}`` once acked (or
+        after ``wait`` seconds without)."""
+        return dict(await self._post("envelope", {"type": kind, "payload": payload,
+                                                  "wait": wait}))
+
+    async def socket_disconnect(self, reason: str = "refresh_requested",
+                                close_after: float | None = None) -> None:
+        await self._post("socket_disconnect", {"reason": reason, "close_after": close_after})
+
+    async def lose_acks(self, count: int) -> None:
+        """The next ``count`` acks never reach Slack, and then the connection drops."""
+        await self._post("lose_acks", {"count": count})
+
+    async def socket(self) -> dict[str, Any]:
+        async with self.session.get(f"{self.base_url}/_test/socket") as r:
+            r.raise_for_status()
+            return dict(await r.json())
 
     async def file_content(self, file_id: str) -> bytes:
         content = await self._post("file", {"id": file_id})
@@ -141,11 +182,17 @@ class SlackSender:
             "response_url": await self.control.new_response_url(),
             "trigger_id": await self.control.new_trigger(),
         }
+        return await self._command(form)
+
+    async def _command(self, form: dict[str, str]) -> tuple[int, str]:
         return await self._send(urlencode(form).encode(), "application/x-www-form-urlencoded")
 
     async def _interactive(self, payload: dict[str, Any]) -> tuple[int, str]:
         body = urlencode({"payload": json.dumps(payload)}).encode()
         return await self._send(body, "application/x-www-form-urlencoded")
+
+    async def _event(self, body: dict[str, Any]) -> tuple[int, str]:
+        return await self._send(json.dumps(body).encode(), "application/json")
 
     async def block_action(self, user_id: str, user_name: str, channel_id: str,
                            message: dict[str, Any], action_id: str, value: str,
@@ -195,10 +242,34 @@ class SlackSender:
         })
 
     async def event(self, event: dict[str, Any]) -> tuple[int, str]:
-        body = json.dumps({
+        return await self._event({
             "token": "deprecated-verification-token", "team_id": self.team["id"],
             "api_app_id": self.api_app_id, "event": event, "type": "event_callback",
-            "event_id": f"Ev{int(time.time() * 1000)}", "event_time": int(time.time()),
-            "authorizations": [], "is_ext_shared_channel": False,
-        }).encode()
-        return await self._send(body, "application/json")
+            "event_id": f"Ev{int(time.time() * 1000)}{secrets.token_hex(3).upper()}",
+            "event_time": int(time.time()), "authorizations": [],
+            "is_ext_shared_channel": False,
+        })
+
+
+class SocketSender(SlackSender):
+    """The same requests, as Socket Mode envelopes through the local Slack's websocket:
+    (200, the ack's payload as JSON or "") once acked, (504, "") if never."""
+
+    def __init__(self, control: SlackControl, team_id: str,
+                 team_domain: str = "switchboard-test") -> None:
+        super().__init__("", "", control, team_id, team_domain)
+
+    async def _deliver(self, kind: str, payload: dict[str, Any]) -> tuple[int, str]:
+        answer = await self.control.envelope(kind, payload)
+        if not answer["acked"]:
+            return 504, ""
+        return 200, json.dumps(answer["payload"]) if answer["payload"] else ""
+
+    async def _command(self, form: dict[str, str]) -> tuple[int, str]:
+        return await self._deliver("slash_commands", form)
+
+    async def _interactive(self, payload: dict[str, Any]) -> tuple[int, str]:
+        return await self._deliver("interactive", payload)
+
+    async def _event(self, body: dict[str, Any]) -> tuple[int, str]:
+        return await self._deliver("events_api", body)

@@ -31,6 +31,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from tests.slackapi.apps import AppCredentials, OAuth, SocketHub
+
 MAX_BLOCKS = 50
 MAX_SECTION_TEXT = 3000
 MAX_TEXT = 40000
@@ -53,7 +55,10 @@ SCOPES: dict[str, str | None] = {
     "views.update": None,
     "files.getUploadURLExternal": "files:write",
     "files.completeUploadExternal": "files:write",
+    "apps.connections.open": "connections:write",  # an app-level token's scope
+    "oauth.v2.access": None,  # the app's client id and secret, no token
 }
+APP_METHODS = {"apps.connections.open", "oauth.v2.access"}
 
 ALL_SCOPES = ("chat:write", "im:write", "users:read", "users:read.email", "files:write",
               "commands", "channels:read", "channels:history", "groups:read",
@@ -479,19 +484,74 @@ class Methods:
 
 
 class SlackServer:
-    """The aiohttp application; ``start`` binds it to 127.0.0.1."""
+    """The aiohttp application; ``start`` binds it to 127.0.0.1.
+
+    It holds one workspace from the start (its bot token given, as if installed) and
+    any number more that tests add; those get a bot token by installing the app through
+    the OAuth flow. The ``/_test`` controls act on the workspace named by ``?team=``,
+    else on the first."""
 
     def __init__(self, state: SlackState | None = None) -> None:
         self.state = state or SlackState()
+        self.states: dict[str, SlackState] = {self.state.workspace.team_id: self.state}
+        self.revoked: set[str] = set()
+        self._first_token = self.state.workspace.bot_token
+        self.credentials = AppCredentials()
+        self.hub = SocketHub(self.credentials)
+        self.oauth = OAuth(self.credentials)
         self.base_url = ""
         self._runner: web.AppRunner | None = None
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
         self.app.router.add_route("*", "/api/{method}", self._api)
         self.app.router.add_post("/_upload/{file_id}", self._upload)
-        self.app.router.add_post("/_response/{id}", self._response_url)
+        self.app.router.add_post("/_response/{team}/{id}", self._response_url)
+        self.app.router.add_get("/link/", self.hub.serve)
+        self.app.router.add_get("/oauth/v2/authorize", self._authorize)
         self.app.router.add_get("/_test/state", self._read_state)
         self.app.router.add_get("/_test/count", self._count)
+        self.app.router.add_get("/_test/socket", self._socket_state)
         self.app.router.add_post("/_test/{action}", self._control)
+
+    def _state_for(self, request: web.Request) -> SlackState:
+        team = request.query.get("team")
+        if team and team not in self.states:
+            raise web.HTTPNotFound(text=f"no workspace {team}")
+        return self.states[team] if team else self.state
+
+    def _by_token(self, token: str) -> SlackState | None:
+        return next((s for s in self.states.values() if token and s.workspace.bot_token == token),
+                    None)
+
+    async def _authorize(self, request: web.Request) -> web.Response:
+        return self.oauth.authorize(dict(request.query), set(self.states),
+                                    self.state.workspace.team_id)
+
+    def _app_method(self, name: str, request: web.Request, body: bytes) -> dict[str, Any]:
+        """The methods called with the app's own credentials rather than a bot token."""
+        if name == "apps.connections.open":
+            header = request.headers.get("Authorization", "")
+            if not header.startswith("Bearer "):
+                raise SlackApiError("not_authed")  # the token only goes in the header
+            token = header[len("Bearer "):]
+            if token.startswith("xoxb-"):
+                raise SlackApiError("not_allowed_token_type")
+            if token != self.credentials.app_token:
+                raise SlackApiError("invalid_auth")
+            return {"url": self.hub.new_url(self.base_url)}
+        args, _ = _args(request, body)
+        try:
+            grant = self.oauth.exchange(args, request.headers.get("Authorization", ""))
+        except ValueError as exc:
+            raise SlackApiError(str(exc)) from None
+        state = self.states[grant.team]
+        ws = state.workspace
+        ws.bot_token = f"xoxb-{ws.team_id.lower()}-{secrets.token_hex(12)}"
+        state.scopes = list(grant.scopes)
+        return {"access_token": ws.bot_token, "token_type": "bot",
+                "scope": ",".join(grant.scopes), "bot_user_id": ws.bot_user_id,
+                "app_id": self.credentials.app_id,
+                "team": {"name": ws.team_name, "id": ws.team_id}, "enterprise": None,
+                "authed_user": {"id": grant.user}, "is_enterprise_install": False}
 
     async def start(self, port: int = 0) -> str:
         self._runner = web.AppRunner(self.app, access_log=None)
@@ -512,8 +572,9 @@ class SlackServer:
             await self._runner.cleanup()
 
     def _answer(self, payload: dict[str, Any], status: int = 200,
-                headers: dict[str, str] | None = None, accepted: str = "") -> web.Response:
-        hdrs = {"X-OAuth-Scopes": ",".join(self.state.scopes),
+                headers: dict[str, str] | None = None, accepted: str = "",
+                state: SlackState | None = None) -> web.Response:
+        hdrs = {"X-OAuth-Scopes": ",".join((state or self.state).scopes),
                 "X-Accepted-OAuth-Scopes": accepted, **(headers or {})}
         return web.json_response(payload, status=status, headers=hdrs)
 
@@ -521,15 +582,25 @@ class SlackServer:
         name = request.match_info["method"]
         body = await request.read()
         needed = SCOPES.get(name)
-        handler = getattr(Methods(self.state, self.base_url), name.replace(".", "_"), None)
+        if name in APP_METHODS:
+            try:
+                return self._answer({"ok": True, **self._app_method(name, request, body)})
+            except SlackApiError as exc:
+                return self._answer({"ok": False, "error": exc.error})
+        header = request.headers.get("Authorization", "")
+        given = header[len("Bearer "):] if header.startswith("Bearer ") else ""
+        state = self._by_token(given) or self._by_token(
+            str(dict(parse_qsl(body.decode("utf-8", "replace"))).get("token", ""))) \
+            or self.state
+        handler = getattr(Methods(state, self.base_url), name.replace(".", "_"), None)
         if handler is None or name not in SCOPES:
             return self._answer({"ok": False, "error": "unknown_method"}, status=404)
-        limit = self.state.rate_limits.get(name)
+        limit = state.rate_limits.get(name)
         if limit and limit[0] > 0:
             limit[0] -= 1
             return self._answer({"ok": False, "error": "ratelimited"}, status=429,
                                 headers={"Retry-After": str(int(limit[1]))})
-        slow = self.state.slow.get(name)
+        slow = state.slow.get(name)
         delay_after = 0.0
         if slow and slow[0] > 0:
             slow[0] -= 1
@@ -540,7 +611,7 @@ class SlackServer:
                 if request.transport is None or request.transport.is_closing():
                     # The caller gave up (or died) while it waited: nothing is done.
                     return web.Response(status=499, text="client closed the request")
-        failure = self.state.failures.get(name)
+        failure = state.failures.get(name)
         if failure and failure[0] > 0:
             failure[0] -= 1
             return web.Response(status=failure[1], text="upstream connect error")
@@ -548,24 +619,27 @@ class SlackServer:
             args, token = _args(request, body, json_allowed=name in JSON_METHODS)
             if not token:
                 raise SlackApiError("not_authed")
-            if token != self.state.workspace.bot_token:
+            if token in self.revoked:
+                raise SlackApiError("token_revoked")
+            if token != state.workspace.bot_token:
                 raise SlackApiError("invalid_auth")
-            if needed and needed not in self.state.scopes:
+            if needed and needed not in state.scopes:
                 raise SlackApiError("missing_scope", needed=needed,
-                                    provided=",".join(self.state.scopes))
-            self.state.calls.append((name, args))
+                                    provided=",".join(state.scopes))
+            state.calls.append((name, args))
             result = handler(args)
         except SlackApiError as exc:
             return self._answer({"ok": False, "error": exc.error, **exc.extra},
-                                accepted=needed or "")
+                                accepted=needed or "", state=state)
         if delay_after:
             # Done, but the answer is late: the window in which a client can die after
             # Slack acted and before it heard so.
             await asyncio.sleep(delay_after)
-        return self._answer({"ok": True, **result}, accepted=needed or "")
+        return self._answer({"ok": True, **result}, accepted=needed or "", state=state)
 
     async def _upload(self, request: web.Request) -> web.Response:
-        record = self.state.files.get(request.match_info["file_id"])
+        record = next((s.files[request.match_info["file_id"]] for s in self.states.values()
+                       if request.match_info["file_id"] in s.files), None)
         if record is None:
             return web.Response(status=404, text="not found")
         if request.content_type.startswith("multipart/"):
@@ -580,17 +654,25 @@ class SlackServer:
         return web.Response(text=f"OK - {len(content)}")
 
     async def _response_url(self, request: web.Request) -> web.Response:
-        self.state.responses.append({"id": request.match_info["id"], **(await request.json())})
+        state = self.states.get(request.match_info["team"], self.state)
+        state.responses.append({"id": request.match_info["id"], **(await request.json())})
         return web.Response(text="ok")
 
     async def _count(self, request: web.Request) -> web.Response:
         """How many messages a channel holds: cheap enough to poll (the benchmarks)."""
         channel = request.query.get("channel")
         return web.json_response({"messages": sum(
-            1 for m in self.state.messages if channel is None or m.channel == channel)})
+            1 for m in self._state_for(request).messages
+            if channel is None or m.channel == channel)})
+
+    async def _socket_state(self, request: web.Request) -> web.Response:
+        return web.json_response({"connections": len([s for s in self.hub.sockets
+                                                      if not s.closed]),
+                                  "delivered": self.hub.delivered,
+                                  "unacked": sorted(self.hub.unacked)})
 
     async def _read_state(self, request: web.Request) -> web.Response:
-        s = self.state
+        s = self._state_for(request)
         return web.json_response({
             "messages": [asdict(m) for m in s.messages],
             "views": s.views,
@@ -610,9 +692,34 @@ class SlackServer:
     async def _control(self, request: web.Request) -> web.Response:
         action = request.match_info["action"]
         data = await request.json() if request.can_read_body else {}
-        s = self.state
+        s = self._state_for(request)
         if action == "reset":
             s.reset()
+            if s is self.state:  # the whole server, as it started
+                self.states = {s.workspace.team_id: s}
+                s.workspace.bot_token = self._first_token
+                self.revoked.clear()
+                self.hub.reset()
+                self.oauth.grants.clear()
+        elif action == "workspace":
+            ws = Workspace(team_id=data["team_id"], team_name=data["team_name"],
+                           domain=data.get("domain", data["team_id"].lower()), bot_token="",
+                           bot_user_id=data.get("bot_user_id", "U0BOT" + data["team_id"][-5:]))
+            self.states[ws.team_id] = SlackState(ws)
+        elif action == "uninstall":
+            # The app removed from the workspace: its token stops working at once.
+            self.revoked.add(s.workspace.bot_token)
+            s.workspace.bot_token = ""
+        elif action == "envelope":
+            acked, payload = await self.hub.deliver(data["type"], data["payload"],
+                                                    float(data.get("wait", 10)))
+            return web.json_response({"acked": acked, "payload": payload})
+        elif action == "socket_disconnect":
+            closed = await self.hub.disconnect(data.get("reason", "refresh_requested"),
+                                               data.get("close_after"))
+            return web.json_response({"ok": True, "connections": closed})
+        elif action == "lose_acks":
+            self.hub.lose_acks = int(data["count"])
         elif action == "user":
             user = User(**data)
             s.users[user.id] = user
@@ -644,7 +751,8 @@ class SlackServer:
             return web.json_response({"trigger_id": trigger})
         elif action == "response_url":
             return web.json_response(
-                {"response_url": f"{self.base_url}/_response/{secrets.token_hex(8)}"})
+                {"response_url": f"{self.base_url}/_response/{s.workspace.team_id}/"
+                                 f"{secrets.token_hex(8)}"})
         elif action == "file":
             record = s.files.get(data["id"])
             content = (record or {}).get("content") or b""

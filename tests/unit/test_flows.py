@@ -67,7 +67,7 @@ class Chat:
     async def presence(self, user: Address) -> Presence:
         return Presence.PRESENT if user in self.present else Presence.AWAY
 
-    async def find_user(self, email: Address) -> Address | None:
+    async def find_user(self, email: Address, within: Address | None = None) -> Address | None:
         return None
 
     async def find_email(self, user: Address) -> Address | None:
@@ -83,7 +83,7 @@ class Chat:
     async def notify(self, user: Address, notice: Notice, where: ChatRef | None) -> None:
         self.notices.append((user, notice))
 
-    async def customer(self) -> str | None:
+    async def customer(self, room: str) -> str | None:
         return f"slack:{TEAM}"
 
 

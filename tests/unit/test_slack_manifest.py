@@ -11,13 +11,14 @@ import pytest
 import yaml
 
 from bot.runtime.cli import main
-from bridges.slack.app import SHORTCUT, SLASH_COMMAND
-from bridges.slack.manifest import METHOD_SCOPES, ManifestError, manifest
+from bridges.slack.manifest import METHOD_SCOPES, SHORTCUT, SLASH_COMMAND, ManifestError, manifest
 from tests.slackapi.server import SCOPES
 
 SLACK_BRIDGE = Path(__file__).resolve().parents[2] / "bridges" / "slack"
 # slack_sdk helpers that call more than the method their name says.
 HELPERS = {"files_upload_v2": ("files.getUploadURLExternal", "files.completeUploadExternal")}
+# Calls of the Socket Mode client (the websocket), not of the Web API.
+SOCKET_CALLS = {"send_socket_mode_response"}
 
 
 def methods_called() -> set[str]:
@@ -27,7 +28,7 @@ def methods_called() -> set[str]:
         source = path.read_text()
         found |= set(re.findall(r'(?:_call|api_call)\(\s*"([a-zA-Z]+\.[a-zA-Z.]+)"', source))
         for helper in re.findall(r"\bclient\.([a-z]+_[a-z0-9_]+)\(", source):
-            if helper == "api_call":
+            if helper == "api_call" or helper in SOCKET_CALLS:
                 continue
             found |= set(HELPERS.get(helper, (helper.replace("_", ".", 1),)))
     return found
@@ -71,5 +72,20 @@ def test_socket_mode_needs_no_url(capsys: pytest.CaptureFixture[str]) -> None:
 def test_a_plain_http_url_is_refused() -> None:
     with pytest.raises(ManifestError, match="https"):
         manifest(public_url="http://sb.example.com")
-    with pytest.raises(ManifestError, match="either"):
+    with pytest.raises(ManifestError, match="give --socket-mode"):
         manifest()
+
+
+def test_the_removal_events_are_subscribed_in_both_modes() -> None:
+    http = manifest(public_url="https://sb.example.com")
+    assert http["settings"]["event_subscriptions"] == {
+        "bot_events": ["app_uninstalled", "tokens_revoked"],
+        "request_url": "https://sb.example.com/slack/events"}
+    assert http["oauth_config"]["redirect_urls"] == [
+        "https://sb.example.com/slack/oauth_redirect"]
+    socket = manifest(socket_mode=True, public_url="https://sb.example.com")
+    assert socket["settings"]["socket_mode_enabled"] is True
+    assert "request_url" not in socket["settings"]["event_subscriptions"]
+    assert "request_url" not in socket["settings"]["interactivity"]
+    assert socket["oauth_config"]["redirect_urls"] == [
+        "https://sb.example.com/slack/oauth_redirect"]
