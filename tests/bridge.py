@@ -55,7 +55,7 @@ class Bridge:
 
 
 def bridge_env(services: Services, slack: SlackControl, prefix: str, room: str,
-               **extra: str) -> dict[str, str]:
+               unset: tuple[str, ...] = (), **extra: str) -> dict[str, str]:
     env = {k: v for k, v in services.env.items() if k.startswith("SWITCHBOARD_")}
     env.update({
         "SWITCHBOARD_REDIS_PREFIX": prefix,
@@ -71,6 +71,8 @@ def bridge_env(services: Services, slack: SlackControl, prefix: str, room: str,
     })
     # Routes given by a test may name the test's room as {room}.
     env.update({k: v.replace("{room}", room) for k, v in extra.items()})
+    for key in unset:
+        env.pop(key, None)
     return env
 
 
@@ -91,10 +93,10 @@ async def prepare_chat(services: Services, slack: SlackControl,
 
 @asynccontextmanager
 async def running_bridge(services: Services, slack: SlackControl, http: aiohttp.ClientSession,
-                         **extra: str) -> AsyncIterator[Bridge]:
+                         unset: tuple[str, ...] = (), **extra: str) -> AsyncIterator[Bridge]:
     room, alice = await prepare_chat(services, slack, http)
     prefix = f"test-{uuid.uuid4().hex[:12]}"
-    env = bridge_env(services, slack, prefix, room, **extra)
+    env = bridge_env(services, slack, prefix, room, unset, **extra)
     settings = Settings.load(env)
     runtime = await Runtime.start(settings)
     stop = asyncio.Event()
