@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import Services
 from tests.servers import redis_server, run_cli
+from tests.slackapi.apps import AppCredentials
 from tests.slackapi.client import SlackControl
 from tests.slackapi.server import Workspace
 
@@ -95,6 +96,21 @@ async def test_missing_slack_scope_is_named(services: Services, slack: SlackCont
     assert code == 1
     assert checks[1]["status"] == "FAIL"
     assert "users:read.email" in checks[1]["detail"]
+
+
+async def test_socket_mode_connects_and_a_wrong_app_token_is_named(
+        services: Services, slack: SlackControl) -> None:
+    app_token = AppCredentials().app_token
+    code, out, _ = await run_cli("doctor", "--json", env=doctor_env(
+        services, slack, SWITCHBOARD_SLACK_APP_TOKEN=app_token))
+    (check,) = by_name(json.loads(out))["slack socket mode"]
+    assert code == 0 and check["status"] == "OK"
+    assert "connected as app A0SWITCHB1" in check["detail"]
+    code, out, _ = await run_cli("doctor", "--json", env=doctor_env(
+        services, slack, SWITCHBOARD_SLACK_APP_TOKEN="xapp-1-someone-elses"))
+    (check,) = by_name(json.loads(out))["slack socket mode"]
+    assert code == 1 and check["status"] == "FAIL"
+    assert "invalid_auth" in check["detail"] and "SWITCHBOARD_SLACK_APP_TOKEN" in check["fix"]
 
 
 async def test_unconfigured_network_is_a_warning_not_a_failure(

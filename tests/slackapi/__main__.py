@@ -13,7 +13,11 @@ async def serve(port: int, token: str | None) -> None:
     workspace = Workspace(bot_token=token) if token else Workspace()
     server = SlackServer(SlackState(workspace))
     url = await server.start(port)
-    print(f"local Slack Web API at {url}/api/ (bot token {workspace.bot_token})", flush=True)
+    app = server.credentials
+    print(f"local Slack Web API at {url}/api/ (bot token {workspace.bot_token})\n"
+          f"app {app.app_id}: app-level token {app.app_token}, client id {app.client_id}, "
+          f"client secret {app.client_secret}\n"
+          f"OAuth approval page {url}/oauth/v2/authorize", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -10,6 +10,7 @@ from bot.model import (
     AddressError,
     DeliveryState,
     Network,
+    same_organisation,
     sources_of,
 )
 
@@ -64,3 +65,11 @@ def test_final_states_have_no_way_out() -> None:
         assert (not ALLOWED_TRANSITIONS[state]) == state.is_final
     assert DeliveryState.PENDING in sources_of(DeliveryState.DELIVERED)
     assert DeliveryState.DELIVERED not in sources_of(DeliveryState.QUEUED)
+
+
+def test_slack_accounts_of_two_workspaces_never_reach_each_other() -> None:
+    one, other = Address.slack("T0ONE", "U0BOB"), Address.slack("T0TWO", "U0BOB")
+    assert same_organisation(one, Address.slack("T0ONE", "U0ALICE"))
+    assert not same_organisation(one, other)
+    assert same_organisation(one, Address.email("alice@example.com"))
+    assert same_organisation(one, Address.matrix("@alice:example.com"))

@@ -103,3 +103,38 @@ def test_readme_documents_every_key() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = [key.env for key in KEYS if f"`{key.env}`" not in readme]
     assert not missing, f"README's configuration reference lacks {missing}"
+
+
+def test_slack_modes_one_workspace_or_installs_over_http_or_socket_mode() -> None:
+    base = {k: v for k, v in FULL.items() if not k.startswith("SWITCHBOARD_SLACK_")}
+    socket = Settings.load({**base, "SWITCHBOARD_SLACK_BOT_TOKEN": "xoxb-1",
+                            "SWITCHBOARD_SLACK_APP_TOKEN": "xapp-1-A1-1-x"}).slack
+    assert socket is not None and socket.socket_mode and not socket.installs
+    assert socket.signing_secret is None  # no HTTP endpoint, nothing to verify
+    installs = Settings.load({**base, "SWITCHBOARD_SLACK_CLIENT_ID": "1.2",
+                              "SWITCHBOARD_SLACK_CLIENT_SECRET": "c",
+                              "SWITCHBOARD_SLACK_SIGNING_SECRET": "s"}).slack
+    assert installs is not None and installs.installs and installs.bot_token is None
+    routed = Settings.load({**base, "SWITCHBOARD_SLACK_CLIENT_ID": "1.2",
+                            "SWITCHBOARD_SLACK_CLIENT_SECRET": "c",
+                            "SWITCHBOARD_SLACK_APP_TOKEN": "xapp-1",
+                            "SWITCHBOARD_ROUTES": "help@example.com=slack:T0ONE/C0HELP"})
+    assert routed.routes[0].room == "T0ONE/C0HELP"
+
+
+def test_slack_settings_that_cannot_work_are_refused_with_the_reason() -> None:
+    base = {k: v for k, v in FULL.items() if not k.startswith("SWITCHBOARD_SLACK_")}
+    cases = {
+        "choose one": {"SWITCHBOARD_SLACK_BOT_TOKEN": "xoxb-1", "SWITCHBOARD_SLACK_CLIENT_ID": "1",
+                       "SWITCHBOARD_SLACK_CLIENT_SECRET": "c",
+                       "SWITCHBOARD_SLACK_SIGNING_SECRET": "s"},
+        "starts with xapp-": {"SWITCHBOARD_SLACK_BOT_TOKEN": "xoxb-1",
+                              "SWITCHBOARD_SLACK_APP_TOKEN": "xoxb-2"},
+        "SWITCHBOARD_SLACK_CLIENT_SECRET: required": {"SWITCHBOARD_SLACK_CLIENT_ID": "1",
+                                                      "SWITCHBOARD_SLACK_APP_TOKEN": "xapp-1"},
+        "SWITCHBOARD_SLACK_SIGNING_SECRET: required": {"SWITCHBOARD_SLACK_BOT_TOKEN": "xoxb-1"},
+        "needs SWITCHBOARD_SLACK_BOT_TOKEN": {"SWITCHBOARD_SLACK_APP_TOKEN": "xapp-1"},
+    }
+    for expected, env in cases.items():
+        with pytest.raises(SettingsError, match=expected):
+            Settings.load({**base, **env})
