@@ -20,6 +20,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
+from bot import DISTRIBUTION
 from bot.settings import Settings
 
 
@@ -78,9 +79,9 @@ def check_header_fix(mail_policy: object = policy.default) -> Check:
 
 
 def _supported_ranges() -> dict[str, SpecifierSet]:
-    """What switchboard's own metadata says it supports (pyproject's dependencies)."""
+    """What Switchboard's own metadata says it supports (pyproject's dependencies)."""
     try:
-        requires = metadata.requires("switchboard") or []
+        requires = metadata.requires(DISTRIBUTION) or []
     except metadata.PackageNotFoundError:
         return {}
     ranges: dict[str, SpecifierSet] = {}
@@ -96,16 +97,15 @@ def check_packages() -> list[Check]:
     checks = []
     ranges = _supported_ranges()
     if not ranges:
-        return [Check.fail("packages", "switchboard is not installed as a package, so its "
-                           "dependencies cannot be checked",
-                           "pip install the switchboard package (pip install -e . in a "
-                           "checkout)")]
+        return [Check.fail("packages", f"{DISTRIBUTION} is not installed as a package, so "
+                           "its dependencies cannot be checked",
+                           f"pip install {DISTRIBUTION} (pip install -e . in a checkout)")]
     for name in sorted(ranges):
         try:
             version = metadata.version(name)
         except metadata.PackageNotFoundError:
             checks.append(Check.fail(f"package {name}", "not installed",
-                                     "pip install the switchboard package with its dependencies"))
+                                     f"pip install {DISTRIBUTION} with its dependencies"))
             continue
         supported = ranges.get(canonicalize_name(name))
         if supported is not None and not supported.contains(version, prereleases=True):

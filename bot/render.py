@@ -7,9 +7,9 @@ or a disguised link into Slack.
 
 from __future__ import annotations
 
-import sys
 import time
 from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,22 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from bot.text import human_size
 
-_CANDIDATES = (
-    Path(__file__).resolve().parents[1] / "templates",  # a source checkout
-    Path(sys.prefix) / "share" / "switchboard" / "templates",  # an installed wheel
-)
+SOURCE_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+
+
+def template_folder() -> Path:
+    """The templates: the package ``bot.templates`` of an installed wheel, else the
+    checkout's ``templates/`` folder (which that package is built from)."""
+    try:
+        shipped = resources.files("bot.templates")
+    except ModuleNotFoundError:
+        shipped = None
+    if isinstance(shipped, Path) and (shipped / "chat").is_dir():
+        return shipped
+    if SOURCE_TEMPLATES.is_dir():
+        return SOURCE_TEMPLATES
+    raise RuntimeError(f"Switchboard's templates are missing (neither the package "
+                       f"bot.templates nor {SOURCE_TEMPLATES}): reinstall it")
 
 
 def mrkdwn(text: object) -> str:
@@ -39,10 +51,7 @@ def _datetime(timestamp: float) -> str:
 
 @cache
 def environment() -> Environment:
-    folder = next((p for p in _CANDIDATES if p.is_dir()), None)
-    if folder is None:
-        raise RuntimeError(f"templates not found in {', '.join(map(str, _CANDIDATES))}")
-    env = Environment(loader=FileSystemLoader(folder), undefined=StrictUndefined,
+    env = Environment(loader=FileSystemLoader(template_folder()), undefined=StrictUndefined,
                       autoescape=select_autoescape(["html", "html.j2"]),
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False,
                       # Templates do not change while Switchboard runs: no file check

@@ -61,10 +61,15 @@ class Key:
     parse: Parser
     default: str | None
     help: str
+    secret: bool = False  # also read from a file (``…_FILE``), never printed
 
     @property
     def env(self) -> str:
         return ENV_PREFIX + self.name.replace(".", "_").upper()
+
+    @property
+    def env_file(self) -> str:
+        return self.env + "_FILE"
 
 
 def _port(text: str) -> int:
@@ -255,38 +260,38 @@ def _log_level(text: str) -> str:
 
 KEYS: tuple[Key, ...] = (
     Key("redis_url", _url("redis", "rediss", "unix"), "redis://127.0.0.1:6379/0",
-        "Redis holding all state and the RQ queues (`rediss://` for TLS)."),
+        "Redis holding all state and the RQ queues (`rediss://` for TLS).", secret=True),
     Key("redis_prefix", _text, "sb", "Prefix of every Redis key Switchboard writes."),
     Key("imap.host", _text, None, "IMAP server to watch; unset disables IMAP ingest."),
     Key("imap.port", _port, None, "IMAP port (default 993 with `implicit` TLS, else 143)."),
     Key("imap.user", _text, None, "IMAP login (required with `imap.host`)."),
-    Key("imap.password", _text, None, "IMAP password (required with `imap.host`)."),
+    Key("imap.password", _text, None, "IMAP password (required with `imap.host`).", secret=True),
     Key("imap.tls", _tls, "auto", "IMAP TLS: `auto`, `starttls`, `implicit` or `off`."),
     Key("imap.mailboxes", _mailboxes, "INBOX", "Comma-separated mailboxes to watch."),
     Key("smtp.host", _text, None, "SMTP submission server for outgoing mail."),
     Key("smtp.port", _port, None, "SMTP port (default 465 with `implicit` TLS, else 587)."),
     Key("smtp.user", _text, None, "SMTP login; unset sends without authentication."),
-    Key("smtp.password", _text, None, "SMTP password (required with `smtp.user`)."),
+    Key("smtp.password", _text, None, "SMTP password (required with `smtp.user`).", secret=True),
     Key("smtp.tls", _tls, "auto", "SMTP TLS: `auto`, `starttls`, `implicit` or `off`."),
     Key("bot_email", _email, None, "Switchboard's own From address."),
     Key("reply_domain", _domain, None,
         "Domain of reply addresses (`reply+TOKEN@domain`); defaults to the bot_email domain."),
     Key("slack.bot_token", _text, None,
         "Slack bot token (`xoxb-…`) of the one workspace this deployment serves; unset (and "
-        "no `slack.client_id`) disables Slack."),
+        "no `slack.client_id`) disables Slack.", secret=True),
     Key("slack.signing_secret", _text, None,
         "Slack signing secret, checks every HTTP request from Slack (required unless "
-        "`slack.app_token` is set: Socket Mode needs no public endpoint)."),
+        "`slack.app_token` is set: Socket Mode needs no public endpoint).", secret=True),
     Key("slack.app_token", _text, None,
         "App-level token (`xapp-…`, scope `connections:write`): Slack's events and actions "
-        "arrive over Socket Mode instead of the HTTP endpoint."),
+        "arrive over Socket Mode instead of the HTTP endpoint.", secret=True),
     Key("slack.ping_interval", _positive_int, "10",
         "Seconds between Socket Mode pings; a socket that stops answering is reopened."),
     Key("slack.client_id", _text, None,
         "The Slack app's client id: workspaces install it through `/slack/install` (OAuth), "
         "each with its own bot token; instead of `slack.bot_token`."),
     Key("slack.client_secret", _text, None,
-        "The Slack app's client secret (required with `slack.client_id`)."),
+        "The Slack app's client secret (required with `slack.client_id`).", secret=True),
     Key("slack.authorize_url", _url("http", "https"), SLACK_AUTHORIZE_URL,
         "Where `/slack/install` sends the admin to approve the app (Slack's OAuth page)."),
     Key("slack.api_url", _url("http", "https"), SLACK_API_URL,
@@ -294,7 +299,7 @@ KEYS: tuple[Key, ...] = (
     Key("matrix.homeserver", _url("http", "https"), None,
         "Matrix homeserver base URL; unset disables Matrix."),
     Key("matrix.user", _matrix_user, None, "The bot's Matrix user id (`@switchboard:server`)."),
-    Key("matrix.password", _text, None, "The bot's Matrix password."),
+    Key("matrix.password", _text, None, "The bot's Matrix password.", secret=True),
     Key("routes", _routes, "",
         "Shared mailboxes: `addr=slack:CHANNEL,addr2=matrix:!room:server` (comma-separated)."),
     Key("max_attachment_bytes", _positive_int, "20000000",
@@ -481,10 +486,19 @@ class Settings:
         if path:
             raw.update(_read_toml(Path(path), problems))
         for key in KEYS:
-            if key.env in env and env[key.env] != "":
+            given = env.get(key.env, "") != ""
+            if key.secret and env.get(key.env_file):
+                if given:
+                    problems.append(f"{key.env} and {key.env_file}: both are set; keep one")
+                    continue
+                secret = _read_secret(key.env_file, Path(env[key.env_file]), problems)
+                if secret is not None:
+                    raw[key.name] = secret
+            elif given:
                 raw[key.name] = env[key.env]
+        known = {key.env for key in KEYS} | {key.env_file for key in KEYS if key.secret}
         unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k != CONFIG_FILE_KEY
-                         and k not in {key.env for key in KEYS})
+                         and k not in known)
         problems += [f"{k}: unknown setting (see the README's configuration reference)"
                      for k in unknown]
         values = _parse_all(raw, problems)
@@ -492,6 +506,20 @@ class Settings:
         if problems or settings is None:
             raise SettingsError(problems)
         return settings
+
+
+def _read_secret(where: str, path: Path, problems: list[str]) -> str | None:
+    """A secret from a file (a Docker or Kubernetes secret): its text, without the
+    line end an editor adds."""
+    try:
+        text = path.read_text().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"{where}: cannot read {path}: {getattr(exc, 'strerror', exc)}")
+        return None
+    if not text:
+        problems.append(f"{where}: {path} is empty")
+        return None
+    return text
 
 
 def _read_toml(path: Path, problems: list[str]) -> dict[str, str]:
@@ -511,6 +539,15 @@ def _read_toml(path: Path, problems: list[str]) -> dict[str, str]:
             flat[name] = value
     out: dict[str, str] = {}
     for name, value in flat.items():
+        base = name.removesuffix("_file")
+        if name != base and base in KEYS_BY_NAME and KEYS_BY_NAME[base].secret:
+            if base in flat:
+                problems.append(f"{path}: {base} and {name}: both are set; keep one")
+            else:
+                secret = _read_secret(f"{path}: {name}", Path(str(value)), problems)
+                if secret is not None:
+                    out[base] = secret
+            continue
         if name not in KEYS_BY_NAME:
             problems.append(f"{path}: unknown key {name!r}")
         elif isinstance(value, list):

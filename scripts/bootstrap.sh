@@ -17,6 +17,8 @@ want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "[bootstrap] installing Switchboard and its dependencies into .venv" >&2
     .venv/bin/pip install -q --upgrade pip
+    # The distribution was called "switchboard" before it moved to a free name.
+    .venv/bin/pip uninstall -q -y switchboard 2>/dev/null || true
     .venv/bin/pip install -q -e '.[dev]'
     echo "$want" > "$stamp"
 fi

@@ -1,9 +1,5 @@
-"""Print the README's configuration table from bot/settings.py's KEYS (the one source)."""
+"""Print the README's configuration table (made from bot/settings.py's KEYS, the one source)."""
 
-from bot.settings import KEYS
+from bot.settings_docs import reference_table
 
-print("| variable | TOML key | default | meaning |")
-print("| --- | --- | --- | --- |")
-for key in KEYS:
-    default = f"`{key.default}`" if key.default else "—"
-    print(f"| `{key.env}` | `{key.name}` | {default} | {key.help} |")
+print(reference_table(), end="")

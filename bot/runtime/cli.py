@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from bot import logs
+from bot import DISTRIBUTION, __version__, logs
 from bot.runtime.cli_billing import BILLING_COMMANDS, add_billing_commands
 from bot.runtime.command import load_settings, with_store
 from bot.settings import Settings
@@ -161,6 +161,27 @@ def cmd_slack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    """`switchboard init [PATH]`: a commented settings file with every key (needs none)."""
+    from pathlib import Path
+
+    from bot.settings_docs import example_toml
+
+    path = Path(args.path)
+    if path.exists() and not args.force:
+        print(f"switchboard init: {path} exists; keep it, or add --force to replace it",
+              file=sys.stderr)
+        return 2
+    try:
+        path.write_text(example_toml())
+    except OSError as exc:
+        print(f"switchboard init: cannot write {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}: every setting, commented out at its default. Edit it, then "
+          f"check it with: switchboard --config {path} doctor")
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     """The audit trail: emails sent and actions refused, newest first."""
 
@@ -175,21 +196,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return with_store(args, read)
 
 
-def _version() -> str:
-    """The installed distribution's version (pyproject.toml is the one place it is set)."""
-    from importlib import metadata
-
-    try:
-        return metadata.version("switchboard")
-    except metadata.PackageNotFoundError:
-        return "unknown (not installed as a package)"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="switchboard", description="Answer email from chat and chat from email.")
     parser.add_argument("--config", help="a TOML settings file (or set SWITCHBOARD_CONFIG)")
-    parser.add_argument("--version", action="version", version=f"switchboard {_version()}")
+    parser.add_argument("--version", action="version",
+                        version=f"switchboard {__version__} ({DISTRIBUTION})")
     sub = parser.add_subparsers(dest="command", required=True)
     doctor = sub.add_parser("doctor", help="check the installation and every configured service")
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
@@ -212,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a Matrix user to invite to the demo room (e.g. @alice:server)")
     demo.add_argument("--keep-running", action="store_true",
                       help="keep Switchboard running after the sample email arrived")
+    init = sub.add_parser("init", help="write a commented settings file with every key")
+    init.add_argument("path", nargs="?", default="switchboard.toml",
+                      help="where to write it (default: switchboard.toml)")
+    init.add_argument("--force", action="store_true", help="replace an existing file")
     slack = sub.add_parser("slack", help="the Slack app: print its manifest")
     slack_sub = slack.add_subparsers(dest="slack_command", required=True)
     manifest = slack_sub.add_parser(
@@ -231,6 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure()
     commands = {"doctor": cmd_doctor, "run": cmd_run, "demo": cmd_demo,
                 "pending": cmd_pending, "audit": cmd_audit, "slack": cmd_slack,
+                "init": cmd_init,
                 "worker": cmd_worker,
                 **BILLING_COMMANDS}
     return commands[args.command](args)

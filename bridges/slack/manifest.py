@@ -36,6 +36,7 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     "files.getUploadURLExternal": ("files:write",),
     "files.completeUploadExternal": ("files:write",),
     "views.open": (),
+    "apps.connections.open": (),  # with the app-level token (connections:write), not the bot's
 }
 FEATURE_SCOPES = ("commands",)  # the slash command and the message shortcut
 BOT_SCOPES: tuple[str, ...] = tuple(sorted(
