@@ -13,7 +13,7 @@ import pytest
 from bot import DISTRIBUTION, __version__
 from bot.runtime.cli import main
 from bot.settings import KEYS, Settings, SettingsError
-from bot.settings_docs import example_toml, reference_table
+from bot.settings_docs import reference_table
 
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
