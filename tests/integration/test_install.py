@@ -74,8 +74,8 @@ def test_every_file_the_runtime_opens_is_in_the_wheel(installed: tuple[Path, Pat
     assert folder.startswith(str(venv)) and int(count) == len(templates)
 
 
-async def test_version_init_and_doctor_from_the_install(installed: tuple[Path, Path],
-                                                        services: Services) -> None:
+def test_version_init_and_doctor_from_the_install(installed: tuple[Path, Path],
+                                                  services: Services) -> None:
     _, venv = installed
     env = outside(services, venv)
     out = run("switchboard", "--version", env=env, cwd=venv)
@@ -109,8 +109,9 @@ async def test_demo_and_a_report_page_from_the_install(installed: tuple[Path, Pa
     shown = run("switchboard", "customer", "set", customer, "--name", "Demo Org",
                 "--web-report", env=env, cwd=venv)
     url = re.search(r"web report: (http://\S+)", shown).group(1)
-    server = subprocess.Popen(["switchboard", "run"], env=env, cwd=venv,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = await asyncio.create_subprocess_exec(
+        "switchboard", "run", env=env, cwd=venv, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL)
     try:
         async def page() -> str | None:
             try:
@@ -123,4 +124,4 @@ async def test_demo_and_a_report_page_from_the_install(installed: tuple[Path, Pa
         assert "Demo Org" in html and "<html" in html.lower()
     finally:
         server.terminate()
-        server.wait(30)
+        await asyncio.wait_for(server.wait(), 30)
