@@ -111,6 +111,10 @@ class Keys:
     def matrix_session(self, user_id: str) -> str:
         return self._k("matrix", "session", user_id)
 
+    def matrix_sync(self, user_id: str) -> str:
+        """string: the sync token after the last batch the sync loop handled."""
+        return self._k("matrix", "sync", user_id)
+
     def matrix_dm_rooms(self) -> str:
         """hash: Matrix user id -> the bot's direct-message room with them."""
         return self._k("matrix", "dm")

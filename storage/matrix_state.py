@@ -24,6 +24,15 @@ class RedisMatrixState(RedisBacked):
         async with self._translated("forgetting the Matrix session"):
             await self.redis.delete(self.keys.matrix_session(user_id))
 
+    async def sync_token(self, user_id: str) -> str | None:
+        async with self._translated("reading the Matrix sync token"):
+            found = await self.redis.get(self.keys.matrix_sync(user_id))
+        return text(found) if found is not None else None
+
+    async def save_sync_token(self, user_id: str, token: str) -> None:
+        async with self._translated("saving the Matrix sync token"):
+            await self.redis.set(self.keys.matrix_sync(user_id), token)
+
     async def dm_room(self, user_id: str) -> str | None:
         async with self._translated("reading a Matrix DM room"):
             found = await self.redis.hget(self.keys.matrix_dm_rooms(), user_id)

@@ -43,10 +43,23 @@ def txn_id(key: str) -> str:
     return "sb" + hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
+# Matrix error codes that mean "later" whatever the HTTP status says.
+TRANSIENT_ERRCODES = frozenset({"M_LIMIT_EXCEEDED", "M_RESOURCE_LIMIT_EXCEEDED"})
+
+
 def _transient(response: ErrorResponse) -> bool:
-    status = getattr(response, "status_code", None) or ""
-    return str(status) in ("429", "500", "502", "503", "504", "") or \
-        getattr(response, "status_code", None) == "M_LIMIT_EXCEEDED"
+    """Whether to try again later: the HTTP status (429 and 5xx, or none at all: the
+    homeserver was not reached) and the Matrix error code (which nio puts in
+    ``status_code``) decide; every other 4xx is a refusal a retry cannot change."""
+    transport = getattr(response, "transport_response", None)
+    status = getattr(transport, "status", None)
+    errcode = str(response.status_code or "")
+    if errcode in TRANSIENT_ERRCODES:
+        return True
+    if isinstance(status, int):
+        return status == 429 or status >= 500
+    # No HTTP answer kept: nio gives the status as the code when the body was no JSON.
+    return errcode in ("", "429") or errcode.startswith("5")
 
 
 def thread_relation(root: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import aiohttp
 from nio import InviteMemberEvent, MatrixRoom, RoomMessageText, SyncError
 
+from bot.errors import StoreError
 from bot.model import Address, ChatRef, Network
 from bot.ports import Notice
 from bridges.matrix.client import MatrixNetwork
@@ -87,14 +88,24 @@ async def sync_forever(matrix: MatrixNetwork, stop: asyncio.Event,
                           event.sender)
 
     client.add_event_callback(on_invite, InviteMemberEvent)
+    # Where the last handled batch ended: a restart (or a crash mid-batch) reads on from
+    # there, so nothing said to the bot meanwhile is lost. nio would take the token of a
+    # batch before its callbacks ran; ours is saved only after they all have.
+    since = await matrix.state.sync_token(client.user_id)
+    hearing = since is not None
+    if hearing:
+        client.add_event_callback(on_message, RoomMessageText)
     backoff = 1.0
     first = True
     while not stop.is_set():
-        # The first sync only needs to learn where "now" is, not every room's past.
+        # A first sync with no saved token only learns where "now" is, not every room's
+        # past; with one, it brings what came since (and the rooms' state, in full).
+        limit = 50 if not first or since is not None else 1
         try:
             answer = await _until_stopped(
                 client.sync(timeout=10_000 if not first else 0, full_state=first,
-                            sync_filter={"room": {"timeline": {"limit": 1 if first else 50},
+                            since=since,
+                            sync_filter={"room": {"timeline": {"limit": limit},
                                                   "state": {"lazy_load_members": True}}}), stop)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             # The homeserver is down or restarting (nio raises rather than answering).
@@ -108,11 +119,17 @@ async def sync_forever(matrix: MatrixNetwork, stop: asyncio.Event,
             backoff = min(30.0, backoff * 2)
             continue
         backoff = 1.0
-        if first:
-            # Commands typed before this process started were answered (or not) by the
-            # one before it; only new ones are heard.
+        since = answer.next_batch
+        try:
+            await matrix.state.save_sync_token(client.user_id, since)
+        except StoreError as exc:
+            log.warning("the Matrix sync token was not saved (%s): a restart re-reads "
+                        "this batch", exc)
+        first = False
+        if not hearing:
+            # A first start: commands from before it are nobody's to answer now.
             client.add_event_callback(on_message, RoomMessageText)
-            first = False
+            hearing = True
 
 
 async def _until_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:

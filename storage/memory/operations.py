@@ -79,6 +79,7 @@ class MemoryMatrixState:
     def __init__(self) -> None:
         self.sessions: dict[str, tuple[str, str]] = {}
         self.dm_rooms: dict[str, str] = {}
+        self.sync_tokens: dict[str, str] = {}
 
     async def session(self, user_id: str) -> tuple[str, str] | None:
         return self.sessions.get(user_id)
@@ -91,6 +92,12 @@ class MemoryMatrixState:
 
     async def dm_room(self, user_id: str) -> str | None:
         return self.dm_rooms.get(user_id)
+
+    async def sync_token(self, user_id: str) -> str | None:
+        return self.sync_tokens.get(user_id)
+
+    async def save_sync_token(self, user_id: str, token: str) -> None:
+        self.sync_tokens[user_id] = token
 
     async def claim_dm_room(self, user_id: str, room_id: str) -> str:
         return self.dm_rooms.setdefault(user_id, room_id)

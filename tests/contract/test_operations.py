@@ -116,6 +116,10 @@ async def test_the_matrix_session_and_dm_rooms(store: AnyStore) -> None:
     assert await state.claim_dm_room("@alice:x", "!second:x") == "!first:x"
     assert await state.dm_room("@alice:x") == "!first:x"
     assert await state.dm_room("@bob:x") is None
+    assert await state.sync_token("@bot:x") is None
+    await state.save_sync_token("@bot:x", "s1_2")
+    await state.save_sync_token("@bot:x", "s3_4")
+    assert await state.sync_token("@bot:x") == "s3_4"
 
 
 async def test_the_audit_trail_reads_newest_first(store: AnyStore) -> None:

@@ -29,3 +29,25 @@ def test_header_injection_from_chat_is_impossible() -> None:
 def test_new_threads_have_no_re() -> None:
     assert reply_subject("Lunch", "tok", is_reply=False) == "Lunch [sb:tok]"
     assert reply_subject("Re: Lunch", "tok") == "Re: Lunch [sb:tok]"
+
+
+def test_matrix_errors_are_classified_by_status_and_errcode() -> None:
+    from types import SimpleNamespace
+
+    from nio import RoomSendError
+
+    from bridges.matrix.client import _transient
+
+    def answer(errcode: str, status: int | None) -> RoomSendError:
+        response = RoomSendError.from_dict({"errcode": errcode, "error": "x"}, "!r:x")
+        response.transport_response = SimpleNamespace(status=status)  # type: ignore[assignment]
+        return response
+
+    assert _transient(answer("M_LIMIT_EXCEEDED", 429))
+    assert _transient(answer("M_UNKNOWN", 502))
+    assert _transient(answer("M_UNKNOWN", 500))
+    assert not _transient(answer("M_FORBIDDEN", 403))
+    assert not _transient(answer("M_NOT_FOUND", 404))
+    assert not _transient(answer("M_TOO_LARGE", 413))
+    assert _transient(RoomSendError("the homeserver answered no JSON", "503"))
+    assert not _transient(RoomSendError("forbidden", "M_FORBIDDEN"))
