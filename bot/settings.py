@@ -25,6 +25,7 @@ ENV_PREFIX = "SWITCHBOARD_"
 CONFIG_FILE_KEY = "SWITCHBOARD_CONFIG"
 SLACK_API_URL = "https://slack.com/api/"
 SLACK_AUTHORIZE_URL = "https://slack.com/oauth/v2/authorize"
+DEFAULT_KEY_STORE = "~/.local/share/switchboard/matrix-keys"
 
 
 class SettingsError(Exception):
@@ -300,6 +301,13 @@ KEYS: tuple[Key, ...] = (
         "Matrix homeserver base URL; unset disables Matrix."),
     Key("matrix.user", _matrix_user, None, "The bot's Matrix user id (`@switchboard:server`)."),
     Key("matrix.password", _text, None, "The bot's Matrix password.", secret=True),
+    Key("matrix.key_store", _text, DEFAULT_KEY_STORE,
+        "Folder of the bot's end-to-end encryption keys (its one device's, a SQLite file): "
+        "keep it, and back it up; lost keys cannot be recovered."),
+    Key("matrix.encryption", _bool, "true",
+        "Read and write end-to-end encrypted rooms and DMs (`false`: plaintext rooms only)."),
+    Key("matrix.encrypted_dms", _bool, "true",
+        "Direct chats the bot opens are end-to-end encrypted (with `matrix.encryption`)."),
     Key("routes", _routes, "",
         "Shared mailboxes: `addr=slack:CHANNEL,addr2=matrix:!room:server` (comma-separated)."),
     Key("max_attachment_bytes", _positive_int, "20000000",
@@ -433,6 +441,8 @@ class MatrixSettings:
     homeserver: str
     user: str
     password: str
+    key_store: str = ""  # the encryption keys' folder ("": encryption off)
+    encrypted_dms: bool = True
 
 
 @dataclass(frozen=True)
@@ -636,7 +646,10 @@ def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings |
     if v["matrix.homeserver"] and _require(v, problems, "matrix.homeserver", "matrix.user",
                                            "matrix.password"):
         matrix = MatrixSettings(v["matrix.homeserver"].rstrip("/"), v["matrix.user"],
-                                v["matrix.password"])
+                                v["matrix.password"],
+                                str(Path(v["matrix.key_store"]).expanduser())
+                                if v["matrix.encryption"] else "",
+                                v["matrix.encrypted_dms"] and v["matrix.encryption"])
     for route in v["routes"] or ():
         enabled = {"slack": slack, "matrix": matrix}[route.network]
         if enabled is None and not problems:

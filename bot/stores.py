@@ -216,6 +216,24 @@ class MatrixState(Protocol):
 
     async def dm_room(self, user_id: str) -> str | None: ...
 
+    async def keys_device(self, user_id: str) -> str | None:
+        """The device whose end-to-end keys were made (and must not be lost), if any."""
+        ...
+
+    async def save_keys_device(self, user_id: str, device_id: str | None) -> None: ...
+
+    async def hand_over(self, request: dict[str, object], wait: float
+                        ) -> dict[str, object] | None:
+        """Give a post to the process that holds the bot's keys, and wait up to
+        ``wait`` seconds for its answer (None: no answer)."""
+        ...
+
+    async def take_handed(self, wait: float) -> dict[str, object] | None:
+        """The next post handed over (the key holder's side), waiting up to ``wait``."""
+        ...
+
+    async def answer_handed(self, request_id: str, answer: dict[str, object]) -> None: ...
+
     async def sync_token(self, user_id: str) -> str | None:
         """Where the sync loop is: the token after the last batch it handled."""
         ...

@@ -115,6 +115,14 @@ class Keys:
         """string: the sync token after the last batch the sync loop handled."""
         return self._k("matrix", "sync", user_id)
 
+    def matrix_outbox(self) -> str:
+        """list: posts handed by a process without the bot's keys to the one with them."""
+        return self._k("matrix", "outbox")
+
+    def matrix_outbox_answer(self, request_id: str) -> str:
+        """list with a TTL: the key holder's answer to one handed post."""
+        return self._k("matrix", "outbox", request_id)
+
     def matrix_dm_rooms(self) -> str:
         """hash: Matrix user id -> the bot's direct-message room with them."""
         return self._k("matrix", "dm")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import secrets
+from typing import cast
+
 from storage.connection import RedisBacked, text
 
 
@@ -23,6 +27,44 @@ class RedisMatrixState(RedisBacked):
     async def forget_session(self, user_id: str) -> None:
         async with self._translated("forgetting the Matrix session"):
             await self.redis.delete(self.keys.matrix_session(user_id))
+
+    async def keys_device(self, user_id: str) -> str | None:
+        async with self._translated("reading the Matrix key store's device"):
+            found = await self.redis.hget(self.keys.matrix_session(user_id), "keys_device")
+        return text(found) if found is not None else None
+
+    async def save_keys_device(self, user_id: str, device_id: str | None) -> None:
+        async with self._translated("recording the Matrix key store's device"):
+            if device_id is None:
+                await self.redis.hdel(self.keys.matrix_session(user_id), "keys_device")
+            else:
+                await self.redis.hset(self.keys.matrix_session(user_id), "keys_device",
+                                      device_id)
+
+    async def hand_over(self, request: dict[str, object], wait: float
+                        ) -> dict[str, object] | None:
+        request_id = secrets.token_hex(12)
+        answer_key = self.keys.matrix_outbox_answer(request_id)
+        async with self._translated("handing a Matrix post over"):
+            await self.redis.rpush(self.keys.matrix_outbox(),
+                                   json.dumps({**request, "id": request_id}))
+            found = await self.redis.blpop([answer_key], timeout=wait)
+        if found is None:
+            return None
+        return cast(dict[str, object], json.loads(text(found[1])))
+
+    async def take_handed(self, wait: float) -> dict[str, object] | None:
+        async with self._translated("taking a handed Matrix post"):
+            found = await self.redis.blpop([self.keys.matrix_outbox()], timeout=wait)
+        return cast(dict[str, object], json.loads(text(found[1]))) if found else None
+
+    async def answer_handed(self, request_id: str, answer: dict[str, object]) -> None:
+        key = self.keys.matrix_outbox_answer(request_id)
+        async with self._translated("answering a handed Matrix post"), \
+                self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, json.dumps(answer))
+            pipe.expire(key, 300)
+            await pipe.execute()
 
     async def sync_token(self, user_id: str) -> str | None:
         async with self._translated("reading the Matrix sync token"):

@@ -50,7 +50,9 @@ SHUTDOWN_GRACE = 30.0
 
 
 def doctor_probes() -> list[Probe]:
-    return [probe_redis, probe_imap, probe_smtp, probe_slack, probe_matrix]
+    from bot.runtime.matrix_keys import probe_matrix_keys
+
+    return [probe_redis, probe_imap, probe_smtp, probe_slack, probe_matrix, probe_matrix_keys]
 
 
 @dataclass
@@ -78,7 +80,9 @@ class Runtime:
     socket: SocketMode | None = None
 
     @classmethod
-    async def start(cls, settings: Settings) -> Runtime:
+    async def start(cls, settings: Settings, *, holds_matrix_keys: bool = True) -> Runtime:
+        """Everything wired. ``holds_matrix_keys``: this process opens the Matrix bot's
+        key store (the one that runs the sync loop; workers post plaintext rooms only)."""
         store = Store.open(settings.redis_url, settings.redis_prefix, settings.tls_ca_file)
         networks: dict[Network, ChatNetwork] = {}
         slack = matrix = None
@@ -91,7 +95,8 @@ class Runtime:
             networks[Network.SLACK] = slack
         if settings.matrix is not None:
             matrix = await MatrixNetwork.connect(settings.matrix, store.matrix,
-                                                 settings.tls_ca_file)
+                                                 settings.tls_ca_file,
+                                                 holds_keys=holds_matrix_keys)
             networks[Network.MATRIX] = matrix
         own = [a for a in (settings.bot_email, settings.imap.user if settings.imap else None)
                if a]
@@ -197,8 +202,12 @@ class Runtime:
                 sync_forever(self.matrix, stop,
                              MatrixCommands(self.commands, self.store.conversations,
                                             self.store.matrix),
-                             self.permissions.may_invite if self.permissions else None),
+                             self.permissions.may_invite if self.permissions else None,
+                             self._first_unreadable),
                 name="matrix"))
+            if self.matrix.encrypting:
+                tasks.append(asyncio.create_task(self.matrix.serve_handed(stop),
+                                                 name="matrix hand-over"))
         listener = None
         if s.smtp_listen is not None:
             handler = BridgeHandler(self.inbound.accepts, self.inbound.receive,
@@ -237,6 +246,10 @@ class Runtime:
             with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
                 await asyncio.wait_for(task, 15)
         log.info("stopped")
+
+    async def _first_unreadable(self, sender: str) -> bool:
+        """Tell a sender the bot could not read their message once a day, not each time."""
+        return await self.store.rates.hit(f"matrix-unreadable:{sender}", 1, 86400)
 
     async def readiness(self) -> dict[str, bool]:
         checks = {"redis": True}

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from bot import DISTRIBUTION, __version__, logs
 from bot.runtime.cli_billing import BILLING_COMMANDS, add_billing_commands
 from bot.runtime.command import load_settings, with_store
+from bot.runtime.matrix_keys import cmd_matrix
 from bot.settings import Settings
 from storage.store import Store
 
@@ -224,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a Matrix user to invite to the demo room (e.g. @alice:server)")
     demo.add_argument("--keep-running", action="store_true",
                       help="keep Switchboard running after the sample email arrived")
+    matrix = sub.add_parser("matrix", help="the Matrix bot's device")
+    matrix_sub = matrix.add_subparsers(dest="matrix_command", required=True)
+    matrix_sub.add_parser("new-device", help="forget the bot's device: the next start logs in "
+                                             "as a new one, with new encryption keys")
     init = sub.add_parser("init", help="write a commented settings file with every key")
     init.add_argument("path", nargs="?", default="switchboard.toml",
                       help="where to write it (default: switchboard.toml)")
@@ -247,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure()
     commands = {"doctor": cmd_doctor, "run": cmd_run, "demo": cmd_demo,
                 "pending": cmd_pending, "audit": cmd_audit, "slack": cmd_slack,
-                "init": cmd_init,
+                "init": cmd_init, "matrix": cmd_matrix,
                 "worker": cmd_worker,
                 **BILLING_COMMANDS}
     return commands[args.command](args)

@@ -53,7 +53,9 @@ def _run(work: Callable[[Runtime], Awaitable[T]]) -> T:
 
     async def go() -> T:
         if _Held.runtime is None:
-            _Held.runtime = await Runtime.start(Settings.load(config_file=_Held.config_file))
+            # The run process holds the Matrix bot's keys; a worker posts plaintext rooms.
+            _Held.runtime = await Runtime.start(Settings.load(config_file=_Held.config_file),
+                                                holds_matrix_keys=False)
             log.info("worker runtime ready (settings from %s); kept for every job",
                      _Held.config_file or "the environment")
         return await work(_Held.runtime)

@@ -2,29 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import logging
 import ssl
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from nio import (
     AsyncClient,
     AsyncClientConfig,
+    EncryptionError,
     ErrorResponse,
     JoinedMembersError,
+    LocalProtocolError,
     LoginError,
     PresenceGetError,
     RoomCreateError,
+    RoomGetStateEventError,
     RoomPreset,
     RoomResolveAliasError,
     RoomSendError,
     UploadError,
     WhoamiError,
 )
+from nio.rooms import MatrixRoom
 
+from bot.errors import StoreError
 from bot.metering import customer_of
 from bot.model import Address, ChatRef, ChatTarget, Network, Presence
 from bot.ports import ChatReply, EmailCard, Notice
@@ -36,6 +43,17 @@ from bridges.errors import MatrixError
 log = logging.getLogger(__name__)
 
 DEVICE_NAME = "switchboard"
+HAND_OVER_WAIT = 20.0  # seconds a worker waits for the key holder to post for it
+MEGOLM = "m.megolm.v1.aes-sha2"
+
+
+def key_store_file(folder: str, user_id: str, device_id: str) -> Path:
+    """Where matrix-nio keeps a device's keys (its default store's file name)."""
+    return Path(folder) / f"{user_id}_{device_id}.db"
+
+
+class LostKeys(MatrixError):
+    """The bot's device is known but its key store is gone: never silently replaced."""
 
 
 def txn_id(key: str) -> str:
@@ -68,12 +86,24 @@ def thread_relation(root: str) -> dict[str, Any]:
 
 
 class MatrixNetwork:
+    """The bot on Matrix. The process that holds the bot's device (``encrypting``: the one
+    running the sync loop) reads and writes encrypted rooms; the others post plaintext
+    rooms only and say so for an encrypted one."""
+
     network = Network.MATRIX
 
-    def __init__(self, client: AsyncClient, state: MatrixState) -> None:
+    def __init__(self, client: AsyncClient, state: MatrixState,
+                 encrypted_dms: bool = False) -> None:
         self.client = client
         self.state = state
+        self.encrypted_dms = encrypted_dms
         self._aliases: dict[str, str] = {}
+        self._encrypted: dict[str, bool] = {}  # room -> encrypted, for a process without keys
+        self._invited: dict[str, str] = {}  # DM room just opened -> the person invited
+
+    @property
+    def encrypting(self) -> bool:
+        return self.client.olm is not None
 
     async def customer(self, room: str) -> str | None:
         return customer_of(Address.matrix(self.client.user_id)) if self.client.user_id \
@@ -81,28 +111,46 @@ class MatrixNetwork:
 
     @classmethod
     async def connect(cls, settings: MatrixSettings, state: MatrixState,
-                      ca_file: str | None = None) -> MatrixNetwork:
-        """Log in, reusing the saved device so transaction ids stay meaningful."""
+                      ca_file: str | None = None, *, holds_keys: bool = True) -> MatrixNetwork:
+        """Log in, reusing the saved device (one device for the bot, for ever: its
+        transaction ids and, with encryption, its keys). ``holds_keys``: this process
+        opens the device's key store (only one process may: the one that syncs)."""
+        encrypting = bool(settings.key_store) and holds_keys
         config = AsyncClientConfig(max_limit_exceeded=5, max_timeouts=3, request_timeout=30,
-                                   encryption_enabled=False, store_sync_tokens=False)
+                                   encryption_enabled=encrypting, store_sync_tokens=False)
         context = ssl.create_default_context(cafile=ca_file) if ca_file else None
-        client = AsyncClient(settings.homeserver, settings.user, config=config,
-                             ssl=context)
+        client = AsyncClient(settings.homeserver, settings.user, config=config, ssl=context,
+                             store_path=settings.key_store if encrypting else "")
         saved = await state.session(settings.user)
+        if encrypting:
+            _check_key_store(settings, await state.keys_device(settings.user))
+        network = cls(client, state, settings.encrypted_dms)
         if saved is not None:
             client.restore_login(settings.user, saved[0], saved[1])
             if not isinstance(await client.whoami(), WhoamiError):
-                return cls(client, state)
+                await network._publish_keys()
+                return network
             log.info("saved Matrix session is no longer valid; logging in again")
         if saved is not None:
-            client.device_id = saved[0]  # same device: the server keeps its txn ids
+            client.device_id = saved[0]  # same device: its txn ids and keys stay valid
         answer = await client.login(settings.password, device_name=DEVICE_NAME)
         if isinstance(answer, LoginError):
             await client.close()
             raise MatrixError(f"{settings.homeserver} refused the login of {settings.user}: "
                               f"{answer.message} (check SWITCHBOARD_MATRIX_PASSWORD)")
         await state.save_session(settings.user, answer.device_id, answer.access_token)
-        return cls(client, state)
+        await network._publish_keys()
+        return network
+
+    async def _publish_keys(self) -> None:
+        if self.client.olm is None:
+            return
+        await self.state.save_keys_device(self.client.user_id, self.client.device_id)
+        if self.client.should_upload_keys:
+            answer = await self.client.keys_upload()
+            if isinstance(answer, ErrorResponse):
+                raise MatrixError(f"the homeserver refused the bot's device keys: "
+                                  f"{answer.message}", transient=_transient(answer))
 
     async def close(self) -> None:
         await self.client.close()
@@ -126,22 +174,108 @@ class MatrixNetwork:
         room = await self.state.dm_room(user_id)
         if room is not None:
             return room
+        encryption = [{"type": "m.room.encryption", "state_key": "",
+                       "content": {"algorithm": MEGOLM}}] if self.encrypted_dms else []
         created = await self.client.room_create(is_direct=True, invite=[user_id],
                                                 preset=RoomPreset.trusted_private_chat,
-                                                name="Switchboard")
+                                                name="Switchboard", initial_state=encryption)
         if isinstance(created, RoomCreateError):
             raise MatrixError(f"could not open a direct chat with {user_id}: {created.message}",
                               transient=_transient(created))
         winner = await self.state.claim_dm_room(user_id, created.room_id)
         if winner != created.room_id:  # another worker was quicker; use its room
             await self.client.room_leave(created.room_id)
+        else:
+            self._invited[winner] = user_id
         return winner
 
+    async def _hand_over(self, room: str, content: dict[str, Any], key: str) -> str:
+        """A post into an encrypted room from a process without the bot's keys: the one
+        with them (`switchboard run`) encrypts and sends it, under the same transaction
+        id, so a post handed over twice still appears once."""
+        answer = await self.state.hand_over({"room": room, "content": content, "key": key},
+                                            HAND_OVER_WAIT)
+        if answer is None:
+            raise MatrixError(f"{room} is end-to-end encrypted and the process holding the "
+                              "bot's keys (`switchboard run`) did not answer in time",
+                              transient=True)
+        if "event_id" not in answer:
+            raise MatrixError(str(answer.get("error", "the key holder could not post")),
+                              transient=bool(answer.get("transient", True)))
+        return str(answer["event_id"])
+
+    async def serve_handed(self, stop: asyncio.Event) -> None:
+        """The key holder's side: post what other processes hand over, until ``stop``."""
+        while not stop.is_set():
+            try:
+                request = await self.state.take_handed(1.0)
+            except StoreError as exc:
+                log.warning("Matrix hand-over queue unreadable (%s); again in a second", exc)
+                await asyncio.sleep(1)
+                continue
+            if request is None:
+                continue
+            answer: dict[str, object]
+            try:
+                content = request["content"]
+                assert isinstance(content, dict)
+                event = await self.send(str(request["room"]), content, str(request["key"]))
+                answer = {"event_id": event}
+            except MatrixError as exc:
+                answer = {"error": str(exc), "transient": exc.transient}
+            try:
+                await self.state.answer_handed(str(request["id"]), answer)
+            except StoreError as exc:
+                log.warning("could not answer a handed Matrix post: %s", exc)
+
+    async def is_encrypted(self, room: str) -> bool:
+        """Whether ``room`` is end-to-end encrypted: from the sync for the process that
+        holds the keys, else from the room's state (asked once)."""
+        known = self.client.rooms.get(room)
+        if known is not None and known.encrypted:
+            return True
+        if room in self._encrypted:
+            return self._encrypted[room]
+        answer = await self.client.room_get_state_event(room, "m.room.encryption")
+        if isinstance(answer, RoomGetStateEventError):
+            if answer.status_code != "M_NOT_FOUND":
+                raise MatrixError(f"cannot tell whether {room} is encrypted: "
+                                  f"{answer.message}", transient=_transient(answer))
+            encrypted = False
+        else:
+            encrypted = answer.content.get("algorithm") == MEGOLM
+        self._encrypted[room] = encrypted
+        return encrypted
+
+    async def _room_for_sending(self, room: str) -> None:
+        """matrix-nio encrypts for the rooms its sync has shown; a room not shown yet (a DM
+        just opened) is made known, with its encryption, so a first message is not lost."""
+        if room not in self.client.rooms:
+            encrypted = await self.is_encrypted(room)
+            known = MatrixRoom(room, self.client.user_id, encrypted)
+            self.client.rooms[room] = known
+            if encrypted:
+                self.client.encrypted_rooms.add(room)
+        invitee = self._invited.pop(room, None)
+        known = self.client.rooms[room]
+        if invitee is not None and invitee not in known.users:
+            # The person has not joined yet: the room's key is shared with their devices
+            # too (as clients do for invited members), or the first message would stay
+            # unreadable to them.
+            known.add_member(invitee, None, None, invited=True)
+            if known.encrypted and self.client.olm is not None:
+                self.client.olm.update_tracked_users(known)
+
     async def send(self, room: str, content: dict[str, Any], key: str) -> str:
+        if self.client.olm is None and await self.is_encrypted(room):
+            return await self._hand_over(room, content, key)
         try:
+            await self._room_for_sending(room)
             answer = await self.client.room_send(room, "m.room.message", content,
                                                  tx_id=txn_id(key),
                                                  ignore_unverified_devices=True)
+        except (LocalProtocolError, EncryptionError) as exc:
+            raise MatrixError(f"could not encrypt for {room}: {exc}", transient=True) from exc
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             # Down or restarting: the same transaction id makes the retry post once.
             raise MatrixError(f"the homeserver is unreachable ({exc})", transient=True) from exc
@@ -277,17 +411,44 @@ class MatrixNetwork:
 
     async def send_file(self, room: str, thread_root: str, filename: str, content_type: str,
                         data: bytes, key: str) -> str:
-        uploaded, _ = await self.client.upload(io.BytesIO(data), content_type=content_type,
-                                               filename=filename, filesize=len(data))
+        """A file into a thread; into an encrypted room the file itself is encrypted and
+        its key travels in the (encrypted) event, as the spec's EncryptedFile."""
+        encrypt = await self.is_encrypted(room)
+        uploaded, keys = await self.client.upload(
+            io.BytesIO(data), content_type="application/octet-stream" if encrypt
+            else content_type, filename=None if encrypt else filename,
+            filesize=len(data), encrypt=encrypt)
         if isinstance(uploaded, UploadError):
             raise MatrixError(f"the homeserver refused the upload of {filename}: "
                               f"{uploaded.message}", transient=_transient(uploaded))
         msgtype = "m.image" if content_type.startswith("image/") else "m.file"
-        return await self.send(room, {
+        content: dict[str, Any] = {
             "msgtype": msgtype, "body": filename, "filename": filename,
-            "url": uploaded.content_uri, "info": {"mimetype": content_type, "size": len(data)},
-            "m.relates_to": thread_relation(thread_root), "m.mentions": {},
-        }, key)
+            "info": {"mimetype": content_type, "size": len(data)},
+            "m.relates_to": thread_relation(thread_root), "m.mentions": {}}
+        if encrypt:
+            content["file"] = {"url": uploaded.content_uri, "mimetype": content_type,
+                               **(keys or {})}
+        else:
+            content["url"] = uploaded.content_uri
+        return await self.send(room, content, key)
+
+
+def _check_key_store(settings: MatrixSettings, device: str | None) -> None:
+    """The key store of the device whose keys were made (``device``) must be there: a new
+    one would be a new identity to everyone the bot shares encrypted rooms with, and
+    every earlier message unreadable. Missing, the start stops with what to do."""
+    folder = Path(settings.key_store)
+    if device is not None and not key_store_file(settings.key_store, settings.user,
+                                                 device).exists():
+        raise LostKeys(
+            f"the end-to-end encryption keys of the bot's device {device} are missing "
+            f"(expected {key_store_file(settings.key_store, settings.user, device)}). "
+            "Restore that file from your backup of SWITCHBOARD_MATRIX_KEY_STORE; or, to "
+            "start over as a new device (encrypted rooms then share their keys again, "
+            "and earlier encrypted messages stay unreadable to the bot), run "
+            "`switchboard matrix new-device`")
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
 
 
 async def recent_messages(client: AsyncClient, room: str, limit: int = 20) -> list[dict[str, Any]]:

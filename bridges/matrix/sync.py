@@ -10,7 +10,15 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
-from nio import InviteMemberEvent, MatrixRoom, RoomMessageText, SyncError
+from nio import (
+    AsyncClient,
+    ErrorResponse,
+    InviteMemberEvent,
+    MatrixRoom,
+    MegolmEvent,
+    RoomMessageText,
+    SyncError,
+)
 
 from bot.errors import StoreError
 from bot.model import Address, ChatRef, Network
@@ -34,6 +42,53 @@ class CommandEvent:
 
 OnCommand = Callable[[CommandEvent], Awaitable[Notice | None]]
 MayInvite = Callable[[Address, str], Awaitable[bool]]
+# Whether to tell ``sender`` now that the bot could not read their message (once each).
+FirstTime = Callable[[str], Awaitable[bool]]
+
+UNREADABLE = ("Switchboard could not read your encrypted message: it does not have the "
+              "room's key for it yet (it asked your devices for it). Send it again; if this "
+              "keeps happening, let your client share keys with unverified devices (in "
+              "Element: Settings > Security & Privacy, turn off 'Never send encrypted "
+              "messages to unverified sessions'), or verify the bot's device.")
+
+
+async def keep_keys(client: AsyncClient) -> None:
+    """After each sync, what matrix-nio's own loop would do for encryption: send queued
+    to-device messages (key shares, key requests), publish one-time keys, learn the
+    devices of the people in encrypted rooms, and open sessions with new ones. Devices
+    are trusted on first use; a new device of someone already known is logged."""
+    if client.olm is None:
+        return
+    await client.send_to_device_messages()
+    if client.should_upload_keys:
+        await _checked(client.keys_upload(), "publishing the bot's one-time keys")
+    if client.should_query_keys:
+        await _checked(client.keys_query(), "asking for people's device keys")
+        _trust_on_first_use(client)
+    if client.should_claim_keys:
+        await _checked(client.keys_claim(client.get_users_for_key_claiming()),
+                       "opening encrypted sessions with new devices")
+
+
+async def _checked(call: Awaitable[Any], what: str) -> None:
+    answer = await call
+    if isinstance(answer, ErrorResponse):
+        log.warning("Matrix encryption: %s failed: %s", what, answer.message)
+
+
+def _trust_on_first_use(client: AsyncClient) -> None:
+    for user_id, devices in client.device_store.items():
+        if user_id == client.user_id:
+            continue
+        known = [d for d in devices.values() if d.verified]
+        for device in devices.values():
+            if device.verified or device.blacklisted or device.deleted:
+                continue
+            if known:
+                log.warning("Matrix: %s has a new device %s (key %s); trusted on first use. "
+                            "If they did not add one, their account may be in other hands.",
+                            user_id, device.id, device.ed25519)
+            client.verify_device(device)
 
 
 def _thread_root(content: dict[str, Any]) -> str:
@@ -45,8 +100,27 @@ def _thread_root(content: dict[str, Any]) -> str:
 
 async def sync_forever(matrix: MatrixNetwork, stop: asyncio.Event,
                        on_command: OnCommand | None = None,
-                       may_invite: MayInvite | None = None) -> None:
+                       may_invite: MayInvite | None = None,
+                       first_unreadable: FirstTime | None = None) -> None:
     client = matrix.client
+
+    async def on_unreadable(room: MatrixRoom, event: MegolmEvent) -> None:
+        """An encrypted event the bot has no key for: ask the sender's devices for the
+        key, and tell the sender (once) rather than drop their message silently."""
+        if event.sender == client.user_id:
+            return
+        log.warning("cannot decrypt %s from %s in %s (session %s): key requested",
+                    event.event_id, event.sender, room.room_id, event.session_id)
+        with contextlib.suppress(Exception):
+            await client.request_room_key(event)
+        try:
+            if first_unreadable is None or await first_unreadable(event.sender):
+                await matrix.notify(Address.matrix(event.sender),
+                                    Notice(f"{event.sender}: {UNREADABLE}"),
+                                    ChatRef(Network.MATRIX, room.room_id, event.event_id,
+                                            _thread_root(event.source.get("content", {}))))
+        except Exception:
+            log.exception("could not tell %s that their message was unreadable", event.sender)
 
     async def on_invite(room: MatrixRoom, event: InviteMemberEvent) -> None:
         if event.state_key != client.user_id or event.membership != "invite":
@@ -88,13 +162,18 @@ async def sync_forever(matrix: MatrixNetwork, stop: asyncio.Event,
                           event.sender)
 
     client.add_event_callback(on_invite, InviteMemberEvent)
+
+    def hear() -> None:
+        client.add_event_callback(on_message, RoomMessageText)
+        if client.olm is not None:
+            client.add_event_callback(on_unreadable, MegolmEvent)
     # Where the last handled batch ended: a restart (or a crash mid-batch) reads on from
     # there, so nothing said to the bot meanwhile is lost. nio would take the token of a
     # batch before its callbacks ran; ours is saved only after they all have.
     since = await matrix.state.sync_token(client.user_id)
     hearing = since is not None
     if hearing:
-        client.add_event_callback(on_message, RoomMessageText)
+        hear()
     backoff = 1.0
     first = True
     while not stop.is_set():
@@ -119,6 +198,10 @@ async def sync_forever(matrix: MatrixNetwork, stop: asyncio.Event,
             backoff = min(30.0, backoff * 2)
             continue
         backoff = 1.0
+        try:
+            await keep_keys(client)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.warning("Matrix encryption upkeep failed (%s); again after the next sync", exc)
         since = answer.next_batch
         try:
             await matrix.state.save_sync_token(client.user_id, since)
@@ -128,7 +211,7 @@ async def sync_forever(matrix: MatrixNetwork, stop: asyncio.Event,
         first = False
         if not hearing:
             # A first start: commands from before it are nobody's to answer now.
-            client.add_event_callback(on_message, RoomMessageText)
+            hear()
             hearing = True
 
 

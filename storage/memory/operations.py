@@ -3,6 +3,7 @@ refused mail, rate-limit counters, the Matrix session, the audit trail."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections import deque
@@ -80,6 +81,9 @@ class MemoryMatrixState:
         self.sessions: dict[str, tuple[str, str]] = {}
         self.dm_rooms: dict[str, str] = {}
         self.sync_tokens: dict[str, str] = {}
+        self.key_devices: dict[str, str] = {}
+        self.outbox: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+        self.answers: dict[str, asyncio.Future[dict[str, object]]] = {}
 
     async def session(self, user_id: str) -> tuple[str, str] | None:
         return self.sessions.get(user_id)
@@ -92,6 +96,39 @@ class MemoryMatrixState:
 
     async def dm_room(self, user_id: str) -> str | None:
         return self.dm_rooms.get(user_id)
+
+    async def keys_device(self, user_id: str) -> str | None:
+        return self.key_devices.get(user_id)
+
+    async def save_keys_device(self, user_id: str, device_id: str | None) -> None:
+        if device_id is None:
+            self.key_devices.pop(user_id, None)
+        else:
+            self.key_devices[user_id] = device_id
+
+    async def hand_over(self, request: dict[str, object], wait: float
+                        ) -> dict[str, object] | None:
+        request_id = secrets.token_hex(12)
+        waiting: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
+        self.answers[request_id] = waiting
+        await self.outbox.put({**request, "id": request_id})
+        try:
+            return await asyncio.wait_for(waiting, wait)
+        except TimeoutError:
+            return None
+        finally:
+            self.answers.pop(request_id, None)
+
+    async def take_handed(self, wait: float) -> dict[str, object] | None:
+        try:
+            return await asyncio.wait_for(self.outbox.get(), wait)
+        except TimeoutError:
+            return None
+
+    async def answer_handed(self, request_id: str, answer: dict[str, object]) -> None:
+        waiting = self.answers.get(request_id)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(answer)
 
     async def sync_token(self, user_id: str) -> str | None:
         return self.sync_tokens.get(user_id)

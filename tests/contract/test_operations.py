@@ -120,6 +120,11 @@ async def test_the_matrix_session_and_dm_rooms(store: AnyStore) -> None:
     await state.save_sync_token("@bot:x", "s1_2")
     await state.save_sync_token("@bot:x", "s3_4")
     assert await state.sync_token("@bot:x") == "s3_4"
+    assert await state.keys_device("@bot:x") is None
+    await state.save_keys_device("@bot:x", "DEVICE")
+    assert await state.keys_device("@bot:x") == "DEVICE"
+    await state.save_keys_device("@bot:x", None)
+    assert await state.keys_device("@bot:x") is None
 
 
 async def test_the_audit_trail_reads_newest_first(store: AnyStore) -> None:
@@ -162,3 +167,19 @@ async def test_a_slack_delivery_is_handled_the_first_time_only(store: AnyStore) 
     assert await spaces.first_time("Ev1", 60) is True
     assert await spaces.first_time("Ev1", 60) is False
     assert await spaces.first_time("Ev2", 60) is True
+
+
+async def test_a_matrix_post_handed_over_is_answered_to_its_sender(store: AnyStore) -> None:
+    state = store.matrix
+
+    async def holder() -> None:
+        request = await state.take_handed(5)
+        assert request is not None and request["room"] == "!r:x"
+        await state.answer_handed(str(request["id"]), {"event_id": "$e1"})
+
+    serving = asyncio.create_task(holder())
+    answer = await state.hand_over({"room": "!r:x", "content": {"body": "hi"}, "key": "k"}, 5)
+    await serving
+    assert answer == {"event_id": "$e1"}
+    assert await state.hand_over({"room": "!r:x", "content": {}, "key": "k2"}, 0.2) is None
+    assert (await state.take_handed(1) or {})["key"] == "k2"  # still there for the holder
