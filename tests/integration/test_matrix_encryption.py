@@ -17,10 +17,10 @@ import aiohttp
 import pytest
 
 from bot.runtime.app import Runtime
-from tests.bridge import SLACK_CHANNEL, Bridge, running_bridge
+from tests.bridge import SLACK_CHANNEL, SLACK_PEOPLE, Bridge, running_bridge
 from tests.conftest import Services
 from tests.e2ee import E2eeUser
-from tests.integration.test_reply_in_chat import email_card, reply_from_slack
+from tests.integration.test_reply_in_chat import email_card, reply_from_slack, slack_dm
 from tests.mailhelp import clear_mailbox, eventually, mailbox, make_mail, send_mail
 from tests.slackapi.client import SlackControl
 
@@ -110,14 +110,19 @@ async def test_commands_and_thread_replies_sent_encrypted_are_acted_on(
     card = await eventually(card_in(dave, room, "Encrypted question"), what="the card")
     thread = {"rel_type": "m.thread", "event_id": card.event_id, "is_falling_back": True,
               "m.in_reply_to": {"event_id": card.event_id}}
-    await dave.send(room, {"msgtype": "m.text", "body": "!sb help", "m.relates_to": thread})
+    await dave.send(room, {"msgtype": "m.text", "body": "!sb im Friday it is, Alice.",
+                           "m.relates_to": thread})
+    # Alice is on Slack: the reply reaches her DM there, and dave is told, encrypted.
+    (dm,) = await eventually(lambda: slack_dm(bridge, SLACK_PEOPLE["alice"]),
+                             what="the !sb im reply in alice's Slack DM")
+    assert "Friday it is, Alice." in str(dm["blocks"])
 
-    async def help_notice() -> Any:
+    async def told() -> Any:
         return next((e for e in dave.messages(room)
                      if e.source.get("content", {}).get("msgtype") == "m.notice"
-                     and "!sb" in getattr(e, "body", "")), None)
+                     and "reached alice" in getattr(e, "body", "")), None)
 
-    await eventually(help_notice, what="the answer to !sb help, decrypted")
+    await eventually(told, what="the notice that it reached alice, decrypted")
     await dave.send(room, {"msgtype": "m.text", "body": "Yes, Friday works.",
                            "m.relates_to": thread})
 
