@@ -7,7 +7,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -34,6 +34,19 @@ class Bridge:
     alice: MatrixUser  # a member of that room
     slack: SlackControl
     services: Services
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    serving: asyncio.Task[None] | None = None
+
+    async def restart(self) -> None:
+        """Stop this Switchboard (as SIGTERM would) and start it again on the same store."""
+        self.stop.set()
+        if self.serving is not None:
+            await self.serving
+        await self.runtime.close()
+        self.runtime = await Runtime.start(self.settings)
+        self.stop = asyncio.Event()
+        self.serving = asyncio.create_task(self.runtime.serve(self.stop))
+        await eventually(_caught_up(self.runtime), what="the IMAP ingest to catch up")
 
     @property
     def listener_port(self) -> int:
@@ -100,13 +113,16 @@ async def running_bridge(services: Services, slack: SlackControl, http: aiohttp.
     settings = Settings.load(env)
     runtime = await Runtime.start(settings)
     stop = asyncio.Event()
-    serving = asyncio.create_task(runtime.serve(stop))
+    bridge = Bridge(runtime, settings, env, room, alice, slack, services, stop,
+                    asyncio.create_task(runtime.serve(stop)))
     try:
         await eventually(_caught_up(runtime), what="the IMAP ingest to catch up")
-        yield Bridge(runtime, settings, env, room, alice, slack, services)
+        yield bridge
     finally:
-        stop.set()
-        await serving
+        bridge.stop.set()
+        if bridge.serving is not None:
+            await bridge.serving
+        runtime = bridge.runtime
         keys = [k async for k in runtime.store.redis.scan_iter(match=f"{prefix}:*", count=1000)]
         if keys:
             await runtime.store.redis.delete(*keys)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import email
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from email import policy
@@ -17,11 +19,14 @@ import aiohttp
 import pytest
 
 from bot.runtime.app import Runtime
+from bridges.errors import MatrixError
+from bridges.matrix.client import key_store_file
 from tests.bridge import SLACK_CHANNEL, SLACK_PEOPLE, Bridge, running_bridge
 from tests.conftest import Services
 from tests.e2ee import E2eeUser
 from tests.integration.test_reply_in_chat import email_card, reply_from_slack, slack_dm
 from tests.mailhelp import clear_mailbox, eventually, mailbox, make_mail, send_mail
+from tests.servers import run_cli
 from tests.slackapi.client import SlackControl
 
 pytestmark = pytest.mark.integration
@@ -86,7 +91,8 @@ async def test_mail_arrives_encrypted_with_its_attachment(
     async with http.get(url, headers={"Authorization":
                                       f"Bearer {dave.client.access_token}"}) as r:
         raw = (await r.json())["chunk"]
-    ours = [e for e in raw if e["sender"] == services.env["SWITCHBOARD_MATRIX_USER"]]
+    ours = [e for e in raw if e["sender"] == services.env["SWITCHBOARD_MATRIX_USER"]
+            and "state_key" not in e]  # its posts, not its joining
     assert ours and all(e["type"] == "m.room.encrypted" for e in ours)
     assert "Encrypted numbers" not in str(ours)
 
@@ -158,24 +164,18 @@ async def test_the_bot_keeps_its_device_across_a_restart(
         encrypted: tuple[Bridge, str], dave: E2eeUser) -> None:
     bridge, room = encrypted
     services = bridge.services
-    device = bridge.runtime.matrix.client.device_id if bridge.runtime.matrix else None
+    assert bridge.runtime.matrix is not None
+    device = bridge.runtime.matrix.client.device_id
     await send_mail(services, make_mail(services.email("alice"), services.email("sales"),
                                         "Before the restart", "One"))
     await eventually(card_in(dave, room, "Before the restart"), what="the first card")
-    again = await Runtime.start(bridge.settings)
-    try:
-        assert again.matrix is not None and again.matrix.client.device_id == device
-        assert again.matrix.encrypting
-        stop = asyncio.Event()
-        serving = asyncio.create_task(again.serve(stop))
-        await send_mail(services, make_mail(services.email("alice"), services.email("sales"),
-                                            "After the restart", "Two"))
-        await eventually(card_in(dave, room, "After the restart"),
-                         what="the second card, decrypted")
-        stop.set()
-        await serving
-    finally:
-        await again.close()
+    await bridge.restart()
+    assert bridge.runtime.matrix is not None and bridge.runtime.matrix.encrypting
+    assert bridge.runtime.matrix.client.device_id == device  # the same device, same keys
+    await send_mail(services, make_mail(services.email("alice"), services.email("sales"),
+                                        "After the restart", "Two"))
+    await eventually(card_in(dave, room, "After the restart"),
+                     what="the second card, decrypted")
 
 
 async def test_an_unreadable_event_is_answered_once(
@@ -231,3 +231,37 @@ async def test_a_worker_hands_encrypted_posts_to_the_key_holder(
     (event,) = await eventually(seen, what="the worker's post, decrypted by dave")
     assert event.source.get("type") == "m.room.message"  # decrypted from m.room.encrypted
     assert event.decrypted
+
+
+async def test_lost_keys_stop_the_start_with_what_to_do(
+        encrypted: tuple[Bridge, str]) -> None:
+    bridge, _ = encrypted
+    settings = bridge.settings
+    assert settings.matrix is not None and bridge.runtime.matrix is not None
+    device = bridge.runtime.matrix.client.device_id
+    kept = key_store_file(settings.matrix.key_store, settings.matrix.user, device)
+    assert kept.exists()
+    env = bridge.services.service_env(**{k: v for k, v in bridge.env.items()
+                                         if k.startswith("SWITCHBOARD_")})
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    aside = kept.with_suffix(".aside")
+    kept.rename(aside)
+    try:
+        with pytest.raises(MatrixError, match=f"keys of the bot's device {device} are missing"):
+            await Runtime.start(settings)
+        code, out, _ = await run_cli("doctor", env=env)
+        assert code == 1 and "FAIL  matrix keys" in out and "new-device" in out
+    finally:
+        aside.rename(kept)
+    code, out, _ = await run_cli("doctor", env=env)
+    assert f"OK    matrix keys device {device}" in out
+    # Starting over is the operator's explicit choice: a new device, new keys.
+    code, out, _ = await run_cli("matrix", "new-device", env=env)
+    assert code == 0 and "new device" in out
+    fresh = await Runtime.start(settings)
+    try:
+        assert fresh.matrix is not None and fresh.matrix.client.device_id != device
+        assert key_store_file(settings.matrix.key_store, settings.matrix.user,
+                              fresh.matrix.client.device_id).exists()
+    finally:
+        await fresh.close()
