@@ -22,7 +22,7 @@ from tests.integration.test_reply_in_chat import (
     sender,
     slack_dm,
 )
-from tests.mailhelp import eventually, send_mail
+from tests.mailhelp import clear_mailbox, eventually, send_mail
 from tests.slackapi.apps import AppCredentials
 from tests.slackapi.client import SlackControl, SocketSender
 
@@ -38,6 +38,7 @@ async def connected(slack: SlackControl) -> bool:
 @pytest.fixture
 async def bridge(services: Services, slack: SlackControl, http: aiohttp.ClientSession
                  ) -> AsyncIterator[Bridge]:
+    await clear_mailbox(services, "alice")  # an earlier run's email would be found first
     async with running_bridge(services, slack, http,
                               SWITCHBOARD_SLACK_APP_TOKEN=AppCredentials().app_token,
                               SWITCHBOARD_SLACK_PING_INTERVAL="1") as running:
