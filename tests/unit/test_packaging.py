@@ -12,7 +12,7 @@ import pytest
 
 from bot import DISTRIBUTION, __version__
 from bot.runtime.cli import main
-from bot.settings import KEYS, Settings, SettingsError
+from bot.settings import DEFAULT_KEY_STORE, KEYS, Settings, SettingsError
 from bot.settings_docs import reference_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,6 +97,11 @@ def test_the_image_and_compose_file_run_as_documented() -> None:
     redis = " ".join(services["redis"]["command"])
     assert "--appendonly yes" in redis and "--maxmemory-policy noeviction" in redis
     assert services["switchboard"]["command"] == ["run"]
+    # The process that holds the Matrix bot's keys keeps them on a volume, where the
+    # default key store is for the image's user.
+    (keys,) = services["switchboard"]["volumes"]
+    assert keys.split(":")[1] + "/matrix-keys" == \
+        DEFAULT_KEY_STORE.replace("~", "/home/switchboard")
     assert services["worker"]["command"] == ["worker"]
     secret_keys = {k.env_file for k in KEYS if k.secret}
     for name in ("switchboard", "worker"):
