@@ -177,6 +177,13 @@ def _routes(text: str) -> tuple[Route, ...]:
     return tuple(routes)
 
 
+def _mechanism(text: str) -> str:
+    mechanism = text.strip().lower()
+    if mechanism not in ("xoauth2", "oauthbearer"):
+        raise ValueError(f"{text!r} is not xoauth2 or oauthbearer")
+    return mechanism
+
+
 def _thread_replies(text: str) -> ThreadReplies:
     try:
         return ThreadReplies(text.lower())
@@ -266,7 +273,9 @@ KEYS: tuple[Key, ...] = (
     Key("imap.host", _text, None, "IMAP server to watch; unset disables IMAP ingest."),
     Key("imap.port", _port, None, "IMAP port (default 993 with `implicit` TLS, else 143)."),
     Key("imap.user", _text, None, "IMAP login (required with `imap.host`)."),
-    Key("imap.password", _text, None, "IMAP password (required with `imap.host`).", secret=True),
+    Key("imap.password", _text, None,
+        "IMAP password (required with `imap.host`, unless `oauth2.token_url` is set).",
+ secret=True),
     Key("imap.tls", _tls, "auto", "IMAP TLS: `auto`, `starttls`, `implicit` or `off`."),
     Key("imap.mailboxes", _mailboxes, "INBOX", "Comma-separated mailboxes to watch."),
     Key("smtp.host", _text, None, "SMTP submission server for outgoing mail."),
@@ -274,6 +283,18 @@ KEYS: tuple[Key, ...] = (
     Key("smtp.user", _text, None, "SMTP login; unset sends without authentication."),
     Key("smtp.password", _text, None, "SMTP password (required with `smtp.user`).", secret=True),
     Key("smtp.tls", _tls, "auto", "SMTP TLS: `auto`, `starttls`, `implicit` or `off`."),
+    Key("oauth2.token_url", _url("http", "https"), None,
+        "OAuth2 token endpoint: IMAP and SMTP log in with an access token from it (SASL "
+        "XOAUTH2 or OAUTHBEARER) instead of a password; Microsoft 365 and Google need this."),
+    Key("oauth2.client_id", _text, None, "OAuth2 client (application) id."),
+    Key("oauth2.client_secret", _text, None, "OAuth2 client secret.", secret=True),
+    Key("oauth2.refresh_token", _text, None,
+        "OAuth2 refresh token of the mailbox (the `refresh_token` grant); unset: the "
+        "`client_credentials` grant (app-only access, e.g. Microsoft 365).", secret=True),
+    Key("oauth2.scope", _text, "", "Scopes asked for, space-separated (e.g. "
+        "`https://outlook.office365.com/.default`, or `https://mail.google.com/`)."),
+    Key("oauth2.mechanism", _mechanism, "xoauth2",
+        "SASL mechanism: `xoauth2` (Microsoft, Google) or `oauthbearer` (RFC 7628)."),
     Key("bot_email", _email, None, "Switchboard's own From address."),
     Key("reply_domain", _domain, None,
         "Domain of reply addresses (`reply+TOKEN@domain`); defaults to the bot_email domain."),
@@ -406,6 +427,20 @@ class ImapSettings:
 
 
 @dataclass(frozen=True)
+class OAuth2Settings:
+    token_url: str
+    client_id: str
+    client_secret: str | None
+    refresh_token: str | None
+    scope: str
+    mechanism: str  # "xoauth2" or "oauthbearer"
+
+    @property
+    def grant(self) -> str:
+        return "refresh_token" if self.refresh_token else "client_credentials"
+
+
+@dataclass(frozen=True)
 class SmtpSettings:
     host: str
     port: int
@@ -451,6 +486,7 @@ class Settings:
     redis_prefix: str
     imap: ImapSettings | None
     smtp: SmtpSettings | None
+    oauth2: OAuth2Settings | None
     bot_email: str | None
     reply_domain: str | None
     slack: SlackSettings | None
@@ -631,11 +667,21 @@ def _slack(v: dict[str, Any], problems: list[str]) -> SlackSettings | None:
 
 def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings | None:
     imap = smtp = slack = matrix = None
-    if v["imap.host"] and _require(v, problems, "imap.host", "imap.user", "imap.password"):
+    oauth2 = None
+    if v["oauth2.token_url"] and _require(v, problems, "oauth2.token_url", "oauth2.client_id"):
+        oauth2 = OAuth2Settings(v["oauth2.token_url"], v["oauth2.client_id"],
+                                v["oauth2.client_secret"], v["oauth2.refresh_token"],
+                                v["oauth2.scope"], v["oauth2.mechanism"])
+        if oauth2.grant == "client_credentials" and not oauth2.client_secret:
+            problems.append(f"{KEYS_BY_NAME['oauth2.client_secret'].env}: required for the "
+                            "client_credentials grant (or set "
+                            f"{KEYS_BY_NAME['oauth2.refresh_token'].env})")
+    login = ("imap.user",) if oauth2 else ("imap.user", "imap.password")
+    if v["imap.host"] and _require(v, problems, "imap.host", *login):
         port = v["imap.port"] or _default_port(v["imap.tls"], 993, 143)
-        imap = ImapSettings(v["imap.host"], port, v["imap.user"], v["imap.password"],
+        imap = ImapSettings(v["imap.host"], port, v["imap.user"], v["imap.password"] or "",
                             v["imap.tls"], v["imap.mailboxes"])
-    if v["smtp.user"] and v["smtp.password"] is None:
+    if v["smtp.user"] and v["smtp.password"] is None and oauth2 is None:
         problems.append(f"{KEYS_BY_NAME['smtp.password'].env}: required when "
                         f"{KEYS_BY_NAME['smtp.user'].env} is set")
     if v["smtp.host"]:
@@ -689,6 +735,7 @@ def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings |
                             org_mail_rate=v["mail_rate.org"])
     return Settings(
         redis_url=v["redis_url"], redis_prefix=v["redis_prefix"], imap=imap, smtp=smtp,
+        oauth2=oauth2,
         bot_email=v["bot_email"], reply_domain=reply_domain, slack=slack, matrix=matrix,
         routes=v["routes"], max_attachment_bytes=v["max_attachment_bytes"],
         max_attachments=v["max_attachments"], ingest_concurrency=v["ingest_concurrency"],

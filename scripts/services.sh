@@ -22,6 +22,10 @@ SYNAPSE_PORT=${SB_SYNAPSE_PORT:-18008}
 IMAPS_PORT=${SB_IMAPS_PORT:-10993}
 SMTPS_PORT=${SB_SMTPS_PORT:-10465}
 SMTP_PLAIN_PORT=${SB_SMTP_PLAIN_PORT:-10026}
+# Submission with SASL through Dovecot (passwords, or OAuth2 tokens checked at OAUTH_PORT,
+# where the tests run their token and introspection server).
+SUBMISSION_PORT=${SB_SUBMISSION_PORT:-10587}
+OAUTH_PORT=${SB_OAUTH_PORT:-10080}
 DNS_PORT=${SB_DNS_PORT:-10053}
 DKIM_SELECTOR=sb2026
 MAIL_DOMAIN=switchboard.test
@@ -184,14 +188,22 @@ ssl = yes
 ssl_cert = <$STATE/tls/server.pem
 ssl_key = <$STATE/tls/server.key
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login xoauth2 oauthbearer
 mail_location = maildir:$STATE/mail/%d/%n/Maildir
 mail_uid = $VMAIL_USER
 mail_gid = $VMAIL_USER
 first_valid_uid = 1
 imap_id_send = name * version *
+# OAuth2 bearer tokens (SASL XOAUTH2 / OAUTHBEARER) are checked with the token server's
+# introspection endpoint, as a mailbox provider does; passwords with the users file.
+passdb {
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = $STATE/dovecot/oauth2.conf.ext
+}
 passdb {
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN username_format=%u $STATE/dovecot/users
 }
 userdb {
@@ -212,6 +224,20 @@ service imap-login {
 protocol imap {
   mail_max_userip_connections = 200
 }
+service auth {
+  # Postfix's submission port authenticates through Dovecot (smtpd_sasl_type = dovecot).
+  unix_listener auth-postfix {
+    mode = 0666
+  }
+}
+EOF
+    cat > "$STATE/dovecot/oauth2.conf.ext" <<EOF
+introspection_mode = post
+introspection_url = http://127.0.0.1:$OAUTH_PORT/introspect
+force_introspection = yes
+username_attribute = username
+active_attribute = active
+active_value = true
 EOF
     mkdir -p "$STATE/dovecot/state"
     if pid_alive "$STATE/dovecot/run/master.pid"; then
@@ -289,6 +315,13 @@ EOF
     {
         printf '127.0.0.1:%s inet n - n - - smtpd\n  -o smtpd_tls_wrappermode=yes\n' "$SMTPS_PORT"
         printf '127.0.0.1:%s inet n - n - - smtpd\n  -o smtpd_tls_security_level=none\n' "$SMTP_PLAIN_PORT"
+        # Submission that demands a login (a password, or an OAuth2 token) through Dovecot.
+        printf '127.0.0.1:%s inet n - n - - smtpd\n' "$SUBMISSION_PORT"
+        printf '  -o smtpd_sasl_auth_enable=yes\n  -o smtpd_sasl_type=dovecot\n'
+        printf '  -o smtpd_sasl_path=%s\n' "$STATE/dovecot/run/auth-postfix"
+        printf '  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject\n'
+        printf '  -o smtpd_recipient_restrictions=permit_sasl_authenticated,reject\n'
+        printf '  -o mynetworks=\n'
     } >> "$etc/master.cf"
     if ! grep -q '^postlog' "$etc/master.cf"; then
         printf 'postlog   unix-dgram n  -       n       -       1       postlogd\n' >> "$etc/master.cf"
@@ -488,6 +521,8 @@ export SWITCHBOARD_MATRIX_KEY_STORE=$STATE/matrix-keys
 export SWITCHBOARD_DNS_SERVER=127.0.0.1:$DNS_PORT
 export SWITCHBOARD_AUTH_TRUSTED_HOSTS=mail.$MAIL_DOMAIN
 export SB_STATE_DIR=$STATE
+export SB_SUBMISSION_PORT=$SUBMISSION_PORT
+export SB_OAUTH_PORT=$OAUTH_PORT
 export SB_DNS_PORT=$DNS_PORT
 export SB_DKIM_KEY=$STATE/dns/dkim.key
 export SB_DKIM_SELECTOR=$DKIM_SELECTOR

@@ -27,8 +27,9 @@ from bridges.email.auth import SenderAuthenticator, use_dns_server
 from bridges.email.imap import ImapIngest
 from bridges.email.listener import BridgeHandler, start_listener
 from bridges.email.mime import MimeReader
+from bridges.email.oauth import OAuthLogin, oauth_login
 from bridges.email.probe import probe_imap, probe_smtp
-from bridges.email.smtp import SmtpSender
+from bridges.email.smtp import smtp_sender
 from bridges.http import HttpServer
 from bridges.matrix.client import MatrixNetwork
 from bridges.matrix.commands import MatrixCommands
@@ -78,6 +79,7 @@ class Runtime:
     reports: ChargeReports | None = None
     permissions: Permissions | None = None
     socket: SocketMode | None = None
+    oauth: OAuthLogin | None = None  # the mailbox's OAuth2 login, shared by IMAP and SMTP
 
     @classmethod
     async def start(cls, settings: Settings, *, holds_matrix_keys: bool = True) -> Runtime:
@@ -100,9 +102,9 @@ class Runtime:
             networks[Network.MATRIX] = matrix
         own = [a for a in (settings.bot_email, settings.imap.user if settings.imap else None)
                if a]
-        mailer = AuditedMailer(SmtpSender(settings.smtp, ca_file=settings.tls_ca_file,
-                                          require_tls=settings.require_tls),
-                               store.audit, MARKER) if settings.smtp else None
+        oauth = oauth_login(settings)
+        sender = smtp_sender(settings, oauth)
+        mailer = AuditedMailer(sender, store.audit, MARKER) if sender else None
         permissions = Permissions(settings.permissions, store.address_book, store.rates,
                                   store.audit)
         metrics = Metrics()
@@ -165,19 +167,20 @@ class Runtime:
         slack_app = None
         if slack is not None and settings.slack is not None:
             cfg = settings.slack
-            oauth = None
+            installing = None
             if installs is not None and cfg.client_id and cfg.client_secret:
-                oauth = OAuthSetup(cfg.client_id, cfg.client_secret,
-                                   f"{settings.public_url.rstrip('/')}{REDIRECT_PATH}",
-                                   cfg.authorize_url, installs, StateStore(store.workspaces))
+                installing = OAuthSetup(cfg.client_id, cfg.client_secret,
+                                        f"{settings.public_url.rstrip('/')}{REDIRECT_PATH}",
+                                        cfg.authorize_url, installs,
+                                        StateStore(store.workspaces))
             slack_app = SlackApp(signing_secret=cfg.signing_secret, client=slack.client,
                                  network=slack, replies=replies, emails=emails,
                                  commands=commands, retry_interval=settings.retry_interval,
-                                 oauth=oauth)
+                                 oauth=installing)
         return cls(settings, store, networks, inbound, replies, emails, commands, matrix,
                    slack, slack_app, metrics=metrics, scheduler=scheduler,
                    authenticator=authenticator, meter=meter, reports=reports,
-                   permissions=permissions)
+                   permissions=permissions, oauth=oauth)
 
     async def close(self) -> None:
         if self.matrix is not None:
@@ -194,7 +197,7 @@ class Runtime:
             for mailbox in s.imap.mailboxes:
                 ingest = ImapIngest(s.imap, mailbox, self.inbound.receive, self.store.ingest,
                                     ca_file=s.tls_ca_file, require_tls=s.require_tls,
-                                    concurrency=s.ingest_concurrency)
+                                    concurrency=s.ingest_concurrency, oauth=self.oauth)
                 self.ingests.append(ingest)
                 tasks.append(asyncio.create_task(ingest.run(stop), name=f"imap {mailbox}"))
         if self.matrix is not None:

@@ -24,10 +24,9 @@ from storage.store import Store
 
 
 def _reports(settings: Settings, store: Store) -> ChargeReports:
-    from bridges.email.smtp import SmtpSender
+    from bridges.email.smtp import smtp_sender
 
-    mailer = SmtpSender(settings.smtp, ca_file=settings.tls_ca_file,
-                        require_tls=settings.require_tls) if settings.smtp else None
+    mailer = smtp_sender(settings)
     return ChargeReports(usage=store.usage, customers=store.customers, mailer=mailer,
                          card=settings.rate_card,
                          bot_email=settings.bot_email or "switchboard@localhost",

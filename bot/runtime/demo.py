@@ -14,7 +14,7 @@ from email.utils import make_msgid
 
 from bot.runtime.app import Runtime
 from bot.settings import Route, Settings
-from bridges.email.smtp import SmtpSender
+from bridges.email.smtp import smtp_sender
 from bridges.matrix.client import recent_messages
 
 WAIT_SECONDS = 30.0
@@ -66,8 +66,9 @@ async def run_demo(settings: Settings, invite: str | None, keep_running: bool) -
               f"{settings.imap.host}:{settings.imap.port}")
         email = sample_email(settings.bot_email)
         sent_at = time.monotonic()
-        await SmtpSender(settings.smtp, ca_file=settings.tls_ca_file,
-                         require_tls=settings.require_tls).send(email)
+        sender = smtp_sender(settings)
+        assert sender is not None
+        await sender.send(email)
         print(f"3. sample email {email['Message-ID']} sent over SMTP to {settings.bot_email}")
         assert runtime.matrix is not None
         post = None

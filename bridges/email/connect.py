@@ -12,12 +12,16 @@ import asyncio
 import functools
 import ssl
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import aioimaplib
 import aiosmtplib
 
 from bot.settings import ImapSettings, SmtpSettings, TlsMode
 from bridges.errors import MailError
+
+if TYPE_CHECKING:
+    from bridges.email.oauth import OAuthLogin
 
 TIMEOUT = 30.0
 
@@ -84,7 +88,91 @@ def smtp_client(cfg: SmtpSettings, *, ca_file: str | None, require_tls: bool) ->
         start_tls = None  # upgrade when offered
     else:
         start_tls = False
-    return aiosmtplib.SMTP(hostname=cfg.host, port=cfg.port, username=cfg.user,
-                           password=cfg.password, use_tls=cfg.tls is TlsMode.IMPLICIT,
+    # No login here: smtp_login does it, with the password or an OAuth2 token.
+    return aiosmtplib.SMTP(hostname=cfg.host, port=cfg.port, use_tls=cfg.tls is TlsMode.IMPLICIT,
                            start_tls=start_tls, tls_context=tls_context(ca_file),
                            timeout=TIMEOUT)
+
+
+async def imap_login(client: aioimaplib.IMAP4, cfg: ImapSettings,
+                     oauth: OAuthLogin | None) -> None:
+    """Log in with the password, or with an OAuth2 access token (SASL XOAUTH2 or
+    OAUTHBEARER); a token the server refuses is renewed once, then the login fails with
+    the server's reason. MailError otherwise."""
+    if oauth is None:
+        answer = await client.login(cfg.user, cfg.password)
+        if answer.result != "OK":
+            raise MailError(f"IMAP login of {cfg.user} refused: {_text(answer.lines)}")
+        return
+    reason = ""
+    for fresh in (False, True):
+        token = await oauth.token(fresh=fresh)
+        answer = await _authenticate(client, oauth, cfg.user, token)
+        if answer.result == "OK":
+            return
+        reason = _text(answer.lines)
+    raise MailError(f"IMAP {oauth.describe} login of {cfg.user} refused, even with a new "
+                    f"token: {reason}", transient=False)
+
+
+async def _authenticate(client: aioimaplib.IMAP4, oauth: OAuthLogin, user: str,
+                        token: str) -> aioimaplib.Response:
+    """AUTHENTICATE with the initial response (SASL-IR). On failure the server may send a
+    challenge with the error; the client answers it with an empty line (RFC 7628) and
+    the server says NO."""
+    protocol = client.protocol
+    mechanism = oauth.cfg.mechanism.upper()
+    command = _SaslCommand(protocol, "AUTHENTICATE", protocol.new_tag(), mechanism,
+                           oauth.initial_response(user, token), loop=protocol.loop)
+    answer = await asyncio.wait_for(protocol.execute(command, scrub=token), TIMEOUT)
+    if answer.result == "OK":
+        protocol.state = aioimaplib.AUTH
+    return answer
+
+
+class _SaslCommand(aioimaplib.Command):
+    """AUTHENTICATE whose error challenge (``+ <base64 JSON>``) is answered, so the server
+    can finish with its NO instead of waiting for the client."""
+
+    def __init__(self, protocol: aioimaplib.IMAP4ClientProtocol, *args: str,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(*args, loop=loop)
+        self._protocol = protocol
+
+    def append_to_resp(self, line: bytes, result: str = "Pending") -> None:
+        if result == "Pending" and line.startswith(b"+") and self._protocol.transport:
+            # XOAUTH2 answers with an empty response, OAUTHBEARER with %x01 (base64).
+            self._protocol.transport.write(b"\r\n" if self.args[0] == "XOAUTH2"
+                                           else b"AQ==\r\n")
+        super().append_to_resp(line, result)
+
+
+def _text(lines: list[bytes]) -> str:
+    return b" ".join(lines).decode(errors="replace")
+
+
+async def smtp_login(client: aiosmtplib.SMTP, cfg: SmtpSettings,
+                     oauth: OAuthLogin | None) -> None:
+    """After connecting: the password login (when a user is set), or the OAuth2 one, a
+    refused token renewed once. aiosmtplib's errors pass through."""
+    if oauth is None:
+        if cfg.user and cfg.password:
+            await client.login(cfg.user, cfg.password)
+        return
+    user = cfg.user or ""
+    for fresh in (False, True):
+        token = await oauth.token(fresh=fresh)
+        try:
+            if oauth.cfg.mechanism == "oauthbearer":
+                answer = await client.execute_command(
+                    b"AUTH", b"OAUTHBEARER", oauth.initial_response(user, token).encode())
+                if answer.code == 334:  # the error challenge: answered, then refused
+                    answer = await client.execute_command(b"AQ==")  # %x01, base64
+                if answer.code != 235:
+                    raise aiosmtplib.SMTPAuthenticationError(answer.code, answer.message)
+            else:
+                await client.auth_xoauth2(user, token)
+            return
+        except aiosmtplib.SMTPAuthenticationError:
+            if fresh:
+                raise

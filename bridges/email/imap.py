@@ -25,7 +25,8 @@ from bot.lanes import LaneBlocked, Lanes
 from bot.mail import Envelope
 from bot.settings import ImapSettings
 from bot.stores import Checkpoint, MailboxState
-from bridges.email.connect import imap_connect
+from bridges.email.connect import imap_connect, imap_login
+from bridges.email.oauth import OAuthLogin
 from bridges.email.order import conversation_keys
 from bridges.email.poison import MAX_FAILURES, failure_text, refusal_for
 from bridges.errors import MailError
@@ -45,8 +46,10 @@ _FETCH_UID = re.compile(rb"\(UID (\d+) ")
 class ImapIngest:
     def __init__(self, cfg: ImapSettings, mailbox: str, deliver: Deliver, ingest: MailboxState,
                  *, holder: str | None = None, ca_file: str | None = None,
-                 require_tls: bool = False, concurrency: int = 32) -> None:
+                 require_tls: bool = False, concurrency: int = 32,
+                 oauth: OAuthLogin | None = None) -> None:
         self.concurrency = concurrency
+        self.oauth = oauth
         self.cfg = cfg
         self.ca_file = ca_file
         self.require_tls = require_tls
@@ -93,10 +96,7 @@ class ImapIngest:
 
         client, _ = await imap_connect(cfg, ca_file=self.ca_file, require_tls=self.require_tls,
                                        lost=lost)
-        answer = await client.login(cfg.user, cfg.password)
-        if answer.result != "OK":
-            raise MailError(f"IMAP login of {cfg.user} refused: "
-                            f"{b' '.join(answer.lines).decode(errors='replace')}")
+        await imap_login(client, cfg, self.oauth)
         return client
 
     async def _session(self, stop: asyncio.Event) -> None:

@@ -11,7 +11,8 @@ import aiosmtplib
 
 from bot.doctor import Check
 from bot.settings import Settings, TlsMode
-from bridges.email.connect import imap_connect, smtp_client
+from bridges.email.connect import imap_connect, imap_login, smtp_client, smtp_login
+from bridges.email.oauth import oauth_login
 from bridges.errors import MailError
 
 _CERT_FIX = ("renew the server's certificate, or point SWITCHBOARD_TLS_CA_FILE at the "
@@ -52,13 +53,16 @@ async def probe_imap(settings: Settings) -> list[Check]:
     try:
         ident = await client.id(name="switchboard")
         version = _imap_version(ident.lines) if ident.result == "OK" else ""
-        login = await client.login(cfg.user, cfg.password)
-        if login.result != "OK":
-            reason = b" ".join(login.lines).decode(errors="replace")
-            return [Check.fail("imap", f"{where} refused the login of {cfg.user}: {reason}",
-                               "check SWITCHBOARD_IMAP_USER and SWITCHBOARD_IMAP_PASSWORD")]
+        oauth = oauth_login(settings)
+        try:
+            await imap_login(client, cfg, oauth)
+        except MailError as exc:
+            fix = ("check the SWITCHBOARD_OAUTH2_* settings" if oauth else
+                   "check SWITCHBOARD_IMAP_USER and SWITCHBOARD_IMAP_PASSWORD")
+            return [Check.fail("imap", f"{where}: {exc}", fix)]
+        how = oauth.describe if oauth else "password"
         checks = [Check.ok("imap", f"{version or 'IMAP server'} at {where} ({protection}), "
-                                   f"logged in as {cfg.user}", version)]
+                                   f"logged in as {cfg.user} ({how})", version)]
         for mailbox in cfg.mailboxes:
             status = await client.select(mailbox)
             if status.result != "OK":
@@ -109,12 +113,19 @@ async def probe_smtp(settings: Settings) -> list[Check]:
             "STARTTLS" if encrypted else "plain")
         version = banner.split(" ESMTP ", 1)[-1].split()[0] if " ESMTP " in banner else ""
         checks = [Check.ok("smtp", f"{banner} at {where} ({protection})", version)]
-        if cfg.user and cfg.password:
+        oauth = oauth_login(settings)
+        if oauth is not None or (cfg.user and cfg.password):
             try:
-                await client.login(cfg.user, cfg.password)
-            except aiosmtplib.SMTPException as exc:
+                await smtp_login(client, cfg, oauth)
+            except (aiosmtplib.SMTPException, MailError) as exc:
+                fix = ("check SWITCHBOARD_SMTP_USER and the SWITCHBOARD_OAUTH2_* settings"
+                       if oauth else
+                       "check SWITCHBOARD_SMTP_USER and SWITCHBOARD_SMTP_PASSWORD")
                 return [Check.fail("smtp", f"{where} refused the login of {cfg.user}: {exc}",
-                                   "check SWITCHBOARD_SMTP_USER and SWITCHBOARD_SMTP_PASSWORD")]
+                                   fix)]
+            checks[0] = Check.ok("smtp", f"{banner} at {where} ({protection}), logged in as "
+                                         f"{cfg.user} ({oauth.describe if oauth else 'password'})",
+                                 version)
         if protection == "plain":
             checks.append(Check.warn("smtp", "the link is not encrypted: mail leaves in clear",
                                      "enable STARTTLS on the server and set "
