@@ -86,11 +86,13 @@ def seal(message: EmailMessage) -> tuple[str, list[str]]:
         message[name] = _clean_header(name, str(value))
     recipients = [a for _, a in getaddresses(
         [str(v) for n in ("to", "cc", "bcc") for v in message.get_all(n, [])]) if a]
-    senders = [a for _, a in getaddresses([str(message.get("sender") or message.get("from")
-                                                or "")]) if a]
+    senders = [a for _, a in getaddresses([str(message.get("return-path")
+                                                or message.get("sender")
+                                                or message.get("from") or "")]) if a]
     if not recipients or len(senders) != 1:
         raise UnsafeHeader("an outgoing email needs one sender and at least one recipient")
     del message["bcc"]
+    del message["return-path"]  # the receiving server writes it from MAIL FROM
     written = BytesHeaderParser(policy=policy.compat32).parsebytes(message.as_bytes())
     expected = [n.lower() for n, _ in message.items()]
     if [n.lower() for n in written] != expected:

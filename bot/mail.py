@@ -83,6 +83,9 @@ class InboundMail:
     # mail by Bcc, alias or list names someone else in To/Cc.
     delivered_to: tuple[Address, ...] = ()
     report: str = ""  # the report's type for a delivery or read report, else ""
+    # A delivery status notification's per-recipient fields (RFC 3464: final-recipient,
+    # action, status, diagnostic-code, ...), lowercased names, unfolded values.
+    delivery_status: tuple[dict[str, str], ...] = ()
 
     @property
     def recipients(self) -> tuple[Address, ...]:

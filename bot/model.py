@@ -230,7 +230,8 @@ ALLOWED_TRANSITIONS: dict[DeliveryState, frozenset[DeliveryState]] = {
                                      DeliveryState.EMAILED}),
     DeliveryState.DELIVERED: frozenset(),
     DeliveryState.CANCELLED: frozenset(),
-    DeliveryState.EMAILED: frozenset(),
+    # Final for every person, but the mail system may still return it: a bounce fails it.
+    DeliveryState.EMAILED: frozenset({DeliveryState.FAILED}),
 }
 
 

@@ -33,7 +33,7 @@ OTHER_DOMAIN=partner.test
 MATRIX_SERVER_NAME=switchboard.test
 MAIL_USERS="alice bob carol dave switchboard"
 MATRIX_USERS="alice bob carol dave"
-SHARED_ALIASES="support sales billing reply"
+SHARED_ALIASES="support sales billing reply bounce"
 PASSWORD=${SB_TEST_PASSWORD:-correct-horse-battery}
 BOT_MATRIX_USER=switchboard
 VMAIL_USER=sbmail
@@ -322,6 +322,9 @@ EOF
         printf '  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject\n'
         printf '  -o smtpd_recipient_restrictions=permit_sasl_authenticated,reject\n'
         printf '  -o mynetworks=\n'
+        # Accepted, then bounced by the mailbox delivery: the asynchronous bounce (a DSN
+        # to the return path) that mail to a mailbox that does not exist gets elsewhere.
+        printf '  -o smtpd_reject_unlisted_recipient=no\n'
     } >> "$etc/master.cf"
     if ! grep -q '^postlog' "$etc/master.cf"; then
         printf 'postlog   unix-dgram n  -       n       -       1       postlogd\n' >> "$etc/master.cf"

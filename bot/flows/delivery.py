@@ -23,6 +23,7 @@ from bot.flows.outcomes import (
     Cancelled,
     CannotReply,
     Delivered,
+    EmailBounced,
     Emailed,
     EmailQueued,
     Outcome,
@@ -31,7 +32,7 @@ from bot.flows.outcomes import (
     choices_for,
     notice_for,
 )
-from bot.flows.outgoing import compose_reply
+from bot.flows.outgoing import bounce_token_for, compose_reply
 from bot.ids import delivery_id_for, retry_chain
 from bot.logs import log_context
 from bot.metering import Meter, Service, customer_of, entry_size, message_size
@@ -252,11 +253,15 @@ class Lifecycle:
         page = await self.history.conversation(delivery.conversation_id, 0, HISTORY_SHOWN)
         token = await self.tokens.issue(delivery.conversation_id, to,
                                         self.policy.reply_token_ttl)
+        # The return path names the delivery, so a bounce finds it (and is checked: the
+        # token is ours, issued for it).
+        bounce = await self.tokens.issue(bounce_token_for(delivery.id), to,
+                                         self.policy.reply_token_ttl)
         message = compose_reply(
             bot_email=self.policy.bot_email, reply_domain=self.policy.reply_domain,
             sender_name=delivery.sender_name, sender=delivery.sender, to=to,
             text=delivery.text, subject=ctx.subject, token=token, message_key=delivery.id,
-            answering=answered, history=tuple(reversed(page.entries)))
+            answering=answered, history=tuple(reversed(page.entries)), bounce_token=bounce)
         try:
             await self.mailer.send(message)
         except BridgeError as exc:
@@ -384,6 +389,23 @@ class Lifecycle:
         return outcome
 
     # --- tell -------------------------------------------------------------------------
+
+    async def bounced(self, delivery_id: str, reason: str) -> bool:
+        """The email of ``delivery_id`` came back: the delivery fails with the remote
+        server's reason and the replier is told where they replied from, once (a second
+        bounce of it finds it failed already). Whether it was an emailed delivery."""
+        delivery = await self.deliveries.get(delivery_id)
+        if delivery is None or delivery.state is not DeliveryState.EMAILED:
+            return False
+        to = delivery.context.email or delivery.recipient
+        try:
+            failed = await self.deliveries.transition(delivery_id, DeliveryState.FAILED,
+                                                      f"bounced: {reason}")
+        except InvalidTransition:
+            return False
+        log.info("delivery %s bounced: %s", delivery_id, reason)
+        await self.tell(failed, notice_for(EmailBounced(delivery_id, to, reason)))
+        return True
 
     async def tell(self, delivery: Delivery, notice: Notice) -> None:
         """Tell the replier, where they replied from when known."""

@@ -23,8 +23,9 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from bot.attachments import AttachmentPolicy
+from bot.bounces import read_bounce
 from bot.errors import BridgeError, StoreError, TransientFailure
-from bot.flows.outgoing import automatic_reason, bounce_message, is_automatic
+from bot.flows.outgoing import BOUNCE_PREFIX, automatic_reason, bounce_message, is_automatic
 from bot.ids import entry_id, new_conversation_id
 from bot.logs import log_context
 from bot.mail import Envelope, InboundMail, SenderAuth, SenderTrust
@@ -82,7 +83,15 @@ class Refused:
     reason: str
 
 
-IngestOutcome = Posted | Duplicate | Refused
+@dataclass(frozen=True)
+class Bounced:
+    """A bounce of Switchboard's own email: its delivery failed, its replier was told."""
+
+    delivery_id: str
+    reason: str
+
+
+IngestOutcome = Posted | Duplicate | Refused | Bounced
 
 
 class PersonDeliveries(Protocol):
@@ -90,6 +99,10 @@ class PersonDeliveries(Protocol):
                         person: Address) -> bool:
         """Whether ``mail`` for ``person`` is held back as a queued delivery (they are
         not present): True when it is, False when it should be posted now."""
+        ...
+
+    async def bounced(self, delivery_id: str, reason: str) -> bool:
+        """An emailed delivery came back: fail it and tell its replier (once)."""
         ...
 
 
@@ -210,6 +223,36 @@ class InboundEmailFlow:
             return found.group(1)
         return None
 
+    def bounce_token(self, mail: InboundMail) -> str | None:
+        """The token of the return path (``bounce+TOKEN@reply-domain``) a bounce came to."""
+        for recipient in mail.recipients:
+            local, _, domain = recipient.value.partition("@")
+            if domain == self.reply_domain and local.startswith(BOUNCE_PREFIX):
+                return local[len(BOUNCE_PREFIX):]
+        return None
+
+    async def _bounce(self, mail: InboundMail, source: str, token: str
+                      ) -> Bounced | Refused:
+        """Mail to a return path: if the token is one issued for a delivery and the mail
+        says it failed, that delivery fails and its replier is told; otherwise it is set
+        aside like any automatic mail (never bridged, never answered)."""
+        bound = await self.tokens.resolve(token)
+        subject = bound[0] if bound else ""
+        if not subject.startswith("bounce:"):
+            return await self._refuse(mail, source, "not bridged: mail to a return address "
+                                      "Switchboard did not issue (or that expired)")
+        report = read_bounce(mail)
+        if report is None or not report.failed:
+            what = report.reason if report else "not a delivery report"
+            return await self._refuse(mail, source, f"not bridged: {what} for a sent email")
+        delivery_id = subject.removeprefix("bounce:")
+        if self.people is None or not await self.people.bounced(delivery_id, report.reason):
+            log.info("a bounce for %s, which is not an emailed delivery (now): kept aside",
+                     delivery_id)
+            return await self._refuse(mail, source, f"not bridged: a bounce for {delivery_id}, "
+                                      "already failed or unknown")
+        return Bounced(delivery_id, report.reason)
+
     async def handle(self, mail: InboundMail, source: str, measure: Measure | None = None
                      ) -> IngestOutcome:
         """Bridge one email. Raises TransientFailure when it should be retried later.
@@ -219,6 +262,9 @@ class InboundEmailFlow:
         posts have begun (exactly-once across a crash): ``arrive``; and what it leaves
         behind (post record, index, history, usage): ``settle``. An answer posted into a
         thread, or a DM, begins its post with one round trip more."""
+        bounce = self.bounce_token(mail)
+        if bounce is not None:
+            return await self._bounce(mail, source, bounce)
         automatic = automatic_reason(mail, self.bot_email)
         if automatic is not None:
             return await self._refuse(mail, source, f"not bridged: {automatic}")

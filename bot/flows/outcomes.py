@@ -61,6 +61,15 @@ class EmailQueued:
 
 
 @dataclass(frozen=True)
+class EmailBounced:
+    """The email was sent, then the recipient's mail system returned it."""
+
+    delivery_id: str
+    to: Address
+    reason: str  # the remote server's words
+
+
+@dataclass(frozen=True)
 class AlreadyHandled:
     delivery_id: str
     state: DeliveryState
@@ -72,7 +81,7 @@ class CannotReply:
 
 
 Outcome = (Delivered | Unavailable | NoChatAddress | Queued | Cancelled | Emailed
-           | EmailQueued | AlreadyHandled | CannotReply)
+           | EmailQueued | EmailBounced | AlreadyHandled | CannotReply)
 
 
 def choices_for(delivery_id: str) -> tuple[Choice, ...]:

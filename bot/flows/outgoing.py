@@ -30,7 +30,7 @@ def reply_subject(subject: str, token: str, is_reply: bool = True) -> str:
 def compose_reply(*, bot_email: str, reply_domain: str, sender_name: str, to: Address,
                   text: str, subject: str, token: str, message_key: str,
                   answering: HistoryEntry | None, history: Sequence[HistoryEntry],
-                  sender: Address | None = None) -> EmailMessage:
+                  sender: Address | None = None, bounce_token: str = "") -> EmailMessage:
     """The email: From the bot in the replier's name, Reply-To the conversation's reply
     address, In-Reply-To/References onto what it answers, text and HTML parts.
 
@@ -52,6 +52,10 @@ def compose_reply(*, bot_email: str, reply_domain: str, sender_name: str, to: Ad
     if references:
         msg["References"] = " ".join(references[-20:])
     msg[MARKER] = marker(message_key, bot_email)
+    if bounce_token:
+        # The envelope sender (VERP): a bounce comes back to an address naming this
+        # delivery. seal() takes it as MAIL FROM and drops the header.
+        msg["Return-Path"] = f"<{bounce_address(bounce_token, reply_domain)}>"
     account = ""
     if sender is not None:
         account = f"{sender.value} on {sender.network.value.title()}"
@@ -61,6 +65,18 @@ def compose_reply(*, bot_email: str, reply_domain: str, sender_name: str, to: Ad
     msg.set_content(render("mail/reply.txt.j2", **context))
     msg.add_alternative(render("mail/reply.html.j2", **context), subtype="html")
     return msg
+
+
+BOUNCE_PREFIX = "bounce+"
+
+
+def bounce_address(token: str, reply_domain: str) -> str:
+    return f"{BOUNCE_PREFIX}{token}@{reply_domain}"
+
+
+def bounce_token_for(delivery_id: str) -> str:
+    """What a bounce token is issued for (where a reply token names a conversation)."""
+    return f"bounce:{delivery_id}"
 
 
 def marker(key: str, bot_email: str) -> str:

@@ -418,6 +418,7 @@ def _parse(raw: bytes, how: policy.Policy, max_attachment_bytes: int,
         attachments=tuple(attachments), notes=tuple(notes), headers=headers, size=len(raw),
         envelope_recipients=envelope_recipients, delivered_to=tuple(delivered),
         report=_report_type(msg, leaves),
+        delivery_status=_delivery_status(msg),
     )
 
 
@@ -425,6 +426,33 @@ _REPORT_PARTS = {"message/delivery-status": "delivery-status",
                  "message/global-delivery-status": "delivery-status",
                  "message/disposition-notification": "disposition-notification",
                  "message/feedback-report": "feedback-report"}
+
+
+DSN_FIELDS = ("final-recipient", "original-recipient", "action", "status",
+              "diagnostic-code", "remote-mta")
+DSN_RECIPIENTS = 20  # per-recipient blocks read of one report
+
+
+def _delivery_status(msg: Message) -> tuple[dict[str, str], ...]:
+    """The per-recipient blocks of a message/delivery-status part (the first block is
+    the reporting MTA's, and has no Action)."""
+    for part in msg.walk():
+        if part.get_content_type() not in ("message/delivery-status",
+                                           "message/global-delivery-status"):
+            continue
+        blocks = part.get_payload()
+        if not isinstance(blocks, list):
+            return ()
+        found = []
+        for block in blocks[:DSN_RECIPIENTS + 1]:
+            if not isinstance(block, Message):
+                continue
+            fields = {name: " ".join(str(block.get(name, "")).split())[:500]
+                      for name in DSN_FIELDS if block.get(name)}
+            if "action" in fields:
+                found.append(fields)
+        return tuple(found)
+    return ()
 
 
 def _report_type(msg: Message, leaves: list[Message]) -> str:

@@ -60,9 +60,13 @@ def test_header_form_cannot_inject_headers() -> None:
     assert header.endswith("<alice@example.com>")
 
 
-def test_final_states_have_no_way_out() -> None:
+def test_final_states_have_no_way_out_but_a_bounce() -> None:
     for state in DeliveryState:
-        assert (not ALLOWED_TRANSITIONS[state]) == state.is_final
+        if state.is_final:
+            bounce = {DeliveryState.FAILED} if state is DeliveryState.EMAILED else set()
+            assert ALLOWED_TRANSITIONS[state] == bounce
+        else:
+            assert ALLOWED_TRANSITIONS[state]
     assert DeliveryState.PENDING in sources_of(DeliveryState.DELIVERED)
     assert DeliveryState.DELIVERED not in sources_of(DeliveryState.QUEUED)
 

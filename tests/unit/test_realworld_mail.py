@@ -118,3 +118,27 @@ def test_every_part_is_shown_uploaded_or_listed(name: str) -> None:
             continue
         assert any(a.content_type == ctype or ctype.startswith("message/")
                    for a in mail.attachments), (name, ctype)
+
+
+@pytest.mark.parametrize("name", ["postfix-dsn.eml", "gmail-dsn.eml", "exchange-ndr.eml",
+                                  "exim-no-autosubmitted.eml", "qmail-failure.eml",
+                                  "sendmail-returned.eml"])
+def test_every_bounce_shape_reads_as_a_failure_with_the_remote_reason(name: str) -> None:
+    from bot.bounces import read_bounce
+
+    mail = parse(load(name), max_attachment_bytes=LIMIT)
+    report = read_bounce(mail)
+    assert report is not None and report.failed, name
+    assert report.reason and len(report.reason) <= 300
+    assert any(word in report.reason.lower() for word in
+               ("5.", "550", "unknown", "does not exist", "not found", "rejected",
+                "no mailbox", "undeliver", "failed")), report.reason
+
+
+def test_a_delay_or_a_read_receipt_is_no_failure() -> None:
+    from bot.bounces import read_bounce
+
+    for name in ("mdn-read-receipt.eml", "vacation-autoreply.eml"):
+        mail = parse(load(name), max_attachment_bytes=LIMIT)
+        report = read_bounce(mail)
+        assert report is None or not report.failed, name
