@@ -22,6 +22,7 @@ class AuditAction(enum.StrEnum):
     MAIL_SENT = "mail_sent"  # an email left (reply, send as email, code, report, bounce)
     REFUSED = "refused"  # a person's action was not allowed
     INVITE_REFUSED = "invite_refused"  # the bot did not join a room
+    ERASED = "erased"  # a person's data was erased on request (not what it was)
 
 
 @dataclass(frozen=True)

@@ -384,6 +384,9 @@ KEYS: tuple[Key, ...] = (
         "Seconds a queued delivery waits for its recipient before the replier is asked again."),
     Key("presence_unknown", _presence_policy, "available",
         "How to treat a person whose network does not report presence: `available` or `away`."),
+    Key("history.retention_days", _positive_int, None,
+        "Days history is kept: older entries (bodies, attachment references, their "
+        "indexes) are removed hourly, in bounded batches; unset: kept."),
     Key("reply_token_ttl", _positive_int, "2592000",
         "Seconds a reply address (`reply+TOKEN@…`) stays valid (default 30 days)."),
     Key("http.listen", _listen, "127.0.0.1:8080",
@@ -506,6 +509,7 @@ class Settings:
     retry_interval: int
     retry_deadline: int
     presence_unknown: str
+    history_retention_days: int | None
     reply_token_ttl: int
     http_listen: tuple[str, int]
     public_url: str
@@ -746,6 +750,7 @@ def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings |
         smtp_listen=v["smtp_listen"], smtp_listen_max_bytes=v["smtp_listen_max_bytes"],
         retry_interval=v["retry.interval"], retry_deadline=v["retry.deadline"],
         presence_unknown=v["presence_unknown"], reply_token_ttl=v["reply_token_ttl"],
+        history_retention_days=v["history.retention_days"],
         http_listen=v["http.listen"],
         public_url=v["public_url"] or "http://{}:{}".format(*v["http.listen"]),
         rate_card=v["rate_card"], meter_memory=v["meter_memory"],

@@ -334,6 +334,29 @@ class Workspaces(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Erased:
+    """What erasing a person removed, as counts (what it was is not kept anywhere)."""
+
+    entries: int
+    reply_tokens: int
+    deliveries: int
+
+
+class Erasure(Protocol):
+    """Retention and erasure: operator work, not the flows'."""
+
+    async def expire_history(self, before: float, batch: int) -> int:
+        """Remove up to ``batch`` of the oldest history entries written before ``before``;
+        how many were removed (0: none left)."""
+        ...
+
+    async def forget(self, addresses: Sequence[Address]) -> Erased:
+        """Erase the history entries, reply tokens and unfinished deliveries of the person
+        known by ``addresses`` (their address-book entries are the address book's)."""
+        ...
+
+
 class Stores(Protocol):
     """Every store the core uses, as one (the Redis store, the in-memory store)."""
 

@@ -14,7 +14,7 @@ from bot.stores import Arrival
 from storage.codec import dump_entry, load_mapping
 from storage.connection import Redis, RedisBacked, text
 from storage.conversations import BEGIN_FUNCTION, RECORD_POST, chat_key, dump_ref, load_ref
-from storage.history import APPEND_ENTRY, check_id
+from storage.history import APPEND_ENTRY, check_id, entry_keys
 from storage.keys import Keys
 from storage.ratelimit import HIT_FUNCTION
 from storage.usage import add_usage
@@ -130,8 +130,7 @@ class RedisArrivals(RedisBacked):
         check_id("entry", entry.id)
         message_id = entry.meta.get("message_id", "")
         k = self.keys
-        history_keys = [k.conversation_entries(cid), k.conversation_timeline(cid),
-                        *(k.person_history(str(a)) for a in entry.participants)]
+        history_keys = entry_keys(k, entry)
         async with (self._translated(f"recording an email of conversation {cid}"),
                     self.redis.pipeline(transaction=True) as pipe):
             if ref is not None:

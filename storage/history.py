@@ -12,14 +12,24 @@ from collections.abc import Sequence
 from bot.model import Address, HistoryEntry, HistoryPage
 from storage.codec import dump_entry, load_entry
 from storage.connection import RedisBacked, text
+from storage.keys import Keys
 
-# KEYS: entries hash, timeline, participant timelines... ARGV: entry id, record, score.
+# KEYS: entries hash, timeline, the all-entries index, participant timelines...
+# ARGV: entry id, record, score, conversation/entry.
 APPEND_ENTRY = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 for i = 3, #KEYS do redis.call('ZADD', KEYS[i], ARGV[3], ARGV[4]) end
 return 1
 """
+
+
+def entry_keys(keys: Keys, entry: HistoryEntry) -> list[str]:
+    """The keys APPEND_ENTRY writes for ``entry``: where it is kept and indexed by time
+    (its conversation, every entry's index for retention, each participant)."""
+    cid = entry.conversation_id
+    return [keys.conversation_entries(cid), keys.conversation_timeline(cid),
+            keys.history_index(), *(keys.person_history(str(a)) for a in entry.participants)]
 
 _SEP = "/"  # conversation ids and entry ids never contain it (see check_id)
 
@@ -34,8 +44,7 @@ class RedisHistory(RedisBacked):
         check_id("conversation", entry.conversation_id)
         check_id("entry", entry.id)
         cid = entry.conversation_id
-        keys = [self.keys.conversation_entries(cid), self.keys.conversation_timeline(cid),
-                *(self.keys.person_history(str(a)) for a in entry.participants)]
+        keys = entry_keys(self.keys, entry)
         async with self._translated(f"recording history of conversation {cid}"):
             added = await self.redis.eval(APPEND_ENTRY, len(keys), *keys, entry.id,
                                           dump_entry(entry), repr(entry.at),

@@ -28,6 +28,15 @@ class Keys:
         """sorted set: entry id scored by its time."""
         return self._k("conv", conversation_id, "timeline")
 
+    def history_index(self) -> str:
+        """sorted set: every ``conversation id / entry id`` scored by time (retention
+        finds the oldest entries here, in batches)."""
+        return self._k("hist-all")
+
+    def reply_tokens_of(self, address: str) -> str:
+        """set: the reply tokens issued to ``address`` (erasure revokes them)."""
+        return self._k("tokens-of", address)
+
     def person_history(self, address: str) -> str:
         """sorted set: ``conversation id / entry id`` scored by time, per participant."""
         return self._k("hist", address)

@@ -12,6 +12,7 @@ from storage.audit import RedisAudit
 from storage.connection import Redis, connect, translated
 from storage.conversations import RedisConversations
 from storage.deliveries import RedisDeliveries
+from storage.erasure import RedisErasure
 from storage.history import RedisHistory
 from storage.ingest import RedisIngest
 from storage.keys import Keys
@@ -49,6 +50,7 @@ class Store:
     audit: RedisAudit
     arrivals: RedisArrivals
     workspaces: RedisWorkspaces
+    erasure: RedisErasure
 
     @classmethod
     def open(cls, url: str, prefix: str = "sb", ca_file: str | None = None) -> Store:
@@ -60,7 +62,8 @@ class Store:
                    RedisTokens(client, keys), RedisVerifications(client, keys),
                    RedisRateLimits(client, keys), RedisUsage(client, keys),
                    RedisCustomers(client, keys), RedisAudit(client, keys),
-                   RedisArrivals(client, keys), RedisWorkspaces(client, keys))
+                   RedisArrivals(client, keys), RedisWorkspaces(client, keys),
+                   RedisErasure(client, keys))
 
     async def server_info(self) -> ServerInfo:
         """Version and persistence of the Redis server; raises StoreUnavailable."""

@@ -20,9 +20,15 @@ def new_token() -> str:
 class RedisTokens(RedisBacked):
     async def issue(self, conversation_id: str, recipient: Address, ttl: int) -> str:
         token = new_token()
-        async with self._translated("issuing a reply token"):
-            await self.redis.set(self.keys.reply_token(token),
-                                 json.dumps([conversation_id, str(recipient)]), ex=ttl)
+        issued = self.keys.reply_tokens_of(str(recipient))
+        async with self._translated("issuing a reply token"), \
+                self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self.keys.reply_token(token),
+                     json.dumps([conversation_id, str(recipient)]), ex=ttl)
+            # Which tokens a person was given, so erasing them revokes every one.
+            pipe.sadd(issued, token)
+            pipe.expire(issued, ttl)
+            await pipe.execute()
         return token
 
     async def resolve(self, token: str) -> tuple[str, Address] | None:

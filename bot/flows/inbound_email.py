@@ -483,16 +483,29 @@ class InboundEmailFlow:
             f"{r.network}:{r.room}:{r.message}" for r in refs),
             "sender_auth": mail.auth.trust.value, "sender_checks": mail.auth.summary}
         if mail.quoted:
-            meta["quoted"] = mail.quoted
+            meta["quoted"] = kept_text(mail.quoted)
         if mail.references:
             meta["references"] = " ".join(mail.references)
         sender = mail.sender or Address.email("unknown@switchboard.invalid")
         return HistoryEntry(
             id=eid, conversation_id=cid, kind=EntryKind.EMAIL, sender=sender,
-            recipients=mail.recipients, at=mail.date, text=mail.body, subject=mail.subject,
+            recipients=mail.recipients, at=mail.date, text=kept_text(mail.body),
+            subject=mail.subject,
             attachments=tuple(AttachmentRef(a.filename, a.content_type, a.size)
                               for a in mail.attachments),
             meta=meta)
+
+
+HISTORY_TEXT_LIMIT = 64 * 1024  # characters of a body kept in history
+
+
+def kept_text(text: str) -> str:
+    """What history keeps of a body: all of it, up to a bound (what one email can cost in
+    memory); past it, the start and a note (the whole text stays in the mailbox)."""
+    if len(text) <= HISTORY_TEXT_LIMIT:
+        return text
+    return (text[:HISTORY_TEXT_LIMIT] + f"\n\n[… {len(text) - HISTORY_TEXT_LIMIT:,} more "
+            "characters are not kept in history; the whole email is in the mailbox]")
 
 
 def _target_of(key: str, ref: ChatRef) -> ChatTarget:

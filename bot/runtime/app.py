@@ -12,6 +12,7 @@ from bot.attachments import AttachmentPolicy
 from bot.audit import AuditedMailer
 from bot.commands import Commands
 from bot.doctor import Probe
+from bot.errors import StoreError
 from bot.flows.delivery import Lifecycle, Policy
 from bot.flows.inbound_email import InboundEmailFlow
 from bot.flows.outgoing import MARKER
@@ -22,6 +23,7 @@ from bot.model import Network
 from bot.permissions import Permissions, thread_rule
 from bot.ports import ChatNetwork
 from bot.reports import ChargeReports, current_month
+from bot.retention import expire_history
 from bot.settings import Settings
 from bridges.email.auth import SenderAuthenticator, use_dns_server
 from bridges.email.imap import ImapIngest
@@ -48,6 +50,7 @@ from storage.store import Store
 
 log = logging.getLogger(__name__)
 SHUTDOWN_GRACE = 30.0
+RETENTION_EVERY = 3600.0  # seconds between two passes of history retention
 
 
 def doctor_probes() -> list[Probe]:
@@ -211,6 +214,9 @@ class Runtime:
             if self.matrix.encrypting:
                 tasks.append(asyncio.create_task(self.matrix.serve_handed(stop),
                                                  name="matrix hand-over"))
+        if s.history_retention_days:
+            tasks.append(asyncio.create_task(
+                self._keep_history(stop, s.history_retention_days), name="retention"))
         listener = None
         if s.smtp_listen is not None:
             handler = BridgeHandler(self.inbound.accepts, self.inbound.receive,
@@ -249,6 +255,19 @@ class Runtime:
             with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
                 await asyncio.wait_for(task, 15)
         log.info("stopped")
+
+    async def _keep_history(self, stop: asyncio.Event, days: int) -> None:
+        """History past its retention age goes: at start, then every hour."""
+        while not stop.is_set():
+            try:
+                removed = await expire_history(self.store.erasure, days)
+                if removed:
+                    log.info("retention: %d history entries older than %d days removed",
+                             removed, days)
+            except StoreError as exc:
+                log.warning("retention could not run (%s); again in an hour", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), RETENTION_EVERY)
 
     async def _first_unreadable(self, sender: str) -> bool:
         """Tell a sender the bot could not read their message once a day, not each time."""

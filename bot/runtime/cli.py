@@ -162,6 +162,29 @@ def cmd_slack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forget(args: argparse.Namespace) -> int:
+    """`switchboard forget ADDRESS`: erase a person (see bot/retention.py)."""
+    from bot.model import Address, AddressError
+    from bot.retention import forget
+
+    try:
+        person = Address.parse(args.address)
+    except AddressError as exc:
+        print(f"switchboard forget: {exc}", file=sys.stderr)
+        return 2
+
+    async def work(settings: Settings, store: Store) -> list[str]:
+        done = await forget(person, store.address_book, store.erasure, store.audit,
+                            by="operator (switchboard forget)")
+        e = done.erased
+        return [f"erased: {e.entries} history entries, {done.addresses} address-book "
+                f"entries, {e.reply_tokens} reply tokens, {e.deliveries} unfinished "
+                "deliveries; the audit trail records that an erasure was done (not whose "
+                "data or what). Mail in the mailbox itself is the mail server's to delete."]
+
+    return with_store(args, work)
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     """`switchboard init [PATH]`: a commented settings file with every key (needs none)."""
     from pathlib import Path
@@ -225,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a Matrix user to invite to the demo room (e.g. @alice:server)")
     demo.add_argument("--keep-running", action="store_true",
                       help="keep Switchboard running after the sample email arrived")
+    forget = sub.add_parser("forget", help="erase a person: history, address book, reply "
+                                           "tokens, unfinished deliveries")
+    forget.add_argument("address", help="an email address, a Slack TEAM/USER or a Matrix "
+                                        "@user:server (all addresses linked to it go too)")
     matrix = sub.add_parser("matrix", help="the Matrix bot's device")
     matrix_sub = matrix.add_subparsers(dest="matrix_command", required=True)
     matrix_sub.add_parser("new-device", help="forget the bot's device: the next start logs in "
@@ -252,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure()
     commands = {"doctor": cmd_doctor, "run": cmd_run, "demo": cmd_demo,
                 "pending": cmd_pending, "audit": cmd_audit, "slack": cmd_slack,
-                "init": cmd_init, "matrix": cmd_matrix,
+                "init": cmd_init, "matrix": cmd_matrix, "forget": cmd_forget,
                 "worker": cmd_worker,
                 **BILLING_COMMANDS}
     return commands[args.command](args)
