@@ -146,7 +146,7 @@ class InboundEmailFlow:
         """Whether mail to ``recipient`` can be bridged (the SMTP listener asks)."""
         local, _, domain = recipient.value.partition("@")
         if recipient.value in self.routes or (domain == self.reply_domain
-                                              and local.startswith("reply+")):
+                                              and local.startswith(("reply+", BOUNCE_PREFIX))):
             return True
         identity = await self.address_book.resolve(recipient)
         return identity is not None and any(
