@@ -37,16 +37,24 @@ class Bridge:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     serving: asyncio.Task[None] | None = None
 
-    async def restart(self) -> None:
-        """Stop this Switchboard (as SIGTERM would) and start it again on the same store."""
+    async def halt(self) -> None:
+        """Stop this Switchboard, as SIGTERM would (``resume`` starts it again)."""
         self.stop.set()
         if self.serving is not None:
             await self.serving
+            self.serving = None
         await self.runtime.close()
+
+    async def resume(self) -> None:
+        """Start it again, on the same store and settings."""
         self.runtime = await Runtime.start(self.settings)
         self.stop = asyncio.Event()
         self.serving = asyncio.create_task(self.runtime.serve(self.stop))
         await eventually(_caught_up(self.runtime), what="the IMAP ingest to catch up")
+
+    async def restart(self) -> None:
+        await self.halt()
+        await self.resume()
 
     @property
     def listener_port(self) -> int:
@@ -81,6 +89,9 @@ def bridge_env(services: Services, slack: SlackControl, prefix: str, room: str,
         "SWITCHBOARD_MAX_ATTACHMENT_BYTES": "5000000",
         "SWITCHBOARD_SMTP_LISTEN": f"127.0.0.1:{free_port()}",
         "SWITCHBOARD_SMTP_LISTEN_MAX_BYTES": "1000000",
+        # The tests' Matrix people read with plain HTTP clients, which cannot decrypt; the
+        # encryption tests turn encrypted DMs back on (the product's default).
+        "SWITCHBOARD_MATRIX_ENCRYPTED_DMS": "false",
     })
     # Routes given by a test may name the test's room as {room}.
     env.update({k: v.replace("{room}", room) for k, v in extra.items()})

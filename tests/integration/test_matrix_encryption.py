@@ -59,7 +59,8 @@ async def encrypted(services: Services, slack: SlackControl, http: aiohttp.Clien
         await clear_mailbox(services, user)
     routes = (f"{services.email('support')}=slack:{SLACK_CHANNEL},"
               f"{services.email('sales')}=matrix:{room};replies=email")
-    async with running_bridge(services, slack, http, SWITCHBOARD_ROUTES=routes) as bridge:
+    async with running_bridge(services, slack, http, SWITCHBOARD_ROUTES=routes,
+                              SWITCHBOARD_MATRIX_ENCRYPTED_DMS="true") as bridge:
         await eventually(lambda: joined(services, http, dave.client.access_token, room, bot),
                          what="the bot in the encrypted room")
         yield bridge, room
@@ -244,6 +245,7 @@ async def test_lost_keys_stop_the_start_with_what_to_do(
     env = bridge.services.service_env(**{k: v for k, v in bridge.env.items()
                                          if k.startswith("SWITCHBOARD_")})
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    await bridge.halt()  # stopped; then its key file is lost
     aside = kept.with_suffix(".aside")
     kept.rename(aside)
     try:
@@ -253,6 +255,7 @@ async def test_lost_keys_stop_the_start_with_what_to_do(
         assert code == 1 and "FAIL  matrix keys" in out and "new-device" in out
     finally:
         aside.rename(kept)
+        await bridge.resume()
     code, out, _ = await run_cli("doctor", env=env)
     assert f"OK    matrix keys device {device}" in out
     # Starting over is the operator's explicit choice: a new device, new keys.
