@@ -49,8 +49,8 @@ async def test_history_past_its_age_goes_in_batches_and_the_rest_stays(store: St
 
 async def test_forgetting_a_person_leaves_nothing_of_them(store: Store) -> None:
     now = time.time()
-    await store.address_book.link(ALICE, provenance=Provenance.VERIFIED, verified=True)
-    await store.address_book.link(ALICE_SLACK, provenance=Provenance.VERIFIED, verified=True,
+    await store.address_book.link(ALICE, provenance=Provenance.SELF_LINKED, verified=True)
+    await store.address_book.link(ALICE_SLACK, provenance=Provenance.SELF_LINKED, verified=True,
                                   to=ALICE)
     await store.history.append(entry(1, "c1", ALICE, BOB, now))
     await store.history.append(entry(2, "c1", BOB, ALICE_SLACK, now + 1))
