@@ -177,6 +177,14 @@ def _routes(text: str) -> tuple[Route, ...]:
     return tuple(routes)
 
 
+def _teams(text: str) -> tuple[str, ...]:
+    teams = tuple(t.strip().upper() for t in text.split(",") if t.strip())
+    for team in teams:
+        if not re.fullmatch(r"[TE][A-Z0-9]{2,}", team):
+            raise ValueError(f"{team!r} is not a Slack team id (like T0123ABCD)")
+    return teams
+
+
 def _mechanism(text: str) -> str:
     mechanism = text.strip().lower()
     if mechanism not in ("xoauth2", "oauthbearer"):
@@ -314,6 +322,9 @@ KEYS: tuple[Key, ...] = (
         "each with its own bot token; instead of `slack.bot_token`."),
     Key("slack.client_secret", _text, None,
         "The Slack app's client secret (required with `slack.client_id`).", secret=True),
+    Key("slack.install_teams", _teams, "",
+        "Workspaces (team ids, comma-separated) allowed to install the app through "
+        "`/slack/install`; empty: any workspace whose admin approves it."),
     Key("slack.authorize_url", _url("http", "https"), SLACK_AUTHORIZE_URL,
         "Where `/slack/install` sends the admin to approve the app (Slack's OAuth page)."),
     Key("slack.api_url", _url("http", "https"), SLACK_API_URL,
@@ -462,6 +473,7 @@ class SlackSettings:
     client_secret: str | None = None
     authorize_url: str = SLACK_AUTHORIZE_URL
     ping_interval: int = 10
+    install_teams: tuple[str, ...] = ()  # empty: any workspace may install
 
     @property
     def socket_mode(self) -> bool:
@@ -666,7 +678,7 @@ def _slack(v: dict[str, Any], problems: list[str]) -> SlackSettings | None:
         return None
     return SlackSettings(token, v["slack.signing_secret"], v["slack.api_url"], app_token,
                          client, v["slack.client_secret"], v["slack.authorize_url"],
-                         v["slack.ping_interval"])
+                         v["slack.ping_interval"], v["slack.install_teams"])
 
 
 def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings | None:
@@ -712,7 +724,7 @@ def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings |
                                 f"{KEYS_BY_NAME['require_tls'].env} is true; "
                                 "use auto, starttls or implicit")
         for name, scheme in (("redis_url", "redis"), ("matrix.homeserver", "http"),
-                             ("slack.api_url", "http")):
+                             ("slack.api_url", "http"), ("oauth2.token_url", "http")):
             url = v.get(name)
             if url and urlsplit(url).scheme == scheme and not _loopback(url):
                 problems.append(f"{KEYS_BY_NAME[name].env}: {url} is a plain link but "

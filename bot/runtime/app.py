@@ -93,7 +93,8 @@ class Runtime:
         slack = matrix = None
         installs = None
         if settings.slack is not None:
-            installs = InstallationStore(store.workspaces) if settings.slack.installs else None
+            installs = InstallationStore(store.workspaces, settings.slack.install_teams) \
+                if settings.slack.installs else None
             slack = SlackNetwork(web_client(settings.slack.bot_token, settings.slack.api_url,
                                             settings.tls_ca_file),
                                  tokens=installs.bot_token if installs else None)

@@ -12,6 +12,7 @@ import logging
 import time
 from typing import Any
 
+from slack_bolt.error import BoltError
 from slack_sdk.oauth.installation_store import Bot, Installation
 from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
 from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
@@ -44,8 +45,9 @@ class InstallationStore(AsyncInstallationStore):
     """One installation per workspace; Enterprise Grid org-wide installs are refused
     (``is_enterprise_install``), as nothing here is kept per organisation."""
 
-    def __init__(self, workspaces: Workspaces) -> None:
+    def __init__(self, workspaces: Workspaces, allowed: tuple[str, ...] = ()) -> None:
         self.workspaces = workspaces
+        self.allowed = allowed  # empty: any workspace
 
     @property
     def logger(self) -> logging.Logger:
@@ -53,8 +55,15 @@ class InstallationStore(AsyncInstallationStore):
 
     async def async_save(self, installation: Installation) -> None:
         if installation.is_enterprise_install or not installation.team_id:
-            raise ValueError("an org-wide (Enterprise Grid) install is not supported: install "
-                             "Switchboard into each workspace")
+            raise BoltError("an org-wide (Enterprise Grid) install is not supported: install "
+                            "Switchboard into each workspace")
+        if self.allowed and installation.team_id not in self.allowed:
+            log.warning("Slack workspace %s (%s) tried to install Switchboard and is not "
+                        "in SWITCHBOARD_SLACK_INSTALL_TEAMS: refused", installation.team_id,
+                        installation.team_name)
+            # Bolt answers its failure page for its own error type.
+            raise BoltError(f"workspace {installation.team_id} may not install this "
+                            "Switchboard")
         await self.workspaces.save(installation.team_id, _record(installation))
         log.info("Slack workspace %s (%s) installed Switchboard", installation.team_id,
                  installation.team_name)

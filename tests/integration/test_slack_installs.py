@@ -234,3 +234,26 @@ async def test_a_forged_or_replayed_state_installs_nothing(bridge: Bridge,
     status, _ = await attacker.come_back(code, state)
     assert status in (400, 401)
     assert await store.workspaces.teams() == []
+
+
+async def test_only_the_allowed_workspaces_may_install(services: Services, slack: SlackControl,
+                                                       http: aiohttp.ClientSession) -> None:
+    app = AppCredentials()
+    await slack.add_workspace(SECOND, "Second Co")
+    await slack.add_workspace(THIRD, "Third Co")
+    port = free_port()
+    async with running_bridge(
+            services, slack, http, unset=("SWITCHBOARD_SLACK_BOT_TOKEN",),
+            SWITCHBOARD_SLACK_CLIENT_ID=app.client_id,
+            SWITCHBOARD_SLACK_CLIENT_SECRET=app.client_secret,
+            SWITCHBOARD_SLACK_AUTHORIZE_URL=f"{slack.base_url}/oauth/v2/authorize",
+            SWITCHBOARD_SLACK_INSTALL_TEAMS=f"{FIRST},{SECOND}",
+            SWITCHBOARD_HTTP_LISTEN=f"127.0.0.1:{port}",
+            SWITCHBOARD_PUBLIC_URL=f"http://127.0.0.1:{port}",
+            SWITCHBOARD_ROUTES=f"{services.email('support')}=slack:{FIRST}/{SLACK_CHANNEL}"
+    ) as bridge:
+        assert (await install(bridge, SECOND))[0] == 200
+        status, page = await install(bridge, THIRD)
+        assert status >= 400 and "Something Went Wrong" in page
+        assert await bridge.runtime.store.workspaces.teams() == [SECOND]
+
