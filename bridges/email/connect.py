@@ -130,7 +130,7 @@ async def _authenticate(client: aioimaplib.IMAP4, oauth: OAuthLogin, user: str,
     return answer
 
 
-class _SaslCommand(aioimaplib.Command):
+class _SaslCommand(aioimaplib.Command):  # type: ignore[misc]  # aioimaplib is untyped
     """AUTHENTICATE whose error challenge (``+ <base64 JSON>``) is answered, so the server
     can finish with its NO instead of waiting for the client."""
 

@@ -70,7 +70,7 @@ class OAuthLogin:
             form["scope"] = cfg.scope
         if self._refresh_token:
             form["refresh_token"] = self._refresh_token
-        ssl = tls_context(self.ca_file) if cfg.token_url.startswith("https://") else None
+        ssl = tls_context(self.ca_file) if cfg.token_url.startswith("https://") else True
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http, \
                     http.post(cfg.token_url, data=form, ssl=ssl) as answer:
