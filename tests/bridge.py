@@ -4,6 +4,7 @@ the local Slack server; a Slack channel and a Matrix room routed from shared add
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -137,6 +138,11 @@ async def running_bridge(services: Services, slack: SlackControl, http: aiohttp.
         keys = [k async for k in runtime.store.redis.scan_iter(match=f"{prefix}:*", count=1000)]
         if keys:
             await runtime.store.redis.delete(*keys)
+        if runtime.matrix is not None:
+            # This test's device goes with its keys (its store's keys went above): every
+            # device the bot keeps is in each client's key queries for it.
+            with contextlib.suppress(Exception):
+                await runtime.matrix.client.logout()
         await runtime.close()
         await retire_room(services, http, room, alice)
 
