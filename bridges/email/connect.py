@@ -102,7 +102,8 @@ async def imap_login(client: aioimaplib.IMAP4, cfg: ImapSettings,
     if oauth is None:
         answer = await client.login(cfg.user, cfg.password)
         if answer.result != "OK":
-            raise MailError(f"IMAP login of {cfg.user} refused: {_text(answer.lines)}")
+            raise MailError(f"{cfg.host}:{cfg.port} refused the login of {cfg.user}: "
+                            f"{_text(answer.lines)}")
         return
     reason = ""
     for fresh in (False, True):
@@ -111,8 +112,8 @@ async def imap_login(client: aioimaplib.IMAP4, cfg: ImapSettings,
         if answer.result == "OK":
             return
         reason = _text(answer.lines)
-    raise MailError(f"IMAP {oauth.describe} login of {cfg.user} refused, even with a new "
-                    f"token: {reason}", transient=False)
+    raise MailError(f"{cfg.host}:{cfg.port} refused the {oauth.describe} login of "
+                    f"{cfg.user}, even with a new token: {reason}", transient=False)
 
 
 async def _authenticate(client: aioimaplib.IMAP4, oauth: OAuthLogin, user: str,

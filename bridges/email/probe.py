@@ -59,7 +59,7 @@ async def probe_imap(settings: Settings) -> list[Check]:
         except MailError as exc:
             fix = ("check the SWITCHBOARD_OAUTH2_* settings" if oauth else
                    "check SWITCHBOARD_IMAP_USER and SWITCHBOARD_IMAP_PASSWORD")
-            return [Check.fail("imap", f"{where}: {exc}", fix)]
+            return [Check.fail("imap", str(exc), fix)]
         how = oauth.describe if oauth else "password"
         checks = [Check.ok("imap", f"{version or 'IMAP server'} at {where} ({protection}), "
                                    f"logged in as {cfg.user} ({how})", version)]
