@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import tracemalloc
 from dataclasses import dataclass, field
 
@@ -51,6 +53,11 @@ from storage.store import Store
 log = logging.getLogger(__name__)
 SHUTDOWN_GRACE = 30.0
 RETENTION_EVERY = 3600.0  # seconds between two passes of history retention
+KEYS_LEASE_TTL = 60.0  # seconds a process's hold on the Matrix keys lasts unrenewed
+
+
+def keys_lease(user: str) -> str:
+    return f"matrix-keys:{user}"
 
 
 def doctor_probes() -> list[Probe]:
@@ -83,15 +90,18 @@ class Runtime:
     permissions: Permissions | None = None
     socket: SocketMode | None = None
     oauth: OAuthLogin | None = None  # the mailbox's OAuth2 login, shared by IMAP and SMTP
+    keys_holder: str | None = None  # this process's hold on the Matrix keys (a lease)
 
     @classmethod
     async def start(cls, settings: Settings, *, holds_matrix_keys: bool = True) -> Runtime:
-        """Everything wired. ``holds_matrix_keys``: this process opens the Matrix bot's
-        key store (the one that runs the sync loop; workers post plaintext rooms only)."""
+        """Everything wired. ``holds_matrix_keys``: this process may open the Matrix bot's
+        key store, if no other process holds it (a lease in Redis): the holder runs the
+        sync loop; the others hand their encrypted posts over to it."""
         store = Store.open(settings.redis_url, settings.redis_prefix, settings.tls_ca_file)
         networks: dict[Network, ChatNetwork] = {}
         slack = matrix = None
         installs = None
+        keys_holder = None
         if settings.slack is not None:
             installs = InstallationStore(store.workspaces, settings.slack.install_teams) \
                 if settings.slack.installs else None
@@ -100,9 +110,24 @@ class Runtime:
                                  tokens=installs.bot_token if installs else None)
             networks[Network.SLACK] = slack
         if settings.matrix is not None:
-            matrix = await MatrixNetwork.connect(settings.matrix, store.matrix,
-                                                 settings.tls_ca_file,
-                                                 holds_keys=holds_matrix_keys)
+            holds = holds_matrix_keys
+            if holds and settings.matrix.key_store:
+                keys_holder = f"{socket.gethostname()}:{os.getpid()}:{id(settings)}"
+                holds = await store.ingest.take_lease(keys_lease(settings.matrix.user),
+                                                      keys_holder, KEYS_LEASE_TTL)
+                if not holds:
+                    keys_holder = None
+                    log.info("another `switchboard run` holds the Matrix bot's keys: this one "
+                             "leaves the Matrix sync to it and hands encrypted posts over")
+            try:
+                matrix = await MatrixNetwork.connect(settings.matrix, store.matrix,
+                                                     settings.tls_ca_file, holds_keys=holds)
+            except BaseException:
+                if keys_holder is not None:  # the keys are free for the next start
+                    await store.ingest.release_lease(keys_lease(settings.matrix.user),
+                                                     keys_holder)
+                await store.close()
+                raise
             networks[Network.MATRIX] = matrix
         own = [a for a in (settings.bot_email, settings.imap.user if settings.imap else None)
                if a]
@@ -184,11 +209,15 @@ class Runtime:
         return cls(settings, store, networks, inbound, replies, emails, commands, matrix,
                    slack, slack_app, metrics=metrics, scheduler=scheduler,
                    authenticator=authenticator, meter=meter, reports=reports,
-                   permissions=permissions, oauth=oauth)
+                   permissions=permissions, oauth=oauth, keys_holder=keys_holder)
 
     async def close(self) -> None:
         if self.matrix is not None:
             await self.matrix.close()
+        if self.keys_holder is not None and self.settings.matrix is not None:
+            with contextlib.suppress(StoreError):
+                await self.store.ingest.release_lease(keys_lease(self.settings.matrix.user),
+                                                      self.keys_holder)
         if self.slack is not None:
             await self.slack.close()
         await self.store.close()
@@ -204,7 +233,11 @@ class Runtime:
                                     concurrency=s.ingest_concurrency, oauth=self.oauth)
                 self.ingests.append(ingest)
                 tasks.append(asyncio.create_task(ingest.run(stop), name=f"imap {mailbox}"))
-        if self.matrix is not None:
+        syncs = self.matrix is not None and (self.matrix.encrypting or not (
+            s.matrix and s.matrix.key_store))
+        if self.matrix is not None and self.keys_holder is not None:
+            tasks.append(asyncio.create_task(self._hold_keys(stop), name="matrix keys"))
+        if self.matrix is not None and syncs:
             tasks.append(asyncio.create_task(
                 sync_forever(self.matrix, stop,
                              MatrixCommands(self.commands, self.store.conversations,
@@ -256,6 +289,29 @@ class Runtime:
             with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
                 await asyncio.wait_for(task, 15)
         log.info("stopped")
+
+    async def _hold_keys(self, stop: asyncio.Event) -> None:
+        """Keep the lease on the Matrix keys while serving. Lost (Redis unreachable for
+        longer than the lease, or this process frozen), another process may take the keys
+        over: this one stops using them, as the store must never have two writers."""
+        assert self.settings.matrix is not None and self.keys_holder is not None
+        name = keys_lease(self.settings.matrix.user)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), KEYS_LEASE_TTL / 3)
+            if stop.is_set():
+                return
+            try:
+                held = await self.store.ingest.take_lease(name, self.keys_holder, KEYS_LEASE_TTL)
+            except StoreError as exc:
+                log.warning("could not renew the Matrix key lease (%s)", exc)
+                continue
+            if not held:
+                log.error("the Matrix key lease passed to another process: this one stops "
+                          "using the bot's keys; restart it")
+                if self.matrix is not None:
+                    await self.matrix.close()
+                return
 
     async def _keep_history(self, stop: asyncio.Event, days: int) -> None:
         """History past its retention age goes: at start, then every hour."""
