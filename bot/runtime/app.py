@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import socket
 import tracemalloc
 from dataclasses import dataclass, field
@@ -112,7 +113,7 @@ class Runtime:
         if settings.matrix is not None:
             holds = holds_matrix_keys
             if holds and settings.matrix.key_store:
-                keys_holder = f"{socket.gethostname()}:{os.getpid()}:{id(settings)}"
+                keys_holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
                 holds = await store.ingest.take_lease(keys_lease(settings.matrix.user),
                                                       keys_holder, KEYS_LEASE_TTL)
                 if not holds:
