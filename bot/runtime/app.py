@@ -15,7 +15,7 @@ from bot.attachments import AttachmentPolicy
 from bot.audit import AuditedMailer
 from bot.commands import Commands
 from bot.doctor import Probe
-from bot.errors import StoreError
+from bot.errors import BridgeError, StoreError
 from bot.flows.delivery import Lifecycle, Policy
 from bot.flows.inbound_email import InboundEmailFlow
 from bot.flows.outgoing import MARKER
@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE = 30.0
 RETENTION_EVERY = 3600.0  # seconds between two passes of history retention
 KEYS_LEASE_TTL = 60.0  # seconds a process's hold on the Matrix keys lasts unrenewed
+KEYS_RETRY = 5.0  # seconds between a waiting process's tries to take the keys over
 
 
 def keys_lease(user: str) -> str:
@@ -234,21 +235,8 @@ class Runtime:
                                     concurrency=s.ingest_concurrency, oauth=self.oauth)
                 self.ingests.append(ingest)
                 tasks.append(asyncio.create_task(ingest.run(stop), name=f"imap {mailbox}"))
-        syncs = self.matrix is not None and (self.matrix.encrypting or not (
-            s.matrix and s.matrix.key_store))
-        if self.matrix is not None and self.keys_holder is not None:
-            tasks.append(asyncio.create_task(self._hold_keys(stop), name="matrix keys"))
-        if self.matrix is not None and syncs:
-            tasks.append(asyncio.create_task(
-                sync_forever(self.matrix, stop,
-                             MatrixCommands(self.commands, self.store.conversations,
-                                            self.store.matrix),
-                             self.permissions.may_invite if self.permissions else None,
-                             self._first_unreadable),
-                name="matrix"))
-            if self.matrix.encrypting:
-                tasks.append(asyncio.create_task(self.matrix.serve_handed(stop),
-                                                 name="matrix hand-over"))
+        if self.matrix is not None:
+            tasks.append(asyncio.create_task(self._matrix_loops(stop), name="matrix"))
         if s.history_retention_days:
             tasks.append(asyncio.create_task(
                 self._keep_history(stop, s.history_retention_days), name="retention"))
@@ -290,6 +278,54 @@ class Runtime:
             with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
                 await asyncio.wait_for(task, 15)
         log.info("stopped")
+
+    async def _matrix_loops(self, stop: asyncio.Event) -> None:
+        """With encryption, only the process holding the bot's keys syncs; another waits
+        for the keys to be free (the holder stopped, or crashed and its lease ran out) and
+        then takes them, and the sync, over."""
+        s = self.settings
+        assert self.matrix is not None and s.matrix is not None
+        if self.matrix.encrypting or not s.matrix.key_store:
+            await self._sync_loops(stop)
+            return
+        name = keys_lease(s.matrix.user)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), KEYS_RETRY)
+            if stop.is_set():
+                return
+            holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+            try:
+                if not await self.store.ingest.take_lease(name, holder, KEYS_LEASE_TTL):
+                    continue
+            except StoreError:
+                continue
+            try:
+                taken = await MatrixNetwork.connect(s.matrix, self.store.matrix, s.tls_ca_file)
+            except BridgeError as exc:
+                log.error("the Matrix keys are free but could not be taken over: %s", exc)
+                with contextlib.suppress(StoreError):
+                    await self.store.ingest.release_lease(name, holder)
+                continue
+            previous, self.matrix, self.keys_holder = self.matrix, taken, holder
+            self.networks[Network.MATRIX] = taken  # the flows share this mapping
+            await previous.close()
+            log.info("this process took the Matrix bot's keys and sync over")
+            await self._sync_loops(stop)
+            return
+
+    async def _sync_loops(self, stop: asyncio.Event) -> None:
+        assert self.matrix is not None
+        loops = [sync_forever(self.matrix, stop,
+                              MatrixCommands(self.commands, self.store.conversations,
+                                             self.store.matrix),
+                              self.permissions.may_invite if self.permissions else None,
+                              self._first_unreadable)]
+        if self.matrix.encrypting:
+            loops.append(self.matrix.serve_handed(stop))
+        if self.keys_holder is not None:
+            loops.append(self._hold_keys(stop))
+        await asyncio.gather(*loops)
 
     async def _hold_keys(self, stop: asyncio.Event) -> None:
         """Keep the lease on the Matrix keys while serving. Lost (Redis unreachable for

@@ -11,6 +11,7 @@ import os
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from email import policy
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from tests.conftest import Services
 from tests.e2ee import E2eeUser
 from tests.integration.test_reply_in_chat import email_card, reply_from_slack, slack_dm
 from tests.mailhelp import clear_mailbox, eventually, mailbox, make_mail, send_mail
-from tests.servers import run_cli
+from tests.servers import free_port, run_cli
 from tests.slackapi.client import SlackControl
 
 pytestmark = pytest.mark.integration
@@ -273,3 +274,33 @@ async def test_lost_keys_stop_the_start_with_what_to_do(
     assert fresh is not None and fresh.encrypting and fresh.client.device_id != device
     assert key_store_file(settings.matrix.key_store, settings.matrix.user,
                           fresh.client.device_id).exists()
+
+
+async def test_another_run_takes_the_keys_over_when_the_holder_stops(
+        encrypted: tuple[Bridge, str], dave: E2eeUser) -> None:
+    bridge, room = encrypted
+    settings = replace(bridge.settings, imap=None, smtp_listen=None,
+                       http_listen=("127.0.0.1", free_port()))
+    second = await Runtime.start(settings)
+    stop = asyncio.Event()
+    serving = asyncio.create_task(second.serve(stop))
+    try:
+        assert second.matrix is not None and not second.matrix.encrypting
+        await bridge.halt()  # the holder stops (as SIGTERM): its keys are free
+
+        async def took_over() -> bool:
+            return second.matrix is not None and second.matrix.encrypting
+
+        await eventually(took_over, what="the second process holding the keys")
+        await dave.send(room, {"msgtype": "m.text", "body": "!sb help"})
+
+        async def answered() -> Any:
+            return next((e for e in dave.messages(room)
+                         if "Switchboard commands" in getattr(e, "body", "")), None)
+
+        await eventually(answered, what="the new key holder answering, encrypted")
+    finally:
+        stop.set()
+        await serving
+        await second.close()
+        await bridge.resume()
