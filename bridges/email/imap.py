@@ -20,7 +20,7 @@ from functools import partial
 
 import aioimaplib
 
-from bot.errors import TransientFailure
+from bot.errors import StoreError, TransientFailure
 from bot.lanes import LaneBlocked, Lanes
 from bot.mail import Envelope
 from bot.settings import ImapSettings
@@ -85,7 +85,12 @@ class ImapIngest:
                 self.connected = False
             await _wait(stop, backoff)
             backoff = min(BACKOFF_MAX, backoff * 2)
-        await self.ingest.release_lease(self.lease_name, self.holder)
+        try:
+            await self.ingest.release_lease(self.lease_name, self.holder)
+        except StoreError as exc:
+            # A stop never fails on it: the lease runs out on its own (LEASE_TTL).
+            log.warning("the mailbox lease was not released (%s); it expires in %.0f s",
+                        exc, LEASE_TTL)
 
     async def _connect(self) -> aioimaplib.IMAP4:
         cfg = self.cfg
