@@ -25,7 +25,13 @@ from typing import Protocol
 from bot.attachments import AttachmentPolicy
 from bot.bounces import read_bounce
 from bot.errors import BridgeError, StoreError, TransientFailure
-from bot.flows.outgoing import BOUNCE_PREFIX, automatic_reason, bounce_message, is_automatic
+from bot.flows.outgoing import (
+    BOUNCE_PREFIX,
+    automatic_reason,
+    bounce_message,
+    delivery_of_bounce,
+    is_automatic,
+)
 from bot.ids import entry_id, new_conversation_id
 from bot.logs import log_context
 from bot.mail import Envelope, InboundMail, SenderAuth, SenderTrust
@@ -237,15 +243,14 @@ class InboundEmailFlow:
         says it failed, that delivery fails and its replier is told; otherwise it is set
         aside like any automatic mail (never bridged, never answered)."""
         bound = await self.tokens.resolve(token)
-        subject = bound[0] if bound else ""
-        if not subject.startswith("bounce:"):
+        delivery_id = delivery_of_bounce(bound[0]) if bound else None
+        if not delivery_id:
             return await self._refuse(mail, source, "not bridged: mail to a return address "
                                       "Switchboard did not issue (or that expired)")
         report = read_bounce(mail)
         if report is None or not report.failed:
             what = report.reason if report else "not a delivery report"
             return await self._refuse(mail, source, f"not bridged: {what} for a sent email")
-        delivery_id = subject.removeprefix("bounce:")
         if self.people is None or not await self.people.bounced(delivery_id, report.reason):
             log.info("a bounce for %s, which is not an emailed delivery (now): kept aside",
                      delivery_id)

@@ -74,9 +74,18 @@ def bounce_address(token: str, reply_domain: str) -> str:
     return f"{BOUNCE_PREFIX}{token}@{reply_domain}"
 
 
+_BOUNCE_SUBJECT = "bounce:"
+
+
 def bounce_token_for(delivery_id: str) -> str:
     """What a bounce token is issued for (where a reply token names a conversation)."""
-    return f"bounce:{delivery_id}"
+    return f"{_BOUNCE_SUBJECT}{delivery_id}"
+
+
+def delivery_of_bounce(subject: str) -> str | None:
+    """The delivery a bounce token was issued for; None for any other token."""
+    return subject.removeprefix(_BOUNCE_SUBJECT) if subject.startswith(_BOUNCE_SUBJECT) \
+        else None
 
 
 def marker(key: str, bot_email: str) -> str:

@@ -35,23 +35,26 @@ ERIN = "U0ERIN0001"
 @pytest.fixture
 async def bridge(services: Services, slack: SlackControl, http: aiohttp.ClientSession
                  ) -> AsyncIterator[Bridge]:
-    app = AppCredentials()
     second = await slack.add_workspace(SECOND, "Second Co")
     await second.add_user(ERIN, "erin", services.email("erin"))
     await second.add_channel(SALES_CHANNEL, "sales", [ERIN])
     await slack.add_workspace(THIRD, "Third Co")
-    port = free_port()
     routes = (f"{services.email('support')}=slack:{FIRST}/{SLACK_CHANNEL},"
               f"{services.email('sales')}=slack:{SECOND}/{SALES_CHANNEL}")
-    async with running_bridge(
-            services, slack, http, unset=("SWITCHBOARD_SLACK_BOT_TOKEN",),
-            SWITCHBOARD_SLACK_CLIENT_ID=app.client_id,
-            SWITCHBOARD_SLACK_CLIENT_SECRET=app.client_secret,
-            SWITCHBOARD_SLACK_AUTHORIZE_URL=f"{slack.base_url}/oauth/v2/authorize",
-            SWITCHBOARD_HTTP_LISTEN=f"127.0.0.1:{port}",
-            SWITCHBOARD_PUBLIC_URL=f"http://127.0.0.1:{port}",
-            SWITCHBOARD_ROUTES=routes) as running:
+    async with running_bridge(services, slack, http, unset=("SWITCHBOARD_SLACK_BOT_TOKEN",),
+                              **installs_env(slack, routes)) as running:
         yield running
+
+
+def installs_env(slack: SlackControl, routes: str, **more: str) -> dict[str, str]:
+    """Settings for workspaces installing the app (no pasted bot token)."""
+    app, port = AppCredentials(), free_port()
+    return {"SWITCHBOARD_SLACK_CLIENT_ID": app.client_id,
+            "SWITCHBOARD_SLACK_CLIENT_SECRET": app.client_secret,
+            "SWITCHBOARD_SLACK_AUTHORIZE_URL": f"{slack.base_url}/oauth/v2/authorize",
+            "SWITCHBOARD_HTTP_LISTEN": f"127.0.0.1:{port}",
+            "SWITCHBOARD_PUBLIC_URL": f"http://127.0.0.1:{port}",
+            "SWITCHBOARD_ROUTES": routes, **more}
 
 
 def base(bridge: Bridge) -> str:
@@ -238,20 +241,12 @@ async def test_a_forged_or_replayed_state_installs_nothing(bridge: Bridge,
 
 async def test_only_the_allowed_workspaces_may_install(services: Services, slack: SlackControl,
                                                        http: aiohttp.ClientSession) -> None:
-    app = AppCredentials()
     await slack.add_workspace(SECOND, "Second Co")
     await slack.add_workspace(THIRD, "Third Co")
-    port = free_port()
-    async with running_bridge(
-            services, slack, http, unset=("SWITCHBOARD_SLACK_BOT_TOKEN",),
-            SWITCHBOARD_SLACK_CLIENT_ID=app.client_id,
-            SWITCHBOARD_SLACK_CLIENT_SECRET=app.client_secret,
-            SWITCHBOARD_SLACK_AUTHORIZE_URL=f"{slack.base_url}/oauth/v2/authorize",
-            SWITCHBOARD_SLACK_INSTALL_TEAMS=f"{FIRST},{SECOND}",
-            SWITCHBOARD_HTTP_LISTEN=f"127.0.0.1:{port}",
-            SWITCHBOARD_PUBLIC_URL=f"http://127.0.0.1:{port}",
-            SWITCHBOARD_ROUTES=f"{services.email('support')}=slack:{FIRST}/{SLACK_CHANNEL}"
-    ) as bridge:
+    routes = f"{services.email('support')}=slack:{FIRST}/{SLACK_CHANNEL}"
+    async with running_bridge(services, slack, http, unset=("SWITCHBOARD_SLACK_BOT_TOKEN",),
+                              **installs_env(slack, routes, SWITCHBOARD_SLACK_INSTALL_TEAMS=
+                                             f"{FIRST},{SECOND}")) as bridge:
         assert (await install(bridge, SECOND))[0] == 200
         status, page = await install(bridge, THIRD)
         assert status >= 400 and "Something Went Wrong" in page
