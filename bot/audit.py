@@ -23,6 +23,8 @@ class AuditAction(enum.StrEnum):
     REFUSED = "refused"  # a person's action was not allowed
     INVITE_REFUSED = "invite_refused"  # the bot did not join a room
     ERASED = "erased"  # a person's data was erased on request (not what it was)
+    ROUTE_CHANGED = "route_changed"  # a route was added, changed or removed from chat
+    HELD_DECIDED = "held_decided"  # an admin posted, discarded or allowed held mail
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from bot.model import (
 from bot.permissions import Permissions, ThreadReplies
 from bot.ports import Choice, MailSender, Notice
 from bot.render import render
+from bot.room_commands import RoomCommands, Where
 from bot.stores import AddressBook, Conversations, Deliveries, History, Verifications
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class CommandContext:
     where: ChatRef | None  # the room and thread the command was typed in
     shows: tuple[str, str] | None  # (conversation, entry) the thread is about, if any
     request: str  # unique per command event: a redelivered event is not run twice
+    room: str | None = None  # the channel or room typed in (None: a direct chat, or unknown)
 
 
 # The current period's usage of a customer, and its charges so far if there is a rate card.
@@ -78,6 +80,7 @@ class Commands:
     conversations: Conversations | None = None  # where conversations were posted (scoping)
     # What a plain message in an email's thread does, by room (None: the default rule).
     thread_replies: Callable[[ChatRef], ThreadReplies] | None = None
+    rooms: RoomCommands | None = None  # routes, status, held mail (admins)
 
     async def run_plain(self, text: str, ctx: CommandContext) -> Notice | None:
         """A plain message in the thread of a post: the answer by email when the room's
@@ -105,7 +108,8 @@ class Commands:
             "im": self._im, "email": self._email, "link": self._link, "unlink": self._unlink,
             "whois": self._whois, "history": self._history, "pending": self._pending,
             "queue": self._choice, "cancel": self._choice, "sendmail": self._choice,
-            "usage": self._usage,
+            "usage": self._usage, "route": self._rooms, "status": self._rooms,
+            "post": self._rooms, "discard": self._rooms, "allow": self._rooms,
         }.get(verb)
         if self.permissions is not None:
             refused = await self.permissions.may_use(ctx.user, f"command {verb or 'help'}")
@@ -119,6 +123,11 @@ class Commands:
             return await handler(verb, rest, ctx)
         except CommandError as exc:
             return Notice(str(exc))
+
+    async def _rooms(self, verb: str, rest: str, ctx: CommandContext) -> Notice:
+        if self.rooms is None:
+            raise CommandError(f"`{verb}` is not available here.")
+        return await self.rooms.run(verb, rest, Where(ctx.user, ctx.user.network, ctx.room))
 
     async def _usage(self, verb: str, rest: str, ctx: CommandContext) -> Notice:
         customer = customer_of(ctx.user)

@@ -26,6 +26,7 @@ class EmailCard:
     verified: bool = False  # the From address is authenticated (see bridges/email/auth.py)
     auth: str = ""  # what the sender checks found, shown when not verified
     identity: tuple[Address, ...] = ()  # the verified sender's chat accounts
+    mailbox: str = ""  # the shared mailbox it came to, by its route's name ("Support <…>")
 
     def identity_on(self, network: Network) -> Address | None:
         return next((a for a in self.identity if a.network is network), None)
@@ -50,9 +51,10 @@ class ChatReply:
 
 @dataclass(frozen=True)
 class Choice:
-    action: str  # queue, cancel, email
+    action: str  # the command it stands for: queue, cancel, sendmail; post, discard, allow
     label: str
-    value: str  # the delivery id
+    value: str  # what it acts on: a delivery id, a held email's id
+    kind: str = "delivery"  # what the value is ("delivery", "held"): Slack's action ids
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,15 @@ class ChatNetwork(Protocol):
     async def customer(self, room: str) -> str | None:
         """The metering customer a post into ``room`` is work for (its Slack workspace,
         the Matrix homeserver's organisation); None when it cannot be told now."""
+        ...
+
+    async def is_room_admin(self, room: str, user: Address) -> bool:
+        """Whether ``user`` administers ``room`` on the network (a Slack workspace admin
+        or owner of the channel's workspace; a Matrix moderator or admin of the room)."""
+        ...
+
+    async def room_admins(self, room: str, limit: int) -> list[Address]:
+        """Up to ``limit`` members of ``room`` who administer it (the bot excluded)."""
         ...
 
 

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from bot.metering import RateCard, RateCardError
 from bot.model import Address, AddressError
 from bot.permissions import Level, OutsideMail, PermissionRules, ThreadReplies, parse_levels
+from bot.routes import Route, route_option
 
 ENV_PREFIX = "SWITCHBOARD_"
 CONFIG_FILE_KEY = "SWITCHBOARD_CONFIG"
@@ -44,16 +45,6 @@ class TlsMode(enum.StrEnum):
 
 
 Parser = Callable[[str], Any]
-
-
-@dataclass(frozen=True)
-class Route:
-    """Mail to ``address`` goes to a Slack channel or Matrix room."""
-
-    address: str  # normalised email address
-    network: str  # "slack" or "matrix"
-    room: str  # Slack channel id, Matrix room id or alias
-    replies: ThreadReplies | None = None  # plain thread replies; None: the global setting
 
 
 @dataclass(frozen=True)
@@ -156,25 +147,34 @@ def _routes(text: str) -> tuple[Route, ...]:
     routes = []
     for item in (i.strip() for i in text.split(",") if i.strip()):
         item, _, options = item.partition(";")
-        replies = None
+        chosen: dict[str, object] = {}
         for option in (o.strip() for o in options.split(";") if o.strip()):
             name, _, value = option.partition("=")
-            if name.strip() != "replies":
-                raise ValueError(f"{option!r}: the only route option is replies=email|internal")
-            replies = _thread_replies(value.strip())
+            chosen.update(route_option(name, value))
         address, sep, target = item.partition("=")
         network, _, room = target.strip().partition(":")
         if not sep or network not in ("slack", "matrix") or not room:
             raise ValueError(f"{item!r} is not address=slack:CHANNEL_ID or "
                              "address=matrix:!ROOM_ID:server")
-        if network == "slack" and not re.fullmatch(r"([TE][A-Z0-9]{2,}/)?[CGD][A-Z0-9]{2,}", room):
-            raise ValueError(f"{room!r} is not a Slack channel id (like C0123ABCD, or "
-                             "T0123/C0456 to name the workspace)")
-        # Room ids are opaque (room version 12 dropped the ":server" part); aliases are not.
-        if network == "matrix" and not re.fullmatch(r"![^\s=]+|#[^:\s]+:[^\s]+", room):
-            raise ValueError(f"{room!r} is not a Matrix room id (!id) or alias (#name:server)")
-        routes.append(Route(_email(address), network, room, replies))
+        routes.append(Route(_email(address), *_place(f"{network}:{room}"),
+                            **chosen))  # type: ignore[arg-type]
     return tuple(routes)
+
+
+def _place(text: str) -> tuple[str, str]:
+    """``slack:CHANNEL`` or ``matrix:!room`` as (network, room)."""
+    network, _, room = text.strip().partition(":")
+    if network == "slack" and re.fullmatch(r"([TE][A-Z0-9]{2,}/)?[CG][A-Z0-9]{2,}", room):
+        return network, room
+    if network == "slack":
+        raise ValueError(f"{room!r} is not a Slack channel id (like C0123ABCD, or "
+                         "T0123/C0456 to name the workspace)")
+    # Room ids are opaque (room version 12 dropped the ":server" part); aliases are not.
+    if network == "matrix" and re.fullmatch(r"![^\s=;,]+|#[^:\s]+:[^\s;,]+", room):
+        return network, room
+    if network == "matrix":
+        raise ValueError(f"{room!r} is not a Matrix room id (!id) or alias (#name:server)")
+    raise ValueError(f"{text!r} is not slack:CHANNEL_ID or matrix:!ROOM_ID")
 
 
 def _teams(text: str) -> tuple[str, ...]:
@@ -341,7 +341,18 @@ KEYS: tuple[Key, ...] = (
     Key("matrix.encrypted_dms", _bool, "true",
         "Direct chats the bot opens are end-to-end encrypted (with `matrix.encryption`)."),
     Key("routes", _routes, "",
-        "Shared mailboxes: `addr=slack:CHANNEL,addr2=matrix:!room:server` (comma-separated)."),
+        "Shared mailboxes: `addr=slack:CHANNEL,addr2=matrix:!room:server` (comma-separated), "
+        "each with options after `;`: `replies=email|internal`, `attachments=post|names|hold`, "
+        "`senders=any|verified`, `name=Display name`. Read-only from chat, where admins add "
+        "more (`route add`)."),
+    Key("receive_domains", _domains, "",
+        "Domains whose mail reaches Switchboard (comma-separated; subdomains included): "
+        "routes added from chat must use one. Default: the domains of `bot_email`, "
+        "`reply_domain` and the configured routes."),
+    Key("review_room", _place, None,
+        "Where mail to an address with no route is offered to admins (`slack:CHANNEL` or "
+        "`matrix:!room`): its admins may post it there or discard it; unset: such mail is "
+        "refused and listed by `switchboard pending`."),
     Key("max_attachment_bytes", _positive_int, "20000000",
         "Attachments larger than this are not posted (the post says so)."),
     Key("max_attachments", _positive_int, "20",
@@ -507,6 +518,8 @@ class Settings:
     slack: SlackSettings | None
     matrix: MatrixSettings | None
     routes: tuple[Route, ...]
+    receive_domains: tuple[str, ...]
+    review_room: tuple[str, str] | None
     max_attachment_bytes: int
     max_attachments: int
     ingest_concurrency: int
@@ -717,6 +730,10 @@ def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings |
         if enabled is None and not problems:
             problems.append(f"{KEYS_BY_NAME['routes'].env}: {route.address} goes to "
                             f"{route.network.title()}, which is not configured")
+    if v["review_room"] and {"slack": slack, "matrix": matrix}[v["review_room"][0]] is None \
+            and not problems:
+        problems.append(f"{KEYS_BY_NAME['review_room'].env}: {v['review_room'][0].title()} "
+                        "is not configured")
     if v["require_tls"]:
         for name in ("imap.tls", "smtp.tls"):
             if v[name] is TlsMode.OFF and v[name.split(".")[0] + ".host"]:
@@ -746,6 +763,8 @@ def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings |
             levels[matrix.user.partition(":")[2]] = Level.USER
     org_domains = v["org_domains"] or tuple(
         d for d in (v["bot_email"] and v["bot_email"].partition("@")[2], reply_domain) if d)
+    receive_domains = v["receive_domains"] or tuple(dict.fromkeys(
+        [*org_domains, *(r.address.partition("@")[2] for r in v["routes"] or ())]))
     rules = PermissionRules(levels=levels, org_domains=frozenset(org_domains),
                             outside_mail=v["outside_mail"], user_mail_rate=v["mail_rate.user"],
                             org_mail_rate=v["mail_rate.org"])
@@ -753,7 +772,8 @@ def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings |
         redis_url=v["redis_url"], redis_prefix=v["redis_prefix"], imap=imap, smtp=smtp,
         oauth2=oauth2,
         bot_email=v["bot_email"], reply_domain=reply_domain, slack=slack, matrix=matrix,
-        routes=v["routes"], max_attachment_bytes=v["max_attachment_bytes"],
+        routes=v["routes"], receive_domains=receive_domains, review_room=v["review_room"],
+        max_attachment_bytes=v["max_attachment_bytes"],
         max_attachments=v["max_attachments"], ingest_concurrency=v["ingest_concurrency"],
         blocked_attachments=v["blocked_attachments"],
         sender_rate=v["sender_rate"], conversation_rate=v["conversation_rate"],

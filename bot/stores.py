@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -354,6 +354,17 @@ class Erasure(Protocol):
     async def forget(self, addresses: Sequence[Address]) -> Erased:
         """Erase the history entries, reply tokens and unfinished deliveries of the person
         known by ``addresses`` (their address-book entries are the address book's)."""
+        ...
+
+
+class Beats(Protocol):
+    """Each running process says, every few seconds, how its links are (mailboxes,
+    networks): what `status` in chat reports, whichever process answers it."""
+
+    async def beat(self, process: str, checks: Mapping[str, bool], ttl: int) -> None: ...
+
+    async def beats(self) -> dict[str, tuple[float, dict[str, bool]]]:
+        """Each process heard from within its ``ttl``: when, and its checks."""
         ...
 
 

@@ -220,3 +220,33 @@ class Keys:
     def slack_seen(self, key: str) -> str:
         """string with a TTL: a Slack delivery already handled (Socket Mode re-delivers)."""
         return self._k("slack", "seen", key)
+
+    # routes from chat, held mail, process health
+    def routes(self) -> str:
+        """hash: route address -> route record (the routes added from chat)."""
+        return self._k("routes")
+
+    def routes_allowed(self) -> str:
+        """hash: route address -> the senders admins allowed past its holds (JSON list)."""
+        return self._k("routes-allowed")
+
+    def routes_version(self) -> str:
+        """counter: changes with every route change; each process compares it each second."""
+        return self._k("routes-version")
+
+    def held(self, held_id: str) -> str:
+        """hash with expiry: a held email's record, decision and bytes."""
+        return self._k("held", held_id)
+
+    def held_waiting(self) -> str:
+        """sorted set: held email ids not decided yet, scored by when they were held."""
+        return self._k("held-waiting")
+
+    def held_in_room(self, network: str, room: str) -> str:
+        """sorted set: the same, of one room."""
+        return self._k("held-room", network, room)
+
+    def beats(self) -> str:
+        """hash: process -> its latest health checks and when (JSON)."""
+        return self._k("beats")
+

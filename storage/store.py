@@ -9,15 +9,18 @@ from storage.accounts import RedisCustomers
 from storage.address_book import RedisAddressBook
 from storage.arrivals import RedisArrivals
 from storage.audit import RedisAudit
+from storage.beats import RedisBeats
 from storage.connection import Redis, connect, translated
 from storage.conversations import RedisConversations
 from storage.deliveries import RedisDeliveries
 from storage.erasure import RedisErasure
+from storage.held import RedisHeld
 from storage.history import RedisHistory
 from storage.ingest import RedisIngest
 from storage.keys import Keys
 from storage.matrix_state import RedisMatrixState
 from storage.ratelimit import RedisRateLimits
+from storage.routes import RedisRoutes
 from storage.tokens import RedisTokens
 from storage.usage import RedisUsage
 from storage.verification import RedisVerifications
@@ -51,6 +54,9 @@ class Store:
     arrivals: RedisArrivals
     workspaces: RedisWorkspaces
     erasure: RedisErasure
+    routes: RedisRoutes
+    held: RedisHeld
+    beats: RedisBeats
 
     @classmethod
     def open(cls, url: str, prefix: str = "sb", ca_file: str | None = None) -> Store:
@@ -63,7 +69,8 @@ class Store:
                    RedisRateLimits(client, keys), RedisUsage(client, keys),
                    RedisCustomers(client, keys), RedisAudit(client, keys),
                    RedisArrivals(client, keys), RedisWorkspaces(client, keys),
-                   RedisErasure(client, keys))
+                   RedisErasure(client, keys), RedisRoutes(client, keys),
+                   RedisHeld(client, keys), RedisBeats(client, keys))
 
     async def server_info(self) -> ServerInfo:
         """Version and persistence of the Redis server; raises StoreUnavailable."""

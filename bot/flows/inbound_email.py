@@ -15,8 +15,10 @@ idempotency key, so a re-read email or a retry never posts twice.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -32,6 +34,7 @@ from bot.flows.outgoing import (
     delivery_of_bounce,
     is_automatic,
 )
+from bot.held import HELD_RAW_LIMIT, HeldMail
 from bot.ids import entry_id, new_conversation_id
 from bot.logs import log_context
 from bot.mail import Envelope, InboundMail, SenderAuth, SenderTrust
@@ -56,7 +59,7 @@ from bot.ports import (
     SenderChecks,
     Unobserved,
 )
-from bot.settings import Route
+from bot.routes import AttachmentRule, Hold, Route, RouteBook, hold_for, receiving_domain
 from bot.stores import (
     AddressBook,
     Arrival,
@@ -97,7 +100,23 @@ class Bounced:
     reason: str
 
 
-IngestOutcome = Posted | Duplicate | Refused | Bounced
+@dataclass(frozen=True)
+class Held:
+    """Held for the admins of the rooms it was for (they post it anyway, or not)."""
+
+    ids: tuple[str, ...]
+    reason: str
+
+
+IngestOutcome = Posted | Duplicate | Refused | Bounced | Held
+UNLIMITED = (sys.maxsize, 1)  # a rate no email reaches (an admin posts a held one)
+
+
+class Reviewers(Protocol):
+    async def hold(self, held: HeldMail, raw: bytes) -> bool:
+        """Keep ``held`` for the admins of its room and tell them (once per email and
+        room); False when it was held before."""
+        ...
 
 
 class PersonDeliveries(Protocol):
@@ -113,7 +132,8 @@ class PersonDeliveries(Protocol):
 
 
 class InboundEmailFlow:
-    def __init__(self, *, routes: Sequence[Route], networks: Mapping[Network, ChatNetwork],
+    def __init__(self, *, routes: RouteBook | Sequence[Route],
+                 networks: Mapping[Network, ChatNetwork],
                  address_book: AddressBook, history: History, conversations: Conversations,
                  ingest: Ingest, tokens: Tokens, mailer: MailSender | None = None,
                  bot_email: str = "", reply_domain: str = "",
@@ -139,7 +159,9 @@ class InboundEmailFlow:
         self.mailer = mailer
         self.bot_email = bot_email
         self.reply_domain = reply_domain
-        self.routes = {r.address: r for r in routes}
+        self.routes = routes if isinstance(routes, RouteBook) else RouteBook(routes)
+        self.review: Reviewers | None = None  # None: nothing is held, it is refused
+        self.review_room: ChatTarget | None = None  # where mail with no route is offered
         self.networks = networks
         self.address_book = address_book
         self.history = history
@@ -151,9 +173,14 @@ class InboundEmailFlow:
     async def accepts(self, recipient: Address) -> bool:
         """Whether mail to ``recipient`` can be bridged (the SMTP listener asks)."""
         local, _, domain = recipient.value.partition("@")
-        if recipient.value in self.routes or (domain == self.reply_domain
-                                              and local.startswith(("reply+", BOUNCE_PREFIX))):
+        if self._route(recipient.value) is None:
+            await self.routes.refresh()  # added a moment ago, in another process?
+        if self._route(recipient.value) is not None or (
+                domain == self.reply_domain and local.startswith(("reply+", BOUNCE_PREFIX))):
             return True
+        if self.review_room is not None and self.review is not None and receiving_domain(
+                recipient.value, self.routes.domains):
+            return True  # offered to the review room's admins
         identity = await self.address_book.resolve(recipient)
         return identity is not None and any(
             a.network in self.networks for a in identity.addresses() if a.network
@@ -176,7 +203,7 @@ class InboundEmailFlow:
         auth = await checking if checking is not None else UNCHECKED
         mail = replace(mail, auth=auth)
         try:
-            outcome = await self.handle(mail, envelope.source, measure)
+            outcome = await self.handle(mail, envelope.source, measure, raw=raw)
         except (TransientFailure, StoreError) as exc:
             self.observer.failed("ingest")
             if isinstance(exc, TransientFailure):
@@ -188,8 +215,31 @@ class InboundEmailFlow:
             lag = time.time() - mail.date
             if 0 <= lag < 86400:
                 self.observer.ingest_lag(lag)
-        elif isinstance(outcome, Refused):
+        elif isinstance(outcome, Refused | Held):
             self.observer.refused()
+        return outcome
+
+    async def post_held(self, held: HeldMail, raw: bytes) -> str:
+        """``release``, told as the admin who decided is told."""
+        outcome = await self.release(held, raw)
+        if isinstance(outcome, Posted):
+            return f"Posted the email from {held.sender or 'an unknown sender'}."
+        if isinstance(outcome, Duplicate):
+            return "It was posted already."
+        if isinstance(outcome, Refused | Held):
+            raise TransientFailure(outcome.reason)
+        return "Done."
+
+    async def release(self, held: HeldMail, raw: bytes) -> IngestOutcome:
+        """A held email, posted where it was held for (an admin decided): its rules and
+        rates pass, the sender checks stand as they were when it arrived."""
+        assert self.reader is not None, "release() needs a MailReader"
+        mail = self.reader.read(raw, Envelope(held.source))
+        mail = replace(mail, auth=SenderAuth(SenderTrust(held.auth_trust), held.auth_summary))
+        outcome = await self.handle(mail, held.source, self.meter.start(), release=held)
+        if isinstance(outcome, Posted):
+            for ref in outcome.refs:
+                self.observer.bridged("email_to_chat", ref.network.value)
         return outcome
 
     async def _usage(self, measure: Measure | None, mail: InboundMail,
@@ -258,9 +308,12 @@ class InboundEmailFlow:
                                       "already failed or unknown")
         return Bounced(delivery_id, report.reason)
 
-    async def handle(self, mail: InboundMail, source: str, measure: Measure | None = None
+    async def handle(self, mail: InboundMail, source: str, measure: Measure | None = None,
+                     *, raw: bytes | None = None, release: HeldMail | None = None
                      ) -> IngestOutcome:
         """Bridge one email. Raises TransientFailure when it should be retried later.
+        ``raw``: its bytes, kept if it is held for admins; ``release``: the held email
+        an admin decided to post (only there, past the rules that held it).
 
         Its Redis work is two round trips when it starts a conversation: what it needs
         to be routed (its rates, conversation, threads, people), with the marks that its
@@ -273,6 +326,8 @@ class InboundEmailFlow:
         automatic = automatic_reason(mail, self.bot_email)
         if automatic is not None:
             return await self._refuse(mail, source, f"not bridged: {automatic}")
+        blocked = [a.filename for a in mail.attachments
+                   if self.attachment_policy.is_blocked(a)]
         mail = self.attachment_policy.screen(mail)
         token = self.reply_token(mail)
         known = None
@@ -283,31 +338,44 @@ class InboundEmailFlow:
                 return refused
             assert bound is not None
             known = bound[0]
+        routed = self._routed(mail)
+        holds = {} if release else {t.key: (r, h) for t, r in routed.values() if (
+            h := hold_for(r, mail.sender, mail.auth.may_act, blocked)) is not None}
+        if release is not None:
+            places = [release.target.key]
+        else:
+            places = [key for key in routed if key not in holds]
         arrival = await self.arrivals.arrive(
             message_id=mail.message_id, answers=mail.thread_ids, conversation=known,
             new_conversation=new_conversation_id(mail.message_id), sender=mail.sender,
             people=[r for r in mail.recipients
-                    if r.value not in self.routes and r.value not in self.own],
-            sender_rate=self.sender_rate, conversation_rate=self.conversation_rate,
-            new_places=[] if known else self._routed(mail))
+                    if self._route(r.value) is None and r.value not in self.own],
+            sender_rate=UNLIMITED if release else self.sender_rate,
+            conversation_rate=UNLIMITED if release else self.conversation_rate,
+            new_places=[] if known else places)
         if not arrival.within_sender_rate:
             assert mail.sender is not None
             limit, window = self.sender_rate
-            return await self._refuse(mail, source, f"rate limit: more than {limit} emails "
-                                      f"from {mail.sender.value} in {window} s")
+            return await self._hold_all(mail, source, raw, routed, Hold(
+                "rate", f"rate limit: more than {limit} emails from {mail.sender.value} in "
+                f"{window} s"))
         with log_context(conversation=arrival.conversation_id):
-            return await self._handle(mail, source, arrival, measure)
+            return await self._handle(mail, source, arrival, measure, raw=raw, holds=holds,
+                                      release=release, blocked=blocked)
 
-    def _routed(self, mail: InboundMail) -> list[str]:
-        """The places the email's routes give: where it goes when it starts a conversation
-        (its posts there are begun in the same step as its arrival)."""
-        return list(dict.fromkeys(t.key for t in map(self._route_target, mail.recipients)
-                                  if t is not None))
+    def _route(self, address: str) -> Route | None:
+        return self.routes.get(address)
 
-    def _route_target(self, recipient: Address) -> ChatTarget | None:
-        """The channel or room a configured route sends mail for ``recipient`` to."""
-        route = self.routes.get(recipient.value)
-        return ChatTarget(Network(route.network), room=route.room) if route else None
+    def _routed(self, mail: InboundMail) -> dict[str, tuple[ChatTarget, Route]]:
+        """The places the email's routes give, by target key: where it goes when it
+        starts a conversation (its posts there are begun in the same step as its
+        arrival)."""
+        found: dict[str, tuple[ChatTarget, Route]] = {}
+        for recipient in mail.recipients:
+            route = self._route(recipient.value)
+            if route is not None:
+                found.setdefault(route.target.key, (route.target, route))
+        return found
 
     async def _check_reply(self, mail: InboundMail, source: str,
                            bound: tuple[str, Address] | None) -> Refused | None:
@@ -329,23 +397,53 @@ class InboundEmailFlow:
         return self.rates is None or await self.rates.hit(key, *rate, event)
 
     async def _handle(self, mail: InboundMail, source: str, arrival: Arrival,
-                      measure: Measure | None) -> IngestOutcome:
+                      measure: Measure | None, *, raw: bytes | None,
+                      holds: Mapping[str, tuple[Route, Hold]], release: HeldMail | None,
+                      blocked: Sequence[str]) -> IngestOutcome:
         cid = arrival.conversation_id
         existing = cid if arrival.existing else None
         # Two auto-responders that slip past the loop guard still stop here.
         if not arrival.within_conversation_rate:
             limit, window = self.conversation_rate
-            return await self._refuse(mail, source, f"rate limit: more than {limit} emails "
-                                      f"in this conversation in {window} s")
+            return await self._hold_all(mail, source, raw, self._routed(mail), Hold(
+                "rate", f"rate limit: more than {limit} emails in this conversation in "
+                f"{window} s"))
         threads = arrival.threads
-        targets, to_people = await self._targets(mail, existing, threads, arrival.identities)
+        if release is not None:
+            targets, to_people = [release.target], False
+        else:
+            targets, to_people = await self._targets(mail, existing, threads,
+                                                     arrival.identities)
+        held: list[str] = []
+        for target in list(targets):
+            if release is not None or target.user is not None:
+                continue
+            route_hold = holds.get(target.key)
+            if route_hold is None:  # a thread in a room: its strictest route's rules hold
+                route = self.routes.strictest(target.network, target.room or "")
+                found = route and hold_for(route, mail.sender, mail.auth.may_act, blocked)
+                route_hold = (route, found) if route and found else None
+            if route_hold is not None:
+                targets.remove(target)
+                if await self._hold(mail, source, raw, target, route_hold[0].address,
+                                    route_hold[1]):
+                    held.append(route_hold[1].reason)
+        if not targets and held:
+            return Held((), held[0])
         if not targets:
-            return await self._refuse(mail, source, "no route: none of the recipients "
-                                      f"({', '.join(a.value for a in mail.recipients) or 'none'})"
-                                      " has a configured channel, room or chat account")
+            reason = ("no route: none of the recipients "
+                      f"({', '.join(a.value for a in mail.recipients) or 'none'}) has a "
+                      "configured channel, room or chat account")
+            if self.review_room is not None and any(
+                    receiving_domain(r.value, self.routes.domains) for r in mail.recipients):
+                if await self._hold(mail, source, raw, self.review_room, "",
+                                    Hold("no_route", reason)):
+                    return Held((), reason)
+                return Refused(reason)
+            return await self._refuse(mail, source, reason)
         key = mail.message_id
         eid = entry_id(key)
-        card = EmailCard(
+        general = EmailCard(
             conversation_id=cid, entry_id=eid,
             sender=self._sender_text(mail), subject=mail.subject, body=mail.body,
             quoted_lines=len(mail.quoted.splitlines()) if mail.quoted else 0,
@@ -364,6 +462,7 @@ class InboundEmailFlow:
                     and await self.people.held_back(mail, cid, eid, target.user):
                 queued += 1  # not there: the retry job delivers it when they are back
                 continue
+            card = self._card_for(general, target)
             if last is not None:  # another place follows: the post before is kept now
                 await self.conversations.record_post(key, last[0], last[1], cid,
                                                      mail.message_id, eid)
@@ -394,6 +493,61 @@ class InboundEmailFlow:
             return Duplicate(cid)
         log.info("email %s posted to %d place(s) in conversation %s", eid, fresh, cid)
         return Posted(cid, tuple(refs))
+
+    def _card_for(self, card: EmailCard, target: ChatTarget) -> EmailCard:
+        """The card as ``target``'s route shows it: its mailbox's name, its files rule."""
+        if target.user is not None:
+            return card
+        routes = self.routes.in_room(target.network, target.room or "")
+        if not routes:
+            return card
+        route = routes[0]
+        if route.name:
+            card = replace(card, mailbox=f"{route.name} <{route.address}>")
+        if any(r.attachments is AttachmentRule.NAMES for r in routes) and card.attachments:
+            card = replace(card, attachments=tuple(replace(a, content=b"")
+                                                   for a in card.attachments),
+                           notes=(*card.notes, "Files are not posted in this room (its route "
+                                  "lists them by name); they are in the mailbox."))
+        return card
+
+    async def _hold_all(self, mail: InboundMail, source: str, raw: bytes | None,
+                        routed: Mapping[str, tuple[ChatTarget, Route]], hold: Hold
+                        ) -> IngestOutcome:
+        """Held for every routed room of the email; refused when it has none (a DM, an
+        answer in a thread: rates protect people from floods, nobody reviews those)."""
+        held = [await self._hold(mail, source, raw, target, route.address, hold)
+                for target, route in routed.values()]
+        if any(held):
+            return Held((), hold.reason)
+        if routed and self.review is not None:
+            return Refused(hold.reason)  # held before (a re-read), or could not be held
+        return await self._refuse(mail, source, hold.reason)
+
+    async def _hold(self, mail: InboundMail, source: str, raw: bytes | None,
+                    target: ChatTarget, route: str, hold: Hold) -> bool:
+        """Keep the email for ``target``'s admins; False (refused, with the reason) when
+        it cannot be (nobody reviews here, or it is too large to keep)."""
+        if self.review is None or raw is None:
+            await self._refuse(mail, source, f"{target.key}: {hold.reason}")
+            return False
+        if len(raw) > HELD_RAW_LIMIT:
+            await self._refuse(mail, source, f"{target.key}: {hold.reason} (and at "
+                               f"{len(raw):,} bytes it is too large to hold for review)")
+            return False
+        held_id = "h" + hashlib.sha256(f"{mail.message_id}|{target.key}".encode()
+                                       ).hexdigest()[:16]
+        record = HeldMail(
+            id=held_id, at=time.time(), kind=hold.kind, reason=hold.reason, route=route,
+            network=target.network.value, room=target.room or "",
+            sender=mail.sender.value if mail.sender else "",
+            sender_name=mail.sender_name[:200], subject=mail.subject[:300],
+            preview=" ".join(mail.body.split())[:300], message_id=mail.message_id,
+            source=source, auth_trust=mail.auth.trust.value, auth_summary=mail.auth.summary)
+        log.info("email %s held for the admins of %s: %s", mail.message_id, target.key,
+                 hold.reason)
+        await self.review.hold(record, raw)
+        return True
 
     @staticmethod
     def _identity(mail: InboundMail, identities: Mapping[Address, Identity]
@@ -433,9 +587,9 @@ class InboundEmailFlow:
                 return [ChatTarget.dm(p) for p in people], True
         found: dict[str, ChatTarget] = {}
         for recipient in mail.recipients:
-            routed = self._route_target(recipient)
-            if routed is not None:
-                found.setdefault(routed.key, routed)
+            route = self._route(recipient.value)
+            if route is not None:
+                found.setdefault(route.target.key, route.target)
                 continue
             if recipient.value in self.own:
                 continue  # the bot's own address is never a person's DM

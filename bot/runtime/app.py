@@ -22,11 +22,14 @@ from bot.flows.outgoing import MARKER
 from bot.flows.reply_by_email import ReplyByEmail
 from bot.flows.reply_in_chat import ReplyInChat
 from bot.metering import Charges, Meter, Usage
-from bot.model import Network
-from bot.permissions import Permissions, thread_rule
+from bot.model import ChatTarget, Network
+from bot.permissions import Permissions
 from bot.ports import ChatNetwork
 from bot.reports import ChargeReports, current_month
 from bot.retention import expire_history
+from bot.review import Review, RoomAdmins
+from bot.room_commands import RoomCommands
+from bot.routes import RouteBook
 from bot.settings import Settings
 from bridges.email.auth import SenderAuthenticator, use_dns_server
 from bridges.email.imap import ImapIngest
@@ -56,6 +59,8 @@ SHUTDOWN_GRACE = 30.0
 RETENTION_EVERY = 3600.0  # seconds between two passes of history retention
 KEYS_LEASE_TTL = 60.0  # seconds a process's hold on the Matrix keys lasts unrenewed
 KEYS_RETRY = 5.0  # seconds between a waiting process's tries to take the keys over
+BEAT_INTERVAL = 10.0  # seconds between two health reports of a process
+BEAT_TTL = 35  # seconds a health report counts (a process silent longer is gone)
 
 
 def keys_lease(user: str) -> str:
@@ -149,8 +154,10 @@ class Runtime:
             authenticator = SenderAuthenticator(trusted_hosts=settings.auth_trusted_hosts)
         else:
             log.warning("sender checks are off: every From address is believed")
+        routes = RouteBook(settings.routes, store.routes, settings.receive_domains)
+        await routes.refresh(force=True)
         inbound = InboundEmailFlow(
-            routes=settings.routes, networks=networks, address_book=store.address_book,
+            routes=routes, networks=networks, address_book=store.address_book,
             history=store.history, conversations=store.conversations, ingest=store.ingest,
             tokens=store.tokens, mailer=mailer, bot_email=settings.bot_email or "",
             reply_domain=settings.reply_domain or "", own_addresses=own, rates=store.rates,
@@ -184,6 +191,16 @@ class Runtime:
             scheduler=scheduler, meter=meter, permissions=permissions)
         replies = ReplyInChat(**vars(shared))
         inbound.people = replies  # answers to chat-started conversations follow presence
+        admins = RoomAdmins(networks, permissions)
+        review = Review(store.held, routes, admins, store.audit, store.rates,
+                        release=inbound.post_held)
+        inbound.review = review
+        if settings.review_room is not None:
+            inbound.review_room = ChatTarget(Network(settings.review_room[0]),
+                                             room=settings.review_room[1])
+        rooms = RoomCommands(routes, admins, review, store.conversations, store.history,
+                             store.deliveries, store.beats, store.audit)
+        replies_in = routes.replies_rule(settings.plain_thread_replies)
         emails = ReplyByEmail(**vars(shared))
         commands = Commands(replies=replies, emails=emails, address_book=store.address_book,
                             history=store.history, deliveries=store.deliveries,
@@ -192,9 +209,8 @@ class Runtime:
                             retry_interval=settings.retry_interval, meter=meter,
                             usage=usage_view, permissions=permissions,
                             conversations=store.conversations,
-                            thread_replies=thread_rule(
-                                {r.room: r.replies for r in settings.routes if r.replies},
-                                settings.plain_thread_replies))
+                            thread_replies=lambda where: replies_in(where.room),
+                            rooms=rooms)
         slack_app = None
         if slack is not None and settings.slack is not None:
             cfg = settings.slack
@@ -237,6 +253,8 @@ class Runtime:
                 tasks.append(asyncio.create_task(ingest.run(stop), name=f"imap {mailbox}"))
         if self.matrix is not None:
             tasks.append(asyncio.create_task(self._matrix_loops(stop), name="matrix"))
+        tasks.append(asyncio.create_task(self.inbound.routes.follow(stop), name="routes"))
+        tasks.append(asyncio.create_task(self._beat(stop), name="health beat"))
         if s.history_retention_days:
             tasks.append(asyncio.create_task(
                 self._keep_history(stop, s.history_retention_days), name="retention"))
@@ -366,6 +384,23 @@ class Runtime:
     async def _first_unreadable(self, sender: str) -> bool:
         """Tell a sender the bot could not read their message once a day, not each time."""
         return await self.store.rates.hit(f"matrix-unreadable:{sender}", 1, 86400)
+
+    async def _beat(self, stop: asyncio.Event) -> None:
+        """Tell the store, every few seconds, how this process's links are (what `status`
+        shows in chat, whichever process answers it)."""
+        process = f"{socket.gethostname()}:{os.getpid()}"
+        while not stop.is_set():
+            checks = await self.readiness()
+            checks.pop("imap", None)
+            for ingest in self.ingests:
+                if ingest.connected:  # a process waiting for the mailbox lease says nothing
+                    checks[f"mailbox {ingest.mailbox}"] = True
+            try:
+                await self.store.beats.beat(process, checks, BEAT_TTL)
+            except StoreError as exc:
+                log.warning("could not record this process's health: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), BEAT_INTERVAL)
 
     async def readiness(self) -> dict[str, bool]:
         checks = {"redis": True}

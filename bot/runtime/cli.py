@@ -138,6 +138,12 @@ def cmd_pending(args: argparse.Namespace) -> int:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.at))
             lines.append(f"  {when}  {r.source}  from {r.sender or '?'}  "
                          f"{r.subject!r}: {r.reason}")
+        held = await store.held.waiting(limit=args.limit)
+        lines.append(f"Held for admins ({len(held)}; they decide in chat, see `status`):")
+        for h in held:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(h.at))
+            lines.append(f"  {when}  {h.id}  {h.network}:{h.room}  from {h.sender or '?'}  "
+                         f"{h.subject!r}: {h.reason}")
         for state in (DeliveryState.QUEUED, DeliveryState.FAILED):
             deliveries = await store.deliveries.in_state(state, args.limit)
             lines.append(f"{state.value.title()} deliveries ({len(deliveries)}):")

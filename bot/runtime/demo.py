@@ -12,8 +12,9 @@ import time
 from email.message import EmailMessage
 from email.utils import make_msgid
 
+from bot.routes import Route
 from bot.runtime.app import Runtime
-from bot.settings import Route, Settings
+from bot.settings import Settings
 from bridges.email.smtp import smtp_sender
 from bridges.matrix.client import recent_messages
 

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 DEVICE_NAME = "switchboard"
 HAND_OVER_WAIT = 20.0  # seconds a worker waits for the key holder to post for it
 MEGOLM = "m.megolm.v1.aes-sha2"
+MODERATOR = 50  # the power level from which a Matrix room member administers the room
 
 
 def key_store_file(folder: str, user_id: str, device_id: str) -> Path:
@@ -324,6 +325,32 @@ class MatrixNetwork:
             log.warning("members of %s unknown: %s", room, answer.message)
             return False
         return any(m.user_id == user.value for m in answer.members)
+
+    async def _power_levels(self, room: str) -> tuple[dict[str, int], int]:
+        """The room's users with their power level, and the level of everyone else."""
+        answer = await self.client.room_get_state_event(room, "m.room.power_levels")
+        if isinstance(answer, RoomGetStateEventError):
+            raise MatrixError(f"cannot read the power levels of {room}: {answer.message}",
+                              transient=_transient(answer))
+        users = answer.content.get("users") or {}
+        levels = {str(u): int(v) for u, v in users.items()
+                  if isinstance(v, int) and not isinstance(v, bool)}
+        default = answer.content.get("users_default", 0)
+        return levels, default if isinstance(default, int) else 0
+
+    async def is_room_admin(self, room: str, user: Address) -> bool:
+        levels, default = await self._power_levels(room)
+        return levels.get(user.value, default) >= MODERATOR and await self.is_member(room, user)
+
+    async def room_admins(self, room: str, limit: int) -> list[Address]:
+        levels, default = await self._power_levels(room)
+        answer = await self.client.joined_members(room)
+        if isinstance(answer, JoinedMembersError):
+            raise MatrixError(f"the members of {room} are unknown: {answer.message}",
+                              transient=True)
+        return [Address.matrix(m.user_id) for m in answer.members[:limit]
+                if m.user_id != self.client.user_id
+                and levels.get(m.user_id, default) >= MODERATOR]
 
     async def presence(self, user: Address) -> Presence:
         answer = await self.client.get_presence(user.value)

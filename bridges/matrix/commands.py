@@ -21,16 +21,17 @@ class MatrixCommands:
 
     async def __call__(self, event: CommandEvent) -> Notice | None:
         shows = None
+        dm = event.where.room == await self.state.dm_room(event.sender.value)
         if event.where.thread:
             shows = await self.conversations.shown_in(Network.MATRIX, event.where.room,
                                                       event.where.thread)
-        elif not event.plain and event.where.room == await self.state.dm_room(
-                event.sender.value):
+        elif not event.plain and dm:
             # In the direct chat with the bot, outside a thread, a command is about the
             # latest message Switchboard delivered there (the reply it answers back).
             shows = await self.conversations.latest_in(Network.MATRIX, event.where.room)
         ctx = CommandContext(user=event.sender, user_name=event.sender_name, where=event.where,
-                             shows=shows, request=f"matrix:{event.event_id}")
+                             shows=shows, request=f"matrix:{event.event_id}",
+                             room=None if dm else event.where.room)
         if event.plain:
             return await self.commands.run_plain(event.text, ctx)
         return await self.commands.run(event.text, ctx)

@@ -111,6 +111,7 @@ class SlackApp:
         self.bolt.action(REPLY_IN_CHAT)(self.open_reply)
         self.bolt.view("reply_in_chat_modal")(self.submit_reply)
         self.bolt.action(re.compile(r"^delivery_(queue|cancel|sendmail)$"))(self.choose)
+        self.bolt.action(re.compile(r"^held_(post|discard|allow)$"))(self.decide)
         self.bolt.action(REPLY_BY_EMAIL)(self.open_email)
         self.bolt.view("reply_by_email_modal")(self.submit_email)
         self.bolt.shortcut(SHORTCUT)(self.open_email_shortcut)
@@ -240,6 +241,20 @@ class SlackApp:
             await self._tell(user, notice_for(outcome, self.retry_interval), self._where(body),
                              respond if ephemeral else None)
 
+    async def decide(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
+                     respond: AsyncRespond) -> None:
+        """*Post anyway* / *Discard* / *Allow this sender* on a held email's notice: the
+        command of the same name; the notice is replaced by what was done."""
+        await ack()
+        with self._working():
+            user, name = _user(body)
+            verb = str(action["action_id"]).removeprefix("held_")
+            ctx = CommandContext(user=user, user_name=name, where=None, shows=None,
+                                 request=f"slack-action:{body.get('trigger_id', '')}")
+            notice = await self.commands.run(f"{verb} {action['value']}", ctx)
+            blocks, text = notice_message(notice)
+            await respond(text=text, blocks=blocks, replace_original=True)
+
     async def open_email(self, ack: AsyncAck, body: dict[str, Any],
                          client: AsyncWebClient) -> None:
         await ack()
@@ -282,10 +297,15 @@ class SlackApp:
                             respond: AsyncRespond) -> None:
         await ack()
         with self._working():
-            user = Address.slack(str(command["team_id"]), str(command["user_id"]))
+            team = str(command["team_id"])
+            user = Address.slack(team, str(command["user_id"]))
+            channel = str(command.get("channel_id") or "")
+            # A direct chat (D…) is no channel to route to or report on.
+            room = self.network.room(team, channel) if channel[:1] in ("C", "G") else None
             ctx = CommandContext(user=user, user_name=str(command.get("user_name", "")),
                                  where=None, shows=None,
-                                 request=f"slack-cmd:{command.get('trigger_id', '')}")
+                                 request=f"slack-cmd:{command.get('trigger_id', '')}",
+                                 room=room)
             notice = await self.commands.run(str(command.get("text", "")), ctx)
             blocks, text = notice_message(notice)
             await respond(text=text, blocks=blocks, response_type="ephemeral")

@@ -109,7 +109,7 @@ def notice_message(notice: Notice) -> tuple[list[dict[str, Any]], str]:
     blocks = [_section(shorten(mrkdwn(notice.text), SECTION_LIMIT))]
     if notice.choices:
         blocks.append(_actions("switchboard_choice", [
-            _button(shorten(c.label, BUTTON_TEXT_LIMIT), f"delivery_{c.action}", c.value,
+            _button(shorten(c.label, BUTTON_TEXT_LIMIT), f"{c.kind}_{c.action}", c.value,
                     primary=i == 0) for i, c in enumerate(notice.choices)]))
     return _checked(blocks), mrkdwn(shorten(notice.text, 300))
 

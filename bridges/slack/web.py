@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import ssl
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -49,6 +50,7 @@ def web_client(token: str | None, api_url: str, ca_file: str | None = None) -> A
 
 
 MEMBER_PAGES = 20  # conversations.members pages read (1,000 members each)
+ADMIN_KNOWN_FOR = 300.0  # seconds a user's admin flag is believed without asking again
 METADATA_EVENT = "switchboard_email"
 # The methods Slack documents as taking application/json (the write methods).
 JSON_METHODS = frozenset({"chat.postMessage", "chat.postEphemeral", "chat.update",
@@ -88,6 +90,7 @@ class SlackNetwork:
         self._clients: dict[str, AsyncWebClient] = {}
         self._dm_channels: dict[str, str] = {}
         self._team: str | None = None
+        self._admins: dict[str, tuple[bool, float]] = {}  # user -> (admin, known until)
 
     @property
     def installs(self) -> bool:
@@ -280,6 +283,44 @@ class SlackNetwork:
             if not cursor:
                 return False
         return False
+
+    async def is_room_admin(self, room: str, user: Address) -> bool:
+        """A workspace admin or owner of the channel's workspace (Slack has no channel
+        admins in its API); a guest or a member of another workspace never is."""
+        team, _ = split_room(room)
+        if team is not None and self._team_of(user) != team:
+            return False
+        return await self._is_admin(user)
+
+    async def _is_admin(self, user: Address) -> bool:
+        now = time.monotonic()
+        known = self._admins.get(user.value)
+        if known is not None and known[1] > now:
+            return known[0]
+        try:
+            answer = await self._call("users.info", self._team_of(user), user=_user_id(user))
+        except SlackError as exc:
+            if exc.error == "user_not_found":
+                return False
+            raise
+        found = answer["user"]
+        admin = bool((found.get("is_admin") or found.get("is_owner")
+                      or found.get("is_primary_owner")) and not found.get("deleted")
+                     and not found.get("is_restricted") and not found.get("is_bot"))
+        self._admins[user.value] = (admin, now + ADMIN_KNOWN_FOR)
+        return admin
+
+    async def room_admins(self, room: str, limit: int) -> list[Address]:
+        team, channel = split_room(room)
+        answer = await self._call("conversations.members", team, channel=channel,
+                                  limit=min(limit, 1000))
+        workspace = team or await self.team()
+        found = []
+        for member in list(answer.get("members", []))[:limit]:
+            user = Address.slack(workspace, str(member))
+            if await self._is_admin(user):
+                found.append(user)
+        return found
 
     async def presence(self, user: Address) -> Presence:
         try:

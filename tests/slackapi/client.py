@@ -62,9 +62,11 @@ class SlackControl:
     async def reset(self) -> None:
         await self._post("reset")
 
-    async def add_user(self, id: str, name: str, email: str, presence: str = "active") -> None:
+    async def add_user(self, id: str, name: str, email: str, presence: str = "active",
+                       is_admin: bool = False) -> None:
         await self._post("user", {"id": id, "name": name, "real_name": name.title(),
-                                  "email": email, "presence": presence})
+                                  "email": email, "presence": presence,
+                                  "is_admin": is_admin})
 
     async def add_channel(self, id: str, name: str, members: list[str],
                           bot_is_member: bool = True) -> None:

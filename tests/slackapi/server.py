@@ -74,6 +74,8 @@ class User:
     presence: str = "active"
     is_bot: bool = False
     deleted: bool = False
+    is_admin: bool = False  # a workspace admin (users.info reports it, with is_owner)
+    is_owner: bool = False
 
 
 @dataclass
@@ -159,6 +161,9 @@ class SlackState:
         return {
             "id": user.id, "team_id": self.workspace.team_id, "name": user.name,
             "real_name": user.real_name, "deleted": user.deleted, "is_bot": user.is_bot,
+            "is_admin": user.is_admin or user.is_owner, "is_owner": user.is_owner,
+            "is_primary_owner": False, "is_restricted": False,
+            "is_ultra_restricted": False,
             "tz": "Europe/London",
             "profile": {"real_name": user.real_name, "display_name": user.name,
                         "email": user.email, "team": self.workspace.team_id},

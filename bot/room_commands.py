@@ -1,0 +1,258 @@
+"""The commands of a room's admins: its routes (`route add|set|remove|list`), its
+`status`, and the decisions on held mail (`post`, `discard`, `allow`). Typed in the
+channel or room they are about; the same on Slack and Matrix."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+
+from bot.audit import AuditAction, AuditEvent, AuditLog
+from bot.errors import StoreError
+from bot.held import Decision
+from bot.model import Address, DeliveryState, EntryKind, Network
+from bot.ports import Notice
+from bot.review import Review, RoomAdmins, place
+from bot.routes import OPTION_NAMES, Route, RouteBook, RouteError, route_option
+from bot.stores import Beats, Conversations, Deliveries, History
+
+log = logging.getLogger(__name__)
+_OPTION = re.compile(rf"^({'|'.join(OPTION_NAMES)})=(.*)$", re.IGNORECASE)
+_MAILTO = re.compile(r"^<mailto:([^|>]+)(?:\|[^>]*)?>$")
+STALE_BEAT = 60  # seconds: a process heard from longer ago is reported as silent
+ROUTE_HELP = ("`route add <address> [display name] [replies=email|internal] "
+              "[attachments=post|names|hold] [senders=any|verified]` connects an address "
+              "to this room; `route set <address> <options>`, `route remove <address>`, "
+              "`route list`.")
+
+
+class RoomCommandError(Exception):
+    """What the admin typed cannot be done; the message says why."""
+
+
+@dataclass(frozen=True)
+class Where:
+    user: Address
+    network: Network
+    room: str | None  # None: typed in a direct chat with the bot
+
+
+@dataclass
+class RoomCommands:
+    routes: RouteBook
+    admins: RoomAdmins
+    review: Review | None = None
+    conversations: Conversations | None = None
+    history: History | None = None
+    deliveries: Deliveries | None = None
+    beats: Beats | None = None
+    audit: AuditLog | None = None
+
+    async def run(self, verb: str, rest: str, where: Where) -> Notice:
+        try:
+            if verb == "route":
+                return await self._route(rest, where)
+            if verb == "status":
+                return await self._status(where)
+            return await self._decide(verb, rest, where)
+        except (RoomCommandError, RouteError) as exc:
+            return Notice(str(exc))
+
+    # --- routes --------------------------------------------------------------------
+
+    async def _route(self, rest: str, where: Where) -> Notice:
+        sub, _, args = rest.strip().partition(" ")
+        sub = sub.lower()
+        if sub in ("", "help"):
+            return Notice(ROUTE_HELP)
+        if sub == "list":
+            return self._list(where)
+        if sub not in ("add", "set", "remove"):
+            raise RoomCommandError(f"Unknown `route {sub}`. " + ROUTE_HELP)
+        room = self._room(where, f"route {sub}")
+        words = args.split()
+        if not words:
+            raise RoomCommandError(f"`route {sub}` needs the email address. " + ROUTE_HELP)
+        address = _address_text(words[0])
+        refused = await self.admins.refusal(where.user, where.network, room,
+                                            "change this room's routes")
+        if refused is not None:
+            raise RoomCommandError(f"Not allowed: {refused}.")
+        if sub == "remove":
+            route = await self.routes.remove(address, where.network, room)
+            await self._record(where.user, route, "removed")
+            return Notice(f"Removed: mail to {route.address} no longer comes here.")
+        options = _options(words[1:], naming=sub == "add")
+        if sub == "add":
+            route = await self.routes.add(address, where.network, room, where.user, options)
+            await self._record(where.user, route, "added")
+            return Notice(f"Connected: mail to {route.address} now comes to this room "
+                          f"({_describe(route)}). Change it with `route set`, or "
+                          f"`route remove {route.address}`.")
+        if not options:
+            raise RoomCommandError("`route set <address>` needs options to change, like "
+                                   "`senders=verified` or `name=Support desk`")
+        route = await self.routes.change(address, where.network, room, where.user, options)
+        await self._record(where.user, route, "changed")
+        return Notice(f"Changed: {route.address} ({_describe(route)}).")
+
+    def _list(self, where: Where) -> Notice:
+        admin = self.admins.permissions is None or self.admins.permissions.is_admin(where.user)
+        shown = [r for r in self.routes.all() if admin or _same_organisation(r, where.user)]
+        if not shown:
+            return Notice("No routes yet. In a channel or room, its admins connect an "
+                          "address with `route add <address>`.")
+        here = [r for r in shown if r.network == where.network.value and r.room == where.room]
+        lines = ["Routes (where each came from):"]
+        for route in [*here, *(r for r in shown if r not in here)]:
+            spot = "here" if route in here else place(route.network, route.room)
+            lines.append(f"  {route.address} → {spot}: {_describe(route)}")
+        return Notice("\n".join(lines))
+
+    async def _record(self, user: Address, route: Route, what: str) -> None:
+        if self.audit is None:
+            return
+        try:
+            await self.audit.record(AuditEvent(
+                AuditAction.ROUTE_CHANGED, str(user), f"{route.network}:{route.room}",
+                f"{what} {route.address} ({route.options_text()})"))
+        except StoreError as exc:  # the change stands
+            log.error("could not record a route change in the audit trail: %s", exc)
+
+    # --- status ----------------------------------------------------------------------
+
+    async def _status(self, where: Where) -> Notice:
+        room = self._room(where, "status")
+        refused = await self.admins.refusal(where.user, where.network, room,
+                                            "see this room's status")
+        if refused is not None:
+            raise RoomCommandError(f"Not allowed: {refused}.")
+        lines = [f"Status of this {place(where.network.value, room)}"]
+        routes = self.routes.in_room(where.network, room)
+        lines.append("Routes here:" if routes else "Routes here: none (`route add "
+                     "<address>` connects one)")
+        lines += [f"  {r.address}: {_describe(r)}" for r in routes]
+        lines.append(await self._last_bridged(where.network, room))
+        if self.review is not None:
+            held = await self.review.held.waiting(where.network, room, 10)
+            lines.append(f"Held for admins here: {len(held)}{'+' if len(held) == 10 else ''}")
+            for h in held:
+                when = time.strftime("%m-%d %H:%M", time.gmtime(h.at))
+                lines.append(f"  {h.id} {when} from {h.sender or '(unknown)'}: "
+                             f"{(h.subject or '(no subject)')[:60]} — {h.reason[:120]}")
+            if held:
+                lines.append("  Decide with `post <id>`, `discard <id>` or `allow <id>`.")
+        if self.deliveries is not None:
+            counts = await self.deliveries.count_by_state()
+            lines.append(f"Replies waiting for their recipient (all rooms): "
+                         f"{counts.get(DeliveryState.QUEUED, 0)} queued, "
+                         f"{counts.get(DeliveryState.FAILED, 0)} failed")
+        lines += await self._health()
+        return Notice("\n".join(lines))
+
+    async def _last_bridged(self, network: Network, room: str) -> str:
+        if self.conversations is None or self.history is None:
+            return "Last email bridged here: unknown"
+        latest = await self.conversations.latest_in(network, room)
+        if latest is None:
+            return "Last email bridged here: none yet"
+        page = await self.history.conversation(latest[0], 0, 50)
+        entry = next((e for e in page.entries if e.id == latest[1]), None)
+        if entry is None or entry.kind is not EntryKind.EMAIL:
+            return "Last email bridged here: none kept in history"
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(entry.at))
+        return (f"Last email bridged here: {when} from {entry.sender.value}: "
+                f"{(entry.subject or '(no subject)')[:80]}")
+
+    async def _health(self) -> list[str]:
+        if self.beats is None:
+            return []
+        beats = await self.beats.beats()
+        if not beats:
+            return ["Health: no Switchboard process has reported in the last minute "
+                    "(is `switchboard run` running?)"]
+        lines = ["Health (each running process):"]
+        now = time.time()
+        for process, (at, checks) in sorted(beats.items()):
+            parts = ", ".join(f"{name} {'ok' if ok else 'DOWN'}"
+                              for name, ok in sorted(checks.items()))
+            ago = max(0, int(now - at))
+            lines.append(f"  {process} ({ago} s ago"
+                         f"{', silent' if ago > STALE_BEAT else ''}): {parts}")
+        return lines
+
+    # --- held mail -------------------------------------------------------------------
+
+    async def _decide(self, verb: str, rest: str, where: Where) -> Notice:
+        if self.review is None:
+            raise RoomCommandError("Nothing is held for review here.")
+        held_id = rest.split()[0] if rest.split() else ""
+        if not held_id:
+            raise RoomCommandError(f"`{verb}` needs the id of the held email, like "
+                                   f"`{verb} h0123…` (see `status`)")
+        decision = {"post": Decision.POSTED, "discard": Decision.DISCARDED,
+                    "allow": Decision.ALLOWED}[verb]
+        return await self.review.decide(held_id, decision, where.user)
+
+    @staticmethod
+    def _room(where: Where, what: str) -> str:
+        if where.room is None:
+            raise RoomCommandError(f"`{what}` is about the channel or room it is typed in: "
+                                   "type it there, not in a direct chat with Switchboard.")
+        return where.room
+
+
+def _address_text(word: str) -> str:
+    mailto = _MAILTO.match(word)
+    return mailto.group(1) if mailto else word
+
+
+def _options(words: list[str], *, naming: bool) -> dict[str, object]:
+    """``key=value`` options, and (for ``route add``) the other words as the name."""
+    chosen: dict[str, object] = {}
+    name: list[str] = []
+    naming_now = False
+    for word in words:
+        found = _OPTION.match(word)
+        if found and found.group(1).lower() == "name":
+            naming_now = True
+            name.append(found.group(2))
+            continue
+        if found:
+            naming_now = False
+            try:
+                chosen.update(route_option(found.group(1), found.group(2)))
+            except ValueError as exc:
+                raise RoomCommandError(str(exc)) from None
+            continue
+        if not naming and not naming_now:
+            raise RoomCommandError(f"{word!r} is not an option ({', '.join(OPTION_NAMES)}=…)")
+        name.append(word)
+    if name:
+        try:
+            chosen.update(route_option("name", " ".join(name)))
+        except ValueError as exc:
+            raise RoomCommandError(str(exc)) from None
+    return chosen
+
+
+def _describe(route: Route) -> str:
+    named = f'"{route.name}", ' if route.name else ""
+    if route.origin.value == "settings":
+        came = "from the settings (read-only here)"
+    else:
+        day = time.strftime("%Y-%m-%d", time.gmtime(route.added_at))
+        came = f"added in chat by {route.added_by} on {day}"
+    allowed = f", {len(route.allowed)} sender(s) allowed" if route.allowed else ""
+    return f"{named}{route.options_text()}{allowed}; {came}"
+
+
+def _same_organisation(route: Route, user: Address) -> bool:
+    """Routes a person may see listed: their network's, and on Slack with many
+    workspaces only their workspace's."""
+    if route.network != user.network.value:
+        return False
+    team = route.room.partition("/")[0] if "/" in route.room else None
+    return team is None or team == user.value.partition("/")[0]
