@@ -120,6 +120,10 @@ class ChatNetwork(Protocol):
         """Up to ``limit`` members of ``room`` who administer it (the bot excluded)."""
         ...
 
+    async def cannot_post(self, room: str) -> str | None:
+        """Why the bot cannot post into ``room`` (not a member), or None when it can."""
+        ...
+
 
 class MailSender(Protocol):
     async def send(self, message: EmailMessage) -> None:

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 
 from bot.audit import AuditAction, AuditEvent, AuditLog
-from bot.errors import StoreError
+from bot.errors import BridgeError, StoreError
 from bot.held import Decision
 from bot.model import Address, DeliveryState, EntryKind, Network
 from bot.ports import Notice
@@ -59,6 +59,13 @@ class RoomCommands:
             return await self._decide(verb, rest, where)
         except (RoomCommandError, RouteError) as exc:
             return Notice(str(exc))
+        except BridgeError as exc:
+            return Notice(f"Switchboard could not ask {where.network.value.title()} about "
+                          f"this room ({exc}); try again in a moment.")
+        except StoreError as exc:
+            log.error("a room command failed on the store: %s", exc)
+            return Notice("Switchboard's store is unavailable; nothing was changed. Try again "
+                          "in a moment.")
 
     # --- routes --------------------------------------------------------------------
 
@@ -86,6 +93,10 @@ class RoomCommands:
             return Notice(f"Removed: mail to {route.address} no longer comes here.")
         options = _options(words[1:], naming=sub == "add")
         if sub == "add":
+            chat = self.admins.networks.get(where.network)
+            why = await chat.cannot_post(room) if chat is not None else "not connected"
+            if why is not None:
+                raise RoomCommandError(f"Not connected: {why}.")
             route = await self.routes.add(address, where.network, room, where.user, options)
             await self._record(where.user, route, "added")
             return Notice(f"Connected: mail to {route.address} now comes to this room "

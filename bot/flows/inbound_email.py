@@ -541,7 +541,8 @@ class InboundEmailFlow:
             id=held_id, at=time.time(), kind=hold.kind, reason=hold.reason, route=route,
             network=target.network.value, room=target.room or "",
             sender=mail.sender.value if mail.sender else "",
-            sender_name=mail.sender_name[:200], subject=mail.subject[:300],
+            sender_name=" ".join(mail.sender_name.split())[:200],
+            subject=" ".join(mail.subject.split())[:300],
             preview=" ".join(mail.body.split())[:300], message_id=mail.message_id,
             source=source, auth_trust=mail.auth.trust.value, auth_summary=mail.auth.summary)
         log.info("email %s held for the admins of %s: %s", mail.message_id, target.key,

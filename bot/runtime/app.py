@@ -59,8 +59,8 @@ SHUTDOWN_GRACE = 30.0
 RETENTION_EVERY = 3600.0  # seconds between two passes of history retention
 KEYS_LEASE_TTL = 60.0  # seconds a process's hold on the Matrix keys lasts unrenewed
 KEYS_RETRY = 5.0  # seconds between a waiting process's tries to take the keys over
-BEAT_INTERVAL = 10.0  # seconds between two health reports of a process
-BEAT_TTL = 35  # seconds a health report counts (a process silent longer is gone)
+BEAT_INTERVAL = 5.0  # seconds between two health reports of a process
+BEAT_TTL = 20  # seconds a health report counts (a process silent longer is gone)
 
 
 def keys_lease(user: str) -> str:
@@ -409,7 +409,8 @@ class Runtime:
         except Exception:
             checks["redis"] = False
         if self.ingests:
-            checks["imap"] = all(i.connected for i in self.ingests)
+            # A process waiting for a mailbox another one reads is ready all the same.
+            checks["imap"] = all(i.connected or i.standing_by for i in self.ingests)
         if self.matrix is not None:
             checks["matrix"] = self.matrix.client.logged_in
         if self.socket is not None:

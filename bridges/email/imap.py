@@ -61,6 +61,7 @@ class ImapIngest:
         self.lease_name = f"imap:{self.account}:{mailbox}"
         self.caught_up = asyncio.Event()  # set after each catch-up, for readiness and tests
         self.connected = False
+        self.standing_by = False  # another process holds the mailbox's lease
         self.sessions = 0  # how many IMAP sessions were opened (reconnects show here)
         self._lost = asyncio.Event()
 
@@ -69,8 +70,10 @@ class ImapIngest:
         while not stop.is_set():
             try:
                 if not await self.ingest.take_lease(self.lease_name, self.holder, LEASE_TTL):
+                    self.standing_by = True
                     await _wait(stop, LEASE_TTL / 3)
                     continue
+                self.standing_by = False
                 await self._session(stop)
                 backoff = 1.0
             except (OSError, TimeoutError, aioimaplib.AioImapException, MailError,

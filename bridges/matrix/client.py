@@ -342,6 +342,13 @@ class MatrixNetwork:
         levels, default = await self._power_levels(room)
         return levels.get(user.value, default) >= MODERATOR and await self.is_member(room, user)
 
+    async def cannot_post(self, room: str) -> str | None:
+        answer = await self.client.joined_members(room)
+        if isinstance(answer, JoinedMembersError) or not any(
+                m.user_id == self.client.user_id for m in answer.members):
+            return "Switchboard is not in this room; invite it first"
+        return None
+
     async def room_admins(self, room: str, limit: int) -> list[Address]:
         levels, default = await self._power_levels(room)
         answer = await self.client.joined_members(room)

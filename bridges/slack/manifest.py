@@ -30,6 +30,7 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     "conversations.history": ("channels:history", "groups:history", "im:history"),
     "conversations.replies": ("channels:history", "groups:history", "im:history"),
     "conversations.members": ("channels:read", "groups:read"),
+    "conversations.info": ("channels:read", "groups:read"),
     "users.getPresence": ("users:read",),
     "users.info": ("users:read",),
     "users.lookupByEmail": ("users:read.email",),

@@ -310,6 +310,19 @@ class SlackNetwork:
         self._admins[user.value] = (admin, now + ADMIN_KNOWN_FOR)
         return admin
 
+    async def cannot_post(self, room: str) -> str | None:
+        team, channel = split_room(room)
+        try:
+            answer = await self._call("conversations.info", team, channel=channel)
+        except SlackError as exc:
+            if exc.error != "channel_not_found":
+                raise
+            return ("Switchboard cannot see this channel (a private channel it is not in); "
+                    "invite it first (`/invite @Switchboard`)")
+        if not (answer.get("channel") or {}).get("is_member"):
+            return "Switchboard is not in this channel; invite it first (`/invite @Switchboard`)"
+        return None
+
     async def room_admins(self, room: str, limit: int) -> list[Address]:
         team, channel = split_room(room)
         answer = await self._call("conversations.members", team, channel=channel,

@@ -46,6 +46,7 @@ SCOPES: dict[str, str | None] = {
     "chat.update": "chat:write",
     "conversations.open": "im:write",
     "conversations.members": "channels:read",
+    "conversations.info": "channels:read",
     "conversations.history": "channels:history",
     "conversations.replies": "channels:history",
     "users.info": "users:read",
@@ -328,6 +329,14 @@ class Methods:
         if existing:
             answer.update(no_op=True, already_open=True)
         return answer
+
+    def conversations_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A conversation's object; ``is_member`` says whether the caller (the bot) is in it."""
+        channel = self._channel(_require(args, "channel"))
+        return {"channel": {"id": channel.id, "name": channel.name, "is_channel": not channel.is_im,
+                            "is_im": channel.is_im, "is_private": False,
+                            "is_archived": False, "is_member": channel.is_im
+                            or channel.bot_is_member, "created": 1700000000}}
 
     def conversations_members(self, args: dict[str, Any]) -> dict[str, Any]:
         """Members of a channel, paged with an opaque cursor (limit default 100, 1000 at

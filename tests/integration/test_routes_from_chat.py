@@ -1,0 +1,306 @@
+"""Running Switchboard from chat: a room's admins connect addresses to it (Slack
+`/switchboard route …`, Matrix `!sb route …`), with two `switchboard run` processes
+sharing the routes through Redis; mail a route holds is offered to the room's admins,
+who post it (once), discard it or allow its sender; `status` reports the room."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.bridge import SIGNING_SECRET, SLACK_PEOPLE, Bridge, running_bridge
+from tests.conftest import Services
+from tests.integration.test_commands import matrix_runner
+from tests.integration.test_reply_in_chat import button, slack_dm
+from tests.mailhelp import ELSEWHERE, MatrixUser, eventually, make_mail, send_mail
+from tests.servers import free_port, start_switchboard
+from tests.slackapi.client import SlackControl, SlackSender
+
+pytestmark = pytest.mark.integration
+
+CHANNEL = "C0ROUTES01"
+DANA = "U0DANA0001"  # a workspace admin
+BOB = SLACK_PEOPLE["bob"]  # a plain member
+
+
+@dataclass
+class TwoRuns:
+    bridge: Bridge  # the first `switchboard run` (in this process)
+    other: subprocess.Popen[bytes]  # the second, its own process
+    other_env: dict[str, str]
+
+    @property
+    def other_listener(self) -> int:
+        return int(self.other_env["SWITCHBOARD_SMTP_LISTEN"].rpartition(":")[2])
+
+    def slack_to(self, which: str) -> SlackSender:
+        """Slack's signed requests to the first or the second process."""
+        env = self.bridge.env if which == "first" else self.other_env
+        port = env["SWITCHBOARD_HTTP_LISTEN"].rpartition(":")[2]
+        return SlackSender(f"http://127.0.0.1:{port}/slack/events", SIGNING_SECRET,
+                           self.bridge.slack, self.bridge.team)
+
+
+@pytest.fixture
+async def runs(services: Services, slack: SlackControl, http: aiohttp.ClientSession,
+               tmp_path: Path) -> AsyncIterator[TwoRuns]:
+    async with running_bridge(services, slack, http) as bridge:
+        await slack.add_user(DANA, "dana", services.email("dana"), is_admin=True)
+        await slack.add_channel(CHANNEL, "billing", [DANA, BOB])
+        env = dict(bridge.env, SWITCHBOARD_HTTP_LISTEN=f"127.0.0.1:{free_port()}",
+                   SWITCHBOARD_SMTP_LISTEN=f"127.0.0.1:{free_port()}")
+        log = tmp_path / "second-run.log"
+        other = start_switchboard("run", env, log, new_session=True)
+        try:
+            port = env["SWITCHBOARD_HTTP_LISTEN"].rpartition(":")[2]
+
+            async def ready() -> bool:
+                if other.poll() is not None:
+                    raise AssertionError(f"the second run stopped:\n{log.read_text()[-3000:]}")
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/readyz") as answer:
+                        return answer.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await eventually(ready, within=60, what="the second `switchboard run`")
+            yield TwoRuns(bridge, other, env)
+        finally:
+            other.terminate()
+            try:
+                other.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                other.kill()
+                other.wait(timeout=5)
+
+
+async def slack_command(runs: TwoRuns, which: str, user: str, text: str,
+                        channel: str = CHANNEL) -> str:
+    """A slash command typed in ``channel``; the text of its (ephemeral) answer."""
+    before = len((await runs.bridge.slack.state())["responses"])
+    status, _ = await runs.slack_to(which).slash_command(user, user, channel, text)
+    assert status == 200
+
+    async def answer() -> str | None:
+        responses = (await runs.bridge.slack.state())["responses"]
+        if len(responses) <= before:
+            return None
+        return "\n".join(b["text"]["text"] for b in responses[-1].get("blocks", [])
+                         if b["type"] == "section").replace("&gt;", ">").replace("&lt;", "<")
+
+    return await eventually(answer, what=f"the answer to /switchboard {text}")
+
+
+async def channel_posts(runs: TwoRuns, words: str) -> list[dict[str, Any]]:
+    return [m for m in await runs.bridge.slack.messages(CHANNEL) if words in str(m["blocks"])]
+
+
+async def held_notice(runs: TwoRuns, user: str, words: str) -> dict[str, Any]:
+    async def found() -> dict[str, Any] | None:
+        return next((m for m in await slack_dm(runs.bridge, user)
+                     if "Held for the admins" in str(m["blocks"]) and words in str(m["blocks"])),
+                    None)
+    return await eventually(found, what=f"the held-mail notice in {user}'s DM")
+
+
+async def pending(runs: TwoRuns) -> str:
+    """`switchboard pending`, as the operator runs it."""
+    bin_dir = Path(sys.executable).parent
+    done = await asyncio.to_thread(
+        subprocess.run, [str(bin_dir / "switchboard"), "pending"],
+        env={**runs.bridge.env, "PATH": str(bin_dir)}, capture_output=True, text=True,
+        timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+async def responses_after(runs: TwoRuns, before: int, count: int) -> list[str]:
+    """The next ``count`` answers Switchboard gave through response URLs."""
+    async def found() -> list[str] | None:
+        answers = [str(r.get("blocks")) for r in
+                   (await runs.bridge.slack.state())["responses"][before:]]
+        return answers if len(answers) >= count else None
+    return await eventually(found, what=f"{count} answer(s)")
+
+
+async def state_responses(runs: TwoRuns) -> int:
+    return len((await runs.bridge.slack.state())["responses"])
+
+
+async def test_admins_connect_addresses_from_slack_and_matrix(
+        runs: TwoRuns, services: Services, http: aiohttp.ClientSession) -> None:
+    billing = services.email("billing")
+    # A plain member is refused, with the reason; nothing changes.
+    refused = await slack_command(runs, "second", BOB, f"route add {billing}")
+    assert "Not allowed" in refused and "admins" in refused
+    assert billing not in await slack_command(runs, "second", BOB, "route list")
+    # An address this deployment does not receive mail for is refused too.
+    outside = await slack_command(runs, "second", DANA, "route add someone@elsewhere.test")
+    assert "not at a domain whose mail reaches Switchboard" in outside
+    # The workspace admin connects it, through the second process.
+    added = await slack_command(runs, "second", DANA, f"route add {billing} Billing desk "
+                                                      "replies=email")
+    assert f"Connected: mail to {billing} now comes to this room" in added
+    # The next email to it, received by the first process, arrives in the channel.
+    mail = make_mail(services.email("carol"), billing, "Invoice 77", "Please find it.")
+    await send_mail(services, mail, port=runs.bridge.listener_port)
+
+    async def posted() -> list[dict[str, Any]] | None:
+        return await channel_posts(runs, "Invoice 77") or None
+
+    card = (await eventually(posted, what="the email in the routed channel"))[0]
+    assert f"Billing desk &lt;{billing}&gt;" in str(card["blocks"])
+    # Everyone may list the routes, each with where it came from.
+    listing = await slack_command(runs, "first", BOB, "route list")
+    assert f"{billing} → here" in listing and "added in chat by" in listing
+    assert services.email("support") in listing and "from the settings" in listing
+    # A route of the settings is read-only from chat.
+    settings_route = await slack_command(runs, "first", DANA,
+                                         f"route remove {services.email('support')}")
+    assert "routed in Switchboard's settings" in settings_route
+    # A channel the bot is not in cannot be routed to (its posts would fail).
+    await runs.bridge.slack.add_channel("C0NOBOT001", "nobot", [DANA], bot_is_member=False)
+    absent = await slack_command(runs, "first", DANA, f"route add {billing}", "C0NOBOT001")
+    assert "invite it first" in absent
+    # The same address cannot be taken by another room.
+    await runs.bridge.slack.add_channel("C0OTHER001", "other", [DANA])
+    taken = await slack_command(runs, "first", DANA, f"route add {billing}", "C0OTHER001")
+    assert "already connected to another channel or room" in taken
+
+    # Matrix: a plain member of the room is refused; a moderator connects an address.
+    alice = runs.bridge.alice
+    run_as_alice = matrix_runner(runs.bridge, alice)
+    helpdesk = f"helpdesk-{uuid.uuid4().hex[:6]}@{billing.partition('@')[2]}"
+    refused = await run_as_alice(f"route add {helpdesk}")
+    assert "Not allowed" in refused and "power level 50" in refused
+    await promote(services, http, runs.bridge.room, alice.user_id, 50)
+    added = await run_as_alice(f"route add {helpdesk} name=Help desk senders=any")
+    assert f"Connected: mail to {helpdesk}" in added
+    # Received by the second process (its SMTP listener knows the route at once).
+    mail = make_mail(services.email("carol"), helpdesk, "Printer on fire", "Help!")
+    await send_mail(services, mail, port=runs.other_listener)
+
+    async def in_room() -> list[dict[str, Any]] | None:
+        return [e for e in await runs.bridge.room_posts()
+                if "Printer on fire" in e["content"]["body"]] or None
+
+    event = (await eventually(in_room, what="the email in the Matrix room"))[0]
+    assert f"To: Help desk <{helpdesk}>" in event["content"]["body"]
+    removed = await run_as_alice(f"route remove {helpdesk}")
+    assert f"Removed: mail to {helpdesk}" in removed
+
+
+async def promote(services: Services, http: aiohttp.ClientSession, room: str, user: str,
+                  level: int) -> None:
+    """The room's creator (the bot) gives ``user`` a power level."""
+    bot = await MatrixUser(services, "switchboard", http).login()
+    levels = await bot.call("GET", f"/rooms/{room}/state/m.room.power_levels")
+    levels.setdefault("users", {})[user] = level
+    await bot.call("PUT", f"/rooms/{room}/state/m.room.power_levels", levels)
+
+
+async def test_held_mail_is_offered_to_the_admins(runs: TwoRuns, services: Services) -> None:
+    billing = services.email("billing")
+    added = await slack_command(runs, "first", DANA, f"route add {billing} senders=verified")
+    assert "Connected" in added
+    outsider = services.email("eve")
+
+    async def unverified(subject: str) -> None:
+        # Sent from an address the domain's SPF does not list, unsigned: not authenticated.
+        mail = make_mail(outsider, billing, subject, f"Body of {subject}")
+        await send_mail(services, mail, port=runs.bridge.listener_port, source=ELSEWHERE)
+
+    await unverified("Urgent wire transfer")
+    notice = await held_notice(runs, DANA, "Urgent wire transfer")
+    assert "is not authenticated" in str(notice["blocks"])
+    assert not [m for m in await slack_dm(runs.bridge, BOB) if "Held" in str(m["blocks"])]
+    assert not await channel_posts(runs, "Urgent wire transfer")
+    held_id = button(notice, "held_post")
+    assert held_id in await pending(runs)
+    # Someone who is not an admin cannot post it (a forged click).
+    to_first = runs.slack_to("first")
+    before = await state_responses(runs)
+    await to_first.block_action(BOB, "bob", notice["channel"], notice, "held_post", held_id)
+    assert "Not allowed" in (await responses_after(runs, before, 1))[0]
+    # The admin clicks *Post anyway* twice at once: it is posted once.
+    before = await state_responses(runs)
+    await asyncio.gather(*(to_first.block_action(DANA, "dana", notice["channel"], notice,
+                                                 "held_post", held_id) for _ in range(2)))
+    told = await responses_after(runs, before, 2)
+    assert sum("Posted the email" in a for a in told) == 1, told
+    assert sum("Already decided: posted by" in a for a in told) == 1, told
+    assert len(await channel_posts(runs, "Urgent wire transfer")) == 1
+    assert held_id not in await pending(runs)
+
+    # *Discard*: it leaves pending, and nothing is posted.
+    await unverified("Gift cards needed")
+    notice = await held_notice(runs, DANA, "Gift cards needed")
+    discard_id = button(notice, "held_discard")
+    assert discard_id in await pending(runs)
+    await to_first.block_action(DANA, "dana", notice["channel"], notice, "held_discard",
+                                discard_id)
+    await eventually(lambda: _not_in_pending(runs, discard_id), what="discarded from pending")
+    assert not await channel_posts(runs, "Gift cards needed")
+
+    # *Allow this sender*: posted, and the sender's next email is no longer held.
+    await unverified("Quarterly figures")
+    notice = await held_notice(runs, DANA, "Quarterly figures")
+    await to_first.block_action(DANA, "dana", notice["channel"], notice, "held_allow",
+                                button(notice, "held_allow"))
+    await eventually(lambda: channel_posts(runs, "Quarterly figures"), what="allowed, posted")
+    await unverified("Figures, part two")
+    await eventually(lambda: channel_posts(runs, "Figures, part two"),
+                     what="the allowed sender's next email posted directly")
+
+    # Status: the admin sees the room's routes, the last email, what waits, and health.
+    async def healthy() -> str | None:
+        # Each process reports its links every few seconds: the mailbox's reader too.
+        status = await slack_command(runs, "first", DANA, "status")
+        return status if "mailbox INBOX ok" in status else None
+
+    status = await eventually(healthy, what="the mailbox reported healthy")
+    assert billing in status and "senders=verified" in status
+    assert "Last email bridged here" in status and "Figures, part two" in status
+    assert "Held for admins here: 0" in status
+    assert "redis ok" in status and "matrix ok" in status
+    assert "Not allowed" in await slack_command(runs, "first", BOB, "status")
+
+
+async def _not_in_pending(runs: TwoRuns, held_id: str) -> bool:
+    return held_id not in await pending(runs)
+
+
+async def test_matrix_admin_decides_in_the_room(runs: TwoRuns, services: Services,
+                                                http: aiohttp.ClientSession) -> None:
+    alice = runs.bridge.alice
+    await promote(services, http, runs.bridge.room, alice.user_id, 50)
+    run_as_alice = matrix_runner(runs.bridge, alice)
+    domain = services.email("x").partition("@")[2]
+    desk = f"desk-{uuid.uuid4().hex[:6]}@{domain}"
+    assert "Connected" in await run_as_alice(f"route add {desk} senders=verified")
+    mail = make_mail(services.email("eve"), desk, "Reset my password", "now please")
+    await send_mail(services, mail, port=runs.bridge.listener_port, source=ELSEWHERE)
+
+    async def held() -> str | None:
+        status = await run_as_alice("status")
+        return status if "Reset my password" in status else None
+
+    status = await eventually(held, what="the held email in the room's status")
+    held_id = next(w for w in status.split() if w.startswith("h") and len(w) == 17)
+    assert "Posted the email" in await run_as_alice(f"post {held_id}")
+    assert "Already decided" in await run_as_alice(f"post {held_id}")
+
+    async def in_room() -> bool:
+        return any("Reset my password" in e["content"]["body"]
+                   for e in await runs.bridge.room_posts())
+
+    await eventually(in_room, what="the posted email in the room")
