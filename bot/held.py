@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Protocol
 
 from bot.model import ChatTarget, Network
 
@@ -48,30 +47,3 @@ class HeldMail:
     @property
     def target(self) -> ChatTarget:
         return ChatTarget(Network(self.network), room=self.room)
-
-
-class HeldStore(Protocol):
-    async def hold(self, held: HeldMail, raw: bytes) -> bool:
-        """Keep ``held`` (and its bytes) for ``HELD_DAYS``; False when it was held already
-        (a re-read email)."""
-        ...
-
-    async def get(self, held_id: str) -> HeldMail | None: ...
-
-    async def raw(self, held_id: str) -> bytes | None: ...
-
-    async def decide(self, held_id: str, decision: Decision, by: str, at: float
-                     ) -> HeldMail | None:
-        """Record the decision if none was made: the record as decided now; or, when one
-        was made before, the record with that earlier decision (compare ``decided_by``
-        and ``decided_at``). None when there is no such held email."""
-        ...
-
-    async def undo(self, held_id: str) -> None:
-        """Take a decision back (its effect failed): the email waits again."""
-        ...
-
-    async def waiting(self, network: Network | None = None, room: str = "",
-                      limit: int = 20) -> list[HeldMail]:
-        """Held emails not decided yet, newest first: of one room, or all."""
-        ...

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 from bot.audit import AuditAction, AuditEvent, AuditLog
 from bot.errors import BridgeError, StoreError, TransientFailure
-from bot.held import Decision, HeldMail, HeldStore
+from bot.held import Decision, HeldMail
 from bot.model import Address, Network
 from bot.permissions import Level, Permissions
 from bot.ports import ChatNetwork, Choice, Notice
 from bot.render import render
 from bot.routes import RouteBook
-from bot.stores import RateLimits
+from bot.stores import HeldStore, RateLimits
 
 log = logging.getLogger(__name__)
 MAX_TOLD = 10  # admins told of one held email

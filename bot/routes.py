@@ -16,11 +16,11 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 
 from bot.errors import StoreError
 from bot.model import Address, AddressError, ChatTarget, Network
 from bot.permissions import ThreadReplies
+from bot.stores import RouteStore
 
 log = logging.getLogger(__name__)
 FOLLOW_INTERVAL = 1.0  # seconds between looks at the stored routes' version
@@ -141,33 +141,6 @@ def hold_for(route: Route, sender: Address | None, verified: bool,
         return Hold("attachment", f"it carries {', '.join(repr(b) for b in blocked[:3])}, "
                     "of a type that is never posted")
     return None
-
-
-class RouteStore(Protocol):
-    """Routes added from chat, and the senders admins allowed, kept for every process."""
-
-    async def version(self) -> int:
-        """A number that changes whenever a route or an allowance changes."""
-        ...
-
-    async def all(self) -> tuple[int, list[Route], dict[str, tuple[str, ...]]]:
-        """The version, the routes and the allowed senders by route address, read
-        together."""
-        ...
-
-    async def add(self, route: Route) -> Route | None:
-        """Keep ``route`` unless its address has one; the one it has otherwise."""
-        ...
-
-    async def replace(self, route: Route) -> None: ...
-
-    async def remove(self, address: str) -> Route | None:
-        """The removed route; None when there was none."""
-        ...
-
-    async def allow(self, address: str, sender: str, keep: int) -> None:
-        """``sender`` passes ``address``'s holds (the newest ``keep`` allowances stay)."""
-        ...
 
 
 @dataclass

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bot.audit import AuditLog
+from bot.held import Decision, HeldMail
 from bot.metering import Charges, Customer, Transaction, Usage
 from bot.model import (
     Address,
@@ -21,6 +22,9 @@ from bot.model import (
     Refusal,
     ReplyContext,
 )
+
+if TYPE_CHECKING:  # bot.routes builds on these protocols
+    from bot.routes import Route
 
 
 class AddressBook(Protocol):
@@ -354,6 +358,60 @@ class Erasure(Protocol):
     async def forget(self, addresses: Sequence[Address]) -> Erased:
         """Erase the history entries, reply tokens and unfinished deliveries of the person
         known by ``addresses`` (their address-book entries are the address book's)."""
+        ...
+
+
+class RouteStore(Protocol):
+    """Routes added from chat, and the senders admins allowed, kept for every process."""
+
+    async def version(self) -> int:
+        """A number that changes whenever a route or an allowance changes."""
+        ...
+
+    async def all(self) -> tuple[int, list[Route], dict[str, tuple[str, ...]]]:
+        """The version, the routes and the allowed senders by route address, read
+        together."""
+        ...
+
+    async def add(self, route: Route) -> Route | None:
+        """Keep ``route`` unless its address has one; the one it has otherwise."""
+        ...
+
+    async def replace(self, route: Route) -> None: ...
+
+    async def remove(self, address: str) -> Route | None:
+        """The removed route; None when there was none."""
+        ...
+
+    async def allow(self, address: str, sender: str, keep: int) -> None:
+        """``sender`` passes ``address``'s holds (the newest ``keep`` allowances stay)."""
+        ...
+
+
+class HeldStore(Protocol):
+    async def hold(self, held: HeldMail, raw: bytes) -> bool:
+        """Keep ``held`` (and its bytes) for ``HELD_DAYS``; False when it was held already
+        (a re-read email)."""
+        ...
+
+    async def get(self, held_id: str) -> HeldMail | None: ...
+
+    async def raw(self, held_id: str) -> bytes | None: ...
+
+    async def decide(self, held_id: str, decision: Decision, by: str, at: float
+                     ) -> HeldMail | None:
+        """Record the decision if none was made: the record as decided now; or, when one
+        was made before, the record with that earlier decision (compare ``decided_by``
+        and ``decided_at``). None when there is no such held email."""
+        ...
+
+    async def undo(self, held_id: str) -> None:
+        """Take a decision back (its effect failed): the email waits again."""
+        ...
+
+    async def waiting(self, network: Network | None = None, room: str = "",
+                      limit: int = 20) -> list[HeldMail]:
+        """Held emails not decided yet, newest first: of one room, or all."""
         ...
 
 

@@ -6,6 +6,7 @@ who post it (once), discard it or allow its sender; `status` reports the room.""
 from __future__ import annotations
 
 import asyncio
+import smtplib
 import subprocess
 import sys
 import uuid
@@ -35,8 +36,7 @@ BOB = SLACK_PEOPLE["bob"]  # a plain member
 @dataclass
 class TwoRuns:
     bridge: Bridge  # the first `switchboard run` (in this process)
-    other: subprocess.Popen[bytes]  # the second, its own process
-    other_env: dict[str, str]
+    other_env: dict[str, str]  # the second's settings (its own process)
 
     @property
     def other_listener(self) -> int:
@@ -73,7 +73,7 @@ async def runs(services: Services, slack: SlackControl, http: aiohttp.ClientSess
                     return False
 
             await eventually(ready, within=60, what="the second `switchboard run`")
-            yield TwoRuns(bridge, other, env)
+            yield TwoRuns(bridge, env)
         finally:
             other.terminate()
             try:
@@ -304,3 +304,64 @@ async def test_matrix_admin_decides_in_the_room(runs: TwoRuns, services: Service
                    for e in await runs.bridge.room_posts())
 
     await eventually(in_room, what="the posted email in the room")
+
+
+async def test_route_rules_rates_and_the_review_room(
+        services: Services, slack: SlackControl, http: aiohttp.ClientSession) -> None:
+    review = "C0REVIEW01"
+    async with running_bridge(services, slack, http, SWITCHBOARD_SENDER_RATE="2/3600",
+                              SWITCHBOARD_REVIEW_ROOM=f"slack:{review}") as bridge:
+        await slack.add_user(DANA, "dana", services.email("dana"), is_admin=True)
+        await slack.add_channel(CHANNEL, "billing", [DANA, BOB])
+        await slack.add_channel(review, "mail-review", [DANA])
+        runs = TwoRuns(bridge, bridge.env)  # one run is enough here
+        billing = services.email("billing")
+        carol = services.email("carol")
+        assert "Connected" in await slack_command(runs, "first", DANA,
+                                                  f"route add {billing} attachments=names")
+        # attachments=names: the card lists the file, nothing is uploaded into the room.
+        mail = make_mail(carol, billing, "Report attached", "See the report.",
+                         attachments=(("report.pdf", b"%PDF-1.4 report"),))
+        await send_mail(services, mail, port=bridge.listener_port)
+        card = (await eventually(lambda: channel_posts(runs, "Report attached"),
+                                 what="the card"))[0]
+        assert "report.pdf" in str(card["blocks"]) and "lists them by name" in str(card["blocks"])
+        assert not await bridge.slack_files(CHANNEL)
+
+        # attachments=hold: an email with a blocked type waits for the admins.
+        assert "Changed" in await slack_command(runs, "first", DANA,
+                                                f"route set {billing} attachments=hold")
+        mail = make_mail(carol, billing, "New tool", "Run this.",
+                         attachments=(("setup.exe", b"MZ\x90\x00"),))
+        await send_mail(services, mail, port=bridge.listener_port)
+        notice = await held_notice(runs, DANA, "New tool")
+        assert "never posted" in str(notice["blocks"])
+        assert not await channel_posts(runs, "New tool")
+
+        # Over the sender's rate: held too, and no sender to allow past a rate.
+        mail = make_mail(carol, billing, "Third in an hour", "One more.")
+        await send_mail(services, mail, port=bridge.listener_port)
+        notice = await held_notice(runs, DANA, "Third in an hour")
+        assert "rate limit" in str(notice["blocks"])
+        actions = [e["action_id"] for b in notice["blocks"] if b["type"] == "actions"
+                   for e in b["elements"]]
+        assert actions == ["held_post", "held_discard"]
+
+        # No route: offered in the review room, and posted there when an admin says so.
+        stray = f"nobody-{uuid.uuid4().hex[:6]}@{billing.partition('@')[2]}"
+        mail = make_mail(services.email("dave"), stray, "Where does this go?", "Hello?")
+        await send_mail(services, mail, port=bridge.listener_port)
+        notice = await held_notice(runs, DANA, "Where does this go?")
+        assert "to an address with no route" in str(notice["blocks"])
+        await runs.slack_to("first").block_action(DANA, "dana", notice["channel"], notice,
+                                                  "held_post", button(notice, "held_post"))
+
+        async def in_review() -> bool:
+            return any("Where does this go?" in str(m["blocks"])
+                       for m in await bridge.slack_posts(review))
+
+        await eventually(in_review, what="the unrouted email posted in the review room")
+        # An address at a domain Switchboard does not receive for is still refused.
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            await send_mail(services, make_mail(carol, "x@elsewhere.test", "No", "no"),
+                            port=bridge.listener_port)
