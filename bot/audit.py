@@ -56,6 +56,18 @@ class AuditLog(Protocol):
         ...
 
 
+async def record_or_log(audit: AuditLog | None, event: AuditEvent) -> None:
+    """Keep ``event`` if there is a trail; what it records stands even when the trail
+    cannot be written (that is logged)."""
+    if audit is None:
+        return
+    try:
+        await audit.record(event)
+    except Exception as exc:
+        log.error("could not record %s by %s in the audit trail: %s", event.action.value,
+                  event.actor, exc)
+
+
 def sent_mail_event(message: EmailMessage, kind: str) -> AuditEvent:
     """What an outgoing email is, for the trail: who it is from (the chat account that
     wrote it, if any), to whom, which kind, and its subject."""

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from bot.audit import AuditEvent, AuditLog
+from bot.audit import AuditEvent, AuditLog, record_or_log
 from bot.metering import customer_of
 from bot.model import Address, ChatRef, EntryKind, HistoryEntry, Network
 from bot.stores import AddressBook, RateLimits
@@ -173,9 +173,4 @@ class Permissions:
         return reason
 
     async def _record(self, event: AuditEvent) -> None:
-        if self.audit is None:
-            return
-        try:
-            await self.audit.record(event)
-        except Exception as exc:  # the refusal stands even if it cannot be written down
-            log.error("could not record a refusal in the audit trail: %s", exc)
+        await record_or_log(self.audit, event)

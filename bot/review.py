@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from bot.audit import AuditAction, AuditEvent, AuditLog
+from bot.audit import AuditAction, AuditEvent, AuditLog, record_or_log
 from bot.errors import BridgeError, StoreError, TransientFailure
 from bot.held import Decision, HeldMail
 from bot.model import Address, Network
@@ -26,7 +26,7 @@ from bot.stores import HeldStore, RateLimits
 log = logging.getLogger(__name__)
 MAX_TOLD = 10  # admins told of one held email
 NOTICE_RATE = (20, 3600)  # held-mail notices per room per window; the rest wait quietly
-ADMIN_SCAN = 200  # members of a room looked at to find its admins
+ADMIN_SCAN = 100  # members of a room looked at to find its admins (Slack: users.info each)
 
 # Posts a held email where it was held for; a short text of what happened.
 Release = Callable[[HeldMail, bytes], Awaitable[str]]
@@ -78,14 +78,9 @@ class RoomAdmins:
             found = await chat.room_admins(room, ADMIN_SCAN)
         except BridgeError as exc:
             log.warning("the admins of %s are unknown: %s", room, exc)
-        named = [*also, *self._named(network)]
-        for value in dict.fromkeys(named):
-            try:
-                address = Address.parse(value) if ":" in value and "@" not in value[:1] \
-                    else Address(network, value)
-            except ValueError:
-                continue
-            if address.network is not network or address in found:
+        for value in dict.fromkeys([*also, *self._named(network)]):
+            address = Address(network, value)
+            if address in found:
                 continue
             try:
                 if await chat.is_member(room, address):
@@ -153,11 +148,11 @@ class Review:
         if decision is Decision.ALLOWED and not (held.route and held.sender):
             return Notice("There is no sender to allow here (the email came to an address "
                           "with no route, or had no From); post it or discard it.")
-        now = time.time()
-        made = await self.held.decide(held_id, decision, user.value, now)
-        if made is None:
+        decided = await self.held.decide(held_id, decision, user.value, time.time())
+        if decided is None:
             return Notice(f"No held email {held_id!r}.")
-        if made.decided_at != now or made.decided_by != user.value:
+        made, fresh = decided
+        if not fresh:
             when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(made.decided_at))
             return Notice(f"Already decided: {made.decision} by {made.decided_by} at {when}.")
         what = await self._carry_out(made, decision, user)
@@ -186,15 +181,10 @@ class Review:
         return f"{posted}{allowed}"
 
     async def _record(self, user: Address, held: HeldMail, decision: Decision) -> None:
-        if self.audit is None:
-            return
-        try:
-            await self.audit.record(AuditEvent(
-                AuditAction.HELD_DECIDED, str(user), f"{held.network}:{held.room}",
-                f"{decision.value}: email {held.message_id[:200]} from {held.sender[:200]} "
-                f"({held.reason[:200]})"))
-        except StoreError as exc:
-            log.error("could not record a decision in the audit trail: %s", exc)
+        await record_or_log(self.audit, AuditEvent(
+            AuditAction.HELD_DECIDED, str(user), f"{held.network}:{held.room}",
+            f"{decision.value}: email {held.message_id[:200]} from {held.sender[:200]} "
+            f"({held.reason[:200]})"))
 
 
 def held_notice(held: HeldMail, *, allow: bool) -> Notice:

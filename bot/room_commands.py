@@ -9,7 +9,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from bot.audit import AuditAction, AuditEvent, AuditLog
+from bot.audit import AuditAction, AuditEvent, AuditLog, record_or_log
 from bot.errors import BridgeError, StoreError
 from bot.held import Decision
 from bot.model import Address, DeliveryState, EntryKind, Network
@@ -21,7 +21,6 @@ from bot.stores import Beats, Conversations, Deliveries, History
 log = logging.getLogger(__name__)
 _OPTION = re.compile(rf"^({'|'.join(OPTION_NAMES)})=(.*)$", re.IGNORECASE)
 _MAILTO = re.compile(r"^<mailto:([^|>]+)(?:\|[^>]*)?>$")
-STALE_BEAT = 60  # seconds: a process heard from longer ago is reported as silent
 ROUTE_HELP = ("`route add <address> [display name] [replies=email|internal] "
               "[attachments=post|names|hold] [senders=any|verified]` connects an address "
               "to this room; `route set <address> <options>`, `route remove <address>`, "
@@ -123,14 +122,9 @@ class RoomCommands:
         return Notice("\n".join(lines))
 
     async def _record(self, user: Address, route: Route, what: str) -> None:
-        if self.audit is None:
-            return
-        try:
-            await self.audit.record(AuditEvent(
-                AuditAction.ROUTE_CHANGED, str(user), f"{route.network}:{route.room}",
-                f"{what} {route.address} ({route.options_text()})"))
-        except StoreError as exc:  # the change stands
-            log.error("could not record a route change in the audit trail: %s", exc)
+        await record_or_log(self.audit, AuditEvent(
+            AuditAction.ROUTE_CHANGED, str(user), f"{route.network}:{route.room}",
+            f"{what} {route.address} ({route.options_text()})"))
 
     # --- status ----------------------------------------------------------------------
 
@@ -184,15 +178,17 @@ class RoomCommands:
         if not beats:
             return ["Health: no Switchboard process has reported in the last minute "
                     "(is `switchboard run` running?)"]
-        lines = ["Health (each running process):"]
+        # A mailbox or a sync is held by one process at a time: it is up when any is.
+        up: dict[str, bool] = {}
+        for _, checks in beats.values():
+            for name, ok in checks.items():
+                up[name] = up.get(name, False) or ok
         now = time.time()
-        for process, (at, checks) in sorted(beats.items()):
-            parts = ", ".join(f"{name} {'ok' if ok else 'DOWN'}"
-                              for name, ok in sorted(checks.items()))
-            ago = max(0, int(now - at))
-            lines.append(f"  {process} ({ago} s ago"
-                         f"{', silent' if ago > STALE_BEAT else ''}): {parts}")
-        return lines
+        running = ", ".join(f"{process} ({max(0, int(now - at))} s ago)"
+                            for process, (at, _) in sorted(beats.items()))
+        return ["Health: " + ", ".join(f"{name} {'ok' if ok else 'DOWN'}"
+                                       for name, ok in sorted(up.items())),
+                f"  from {len(beats)} running process(es): {running}"]
 
     # --- held mail -------------------------------------------------------------------
 

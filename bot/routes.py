@@ -224,6 +224,9 @@ class RouteBook:
                              f"(it receives mail for {', '.join(self.domains) or 'no domain'})"
                              "; ask the operator to add the domain to `receive_domains` and "
                              "have its mail delivered to Switchboard's mailbox")
+        if address.partition("@")[0].startswith(("reply+", "bounce+")):
+            raise RouteError(f"{address} is one of Switchboard's own reply or return "
+                             "addresses; choose another")
         if address in self._base:
             raise RouteError(f"{address} is routed in Switchboard's settings; the operator "
                              "changes it there")

@@ -397,9 +397,9 @@ KEYS: tuple[Key, ...] = (
     Key("bounce_rate", _rate, "3/3600",
         "Bounces (\"not delivered\" notes) sent to one address per window; more are not sent."),
     Key("plain_thread_replies", _thread_replies, "internal",
-        "A plain message in an email's Matrix thread: `internal` (stays in chat; `!sb email "
-        "<text>` answers by email) or `email` (sent to the email's sender). Per route: "
-        "`addr=matrix:!room;replies=email`."),
+        "A plain message in an email's Slack or Matrix thread: `internal` (stays in chat; "
+        "`email <text>` answers by email) or `email` (sent to the email's sender). Per "
+        "route: `addr=matrix:!room;replies=email`, or `route set <addr> replies=email`."),
     Key("retry.interval", _positive_int, "60",
         "Seconds between presence checks of a queued delivery."),
     Key("retry.deadline", _positive_int, "86400",

@@ -399,10 +399,10 @@ class HeldStore(Protocol):
     async def raw(self, held_id: str) -> bytes | None: ...
 
     async def decide(self, held_id: str, decision: Decision, by: str, at: float
-                     ) -> HeldMail | None:
-        """Record the decision if none was made: the record as decided now; or, when one
-        was made before, the record with that earlier decision (compare ``decided_by``
-        and ``decided_at``). None when there is no such held email."""
+                     ) -> tuple[HeldMail, bool] | None:
+        """Record the decision if none was made: the record as decided, and whether this
+        call decided it (False: an earlier decision stands, and is the one returned).
+        None when there is no such held email."""
         ...
 
     async def undo(self, held_id: str) -> None:

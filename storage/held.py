@@ -12,6 +12,21 @@ from storage.connection import RedisBacked, text
 
 WAITING_KEPT = 1000  # the newest held emails indexed as waiting; older ones only expire
 
+# KEYS: held record, waiting, waiting in its room. ARGV: id, record, bytes, at, ttl s,
+# how many waiting are indexed. Held once: a re-read email finds its record.
+_HOLD = """
+if redis.call('HSETNX', KEYS[1], 'r', ARGV[2]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'raw', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+for i = 2, 3 do
+  redis.call('ZADD', KEYS[i], ARGV[4], ARGV[1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, tonumber(ARGV[4]) - tonumber(ARGV[5]))
+  redis.call('ZREMRANGEBYRANK', KEYS[i], 0, -tonumber(ARGV[6]) - 1)
+  redis.call('EXPIRE', KEYS[i], ARGV[5])
+end
+return 1
+"""
+
 # KEYS: held record, waiting, waiting in its room. ARGV: decision JSON.
 # The decision is made once: a second one returns the first.
 _DECIDE = """
@@ -27,23 +42,12 @@ return {ARGV[1], 1}
 
 class RedisHeld(RedisBacked):
     async def hold(self, held: HeldMail, raw: bytes) -> bool:
-        key = self.keys.held(held.id)
-        ttl = HELD_DAYS * 86400
         async with self._translated("holding an email for the admins"):
-            fresh = await self.redis.hsetnx(key, "r", json.dumps(asdict(held)))
-            if not fresh:
-                return False
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(key, "raw", raw.decode("latin-1"))
-                pipe.expire(key, ttl)
-                for index in (self.keys.held_waiting(),
-                              self.keys.held_in_room(held.network, held.room)):
-                    pipe.zadd(index, {held.id: held.at})
-                    pipe.zremrangebyscore(index, 0, held.at - ttl)
-                    pipe.zremrangebyrank(index, 0, -WAITING_KEPT - 1)
-                    pipe.expire(index, ttl)
-                await pipe.execute()
-        return True
+            return bool(await self.redis.eval(
+                _HOLD, 3, self.keys.held(held.id), self.keys.held_waiting(),
+                self.keys.held_in_room(held.network, held.room), held.id,
+                json.dumps(asdict(held)), raw.decode("latin-1"), held.at, HELD_DAYS * 86400,
+                WAITING_KEPT))
 
     async def get(self, held_id: str) -> HeldMail | None:
         async with self._translated("reading a held email"):
@@ -56,7 +60,7 @@ class RedisHeld(RedisBacked):
         return text(found).encode("latin-1") if found is not None else None
 
     async def decide(self, held_id: str, decision: Decision, by: str, at: float
-                     ) -> HeldMail | None:
+                     ) -> tuple[HeldMail, bool] | None:
         held = await self.get(held_id)
         if held is None:
             return None
@@ -67,7 +71,7 @@ class RedisHeld(RedisBacked):
                 self.keys.held_in_room(held.network, held.room), made, held_id)
         if not answer:
             return None
-        return _decided(held, text(answer[0]))
+        return _decided(held, text(answer[0])), bool(int(answer[1]))
 
     async def undo(self, held_id: str) -> None:
         held = await self.get(held_id)

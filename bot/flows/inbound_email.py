@@ -414,7 +414,12 @@ class InboundEmailFlow:
         else:
             targets, to_people = await self._targets(mail, existing, threads,
                                                      arrival.identities)
+            if not targets and await self.routes.refresh():
+                # A route added a moment ago in another process: looked for once more.
+                targets, to_people = await self._targets(mail, existing, threads,
+                                                         arrival.identities)
         held: list[str] = []
+        kept_back: list[str] = []  # why targets were not posted to (held, or refused)
         for target in list(targets):
             if release is not None or target.user is not None:
                 continue
@@ -425,11 +430,14 @@ class InboundEmailFlow:
                 route_hold = (route, found) if route and found else None
             if route_hold is not None:
                 targets.remove(target)
+                kept_back.append(route_hold[1].reason)
                 if await self._hold(mail, source, raw, target, route_hold[0].address,
                                     route_hold[1]):
                     held.append(route_hold[1].reason)
         if not targets and held:
             return Held((), held[0])
+        if not targets and kept_back:
+            return Refused(kept_back[0])  # each refused with its reason by _hold
         if not targets:
             reason = ("no route: none of the recipients "
                       f"({', '.join(a.value for a in mail.recipients) or 'none'}) has a "
@@ -516,13 +524,12 @@ class InboundEmailFlow:
                         ) -> IngestOutcome:
         """Held for every routed room of the email; refused when it has none (a DM, an
         answer in a thread: rates protect people from floods, nobody reviews those)."""
+        if self.review is None or not routed:
+            return await self._refuse(mail, source, hold.reason)
         held = [await self._hold(mail, source, raw, target, route.address, hold)
                 for target, route in routed.values()]
-        if any(held):
-            return Held((), hold.reason)
-        if routed and self.review is not None:
-            return Refused(hold.reason)  # held before (a re-read), or could not be held
-        return await self._refuse(mail, source, hold.reason)
+        # Not held: each was refused with its reason (too large to keep).
+        return Held((), hold.reason) if any(held) else Refused(hold.reason)
 
     async def _hold(self, mail: InboundMail, source: str, raw: bytes | None,
                     target: ChatTarget, route: str, hold: Hold) -> bool:

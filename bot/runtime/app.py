@@ -155,7 +155,10 @@ class Runtime:
         else:
             log.warning("sender checks are off: every From address is believed")
         routes = RouteBook(settings.routes, store.routes, settings.receive_domains)
-        await routes.refresh(force=True)
+        try:
+            await routes.refresh(force=True)
+        except StoreError as exc:  # mail waits for Redis anyway; the routes follow it back
+            log.warning("the routes added from chat are not read yet: %s", exc)
         inbound = InboundEmailFlow(
             routes=routes, networks=networks, address_book=store.address_book,
             history=store.history, conversations=store.conversations, ingest=store.ingest,
@@ -393,8 +396,8 @@ class Runtime:
             checks = await self.readiness()
             checks.pop("imap", None)
             for ingest in self.ingests:
-                if ingest.connected:  # a process waiting for the mailbox lease says nothing
-                    checks[f"mailbox {ingest.mailbox}"] = True
+                if not ingest.standing_by:  # the one reading it (or failing to) says
+                    checks[f"mailbox {ingest.mailbox}"] = ingest.connected
             try:
                 await self.store.beats.beat(process, checks, BEAT_TTL)
             except StoreError as exc:

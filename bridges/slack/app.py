@@ -108,6 +108,7 @@ class SlackApp:
                              raise_error_for_unhandled_request=False)
         self.bolt.event("app_uninstalled")(self.uninstalled)
         self.bolt.event("tokens_revoked")(self.uninstalled)
+        self.bolt.event("message")(self.thread_message)
         self.bolt.action(REPLY_IN_CHAT)(self.open_reply)
         self.bolt.view("reply_in_chat_modal")(self.submit_reply)
         self.bolt.action(re.compile(r"^delivery_(queue|cancel|sendmail)$"))(self.choose)
@@ -176,6 +177,35 @@ class SlackApp:
             return
         await self.oauth.installations.async_delete_all(enterprise_id=None, team_id=team)
         self.network.forget(team)
+
+    async def thread_message(self, ack: AsyncAck, body: dict[str, Any],
+                             event: dict[str, Any]) -> None:
+        """A person's message in the thread of one of Switchboard's posts: what it does
+        is the room's rule (its route's ``replies``): stays in chat, or answers by
+        email. Other messages (top level, edits, bots, ours) are not looked at."""
+        await ack()
+        thread = str(event.get("thread_ts") or "")
+        if (event.get("subtype") or event.get("bot_id") or not thread
+                or thread == event.get("ts") or not event.get("user")):
+            return
+        conversations = self.commands.conversations
+        if conversations is None:
+            return
+        with self._working():
+            team = _team(body)
+            room = self.network.room(team, str(event["channel"]))
+            shows = await conversations.shown_in(Network.SLACK, room, thread)
+            if shows is None:
+                return  # a thread of people's own, not an email's
+            user = Address.slack(str(event.get("user_team") or team), str(event["user"]))
+            where = ChatRef(Network.SLACK, room, str(event.get("ts", "")), thread)
+            ctx = CommandContext(user=user, user_name=str(event["user"]), where=where,
+                                 shows=shows, request=f"slack-event:{body.get('event_id')}",
+                                 room=room)
+            notice = await self.commands.run_plain(html.unescape(str(event.get("text", ""))),
+                                                   ctx)
+            if notice is not None:
+                await self.network.notify(user, notice, where)
 
     async def _tell(self, user: Address, notice: Notice, where: ChatRef | None,
                     respond: AsyncRespond | None = None) -> None:

@@ -18,7 +18,9 @@ REDIRECT_PATH = "/slack/oauth_redirect"
 SHORTCUT = "reply_by_email_shortcut"  # the message shortcut's callback id
 SLASH_COMMAND = "/switchboard"
 # Events the app subscribes to: a workspace removing it, or revoking its token.
-BOT_EVENTS = ("app_uninstalled", "tokens_revoked")
+# Messages in channels the bot is in: a plain reply in an email's thread may answer it
+# (the route's ``replies=email``).
+BOT_EVENTS = ("app_uninstalled", "tokens_revoked", "message.channels", "message.groups")
 
 # Web API method -> the bot scopes it needs for what Switchboard does with it. History
 # and membership reads cover public and private channels and the bot's DMs.

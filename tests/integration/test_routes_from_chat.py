@@ -9,6 +9,7 @@ import asyncio
 import smtplib
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,7 +23,15 @@ from tests.bridge import SIGNING_SECRET, SLACK_PEOPLE, Bridge, running_bridge
 from tests.conftest import Services
 from tests.integration.test_commands import matrix_runner
 from tests.integration.test_reply_in_chat import button, slack_dm
-from tests.mailhelp import ELSEWHERE, MatrixUser, eventually, make_mail, send_mail
+from tests.mailhelp import (
+    ELSEWHERE,
+    MatrixUser,
+    clear_mailbox,
+    eventually,
+    mailbox,
+    make_mail,
+    send_mail,
+)
 from tests.servers import free_port, start_switchboard
 from tests.slackapi.client import SlackControl, SlackSender
 
@@ -159,6 +168,17 @@ async def test_admins_connect_addresses_from_slack_and_matrix(
 
     card = (await eventually(posted, what="the email in the routed channel"))[0]
     assert f"Billing desk &lt;{billing}&gt;" in str(card["blocks"])
+    # replies=email: a plain message in the card's thread answers the sender by email.
+    await clear_mailbox(services, "carol")
+    await runs.slack_to("first").event({
+        "type": "message", "channel": CHANNEL, "channel_type": "channel", "user": BOB,
+        "text": "Paid today &amp; thanks", "ts": f"{time.time():.6f}",
+        "thread_ts": card["ts"]})
+
+    async def answered() -> bool:
+        return any(b"Paid today & thanks" in m for m in await mailbox(services, "carol"))
+
+    await eventually(answered, what="the thread reply emailed to the sender")
     # Everyone may list the routes, each with where it came from.
     listing = await slack_command(runs, "first", BOB, "route list")
     assert f"{billing} → here" in listing and "added in chat by" in listing

@@ -83,7 +83,8 @@ def test_a_plain_http_url_is_refused() -> None:
 def test_the_removal_events_are_subscribed_in_both_modes() -> None:
     http = manifest(public_url="https://sb.example.com")
     assert http["settings"]["event_subscriptions"] == {
-        "bot_events": ["app_uninstalled", "tokens_revoked"],
+        "bot_events": ["app_uninstalled", "tokens_revoked", "message.channels",
+                       "message.groups"],
         "request_url": "https://sb.example.com/slack/events"}
     assert http["oauth_config"]["redirect_urls"] == [
         "https://sb.example.com/slack/oauth_redirect"]
