@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from bot.audit import AuditEvent, AuditLog, record_or_log
 from bot.metering import customer_of
-from bot.model import Address, ChatRef, EntryKind, HistoryEntry, Network
+from bot.model import Address, EntryKind, HistoryEntry, Network
 from bot.stores import AddressBook, RateLimits
 
 log = logging.getLogger(__name__)
@@ -40,14 +40,6 @@ class ThreadReplies(enum.StrEnum):
 
     INTERNAL = "internal"  # stays in chat: colleagues discuss; `email <text>` answers
     EMAIL = "email"  # is sent to the email's sender as the answer
-
-
-def thread_rule(rooms: Mapping[str, ThreadReplies], default: ThreadReplies
-                ) -> Callable[[ChatRef], ThreadReplies]:
-    """The rule for plain thread replies in a room: the room's route's, else ``default``."""
-    def rule(where: ChatRef) -> ThreadReplies:
-        return rooms.get(where.room, default)
-    return rule
 
 
 def parse_levels(text: str) -> dict[str, Level]:
