@@ -35,6 +35,7 @@ from bot.ports import Choice, MailSender, Notice
 from bot.render import render
 from bot.room_commands import RoomCommands, Where
 from bot.stores import AddressBook, Conversations, Deliveries, History, Verifications
+from bot.text import unlinked
 
 log = logging.getLogger(__name__)
 CODE_TTL = 15 * 60
@@ -42,7 +43,6 @@ HISTORY_PAGE = 10
 SCOPE_DEPTH = 2000  # conversations (and history entries) looked through to decide scope
 SCAN_PAGE = 100
 _SLACK_MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
-_MAILTO = re.compile(r"^<mailto:([^|>]+)(?:\|[^>]*)?>$")  # Slack's auto-linked addresses
 
 
 @dataclass(frozen=True)
@@ -143,11 +143,8 @@ class Commands:
         mention = _SLACK_MENTION.match(text)
         if mention and ctx.user.network is Network.SLACK:
             return Address.slack(ctx.user.value.partition("/")[0], mention.group(1))
-        mailto = _MAILTO.match(text)
-        if mailto:
-            text = mailto.group(1)
         try:
-            return Address.parse(text)
+            return Address.parse(unlinked(text))
         except AddressError as exc:
             raise CommandError(f"{exc}. Give an email address, a Matrix id (@name:server) "
                                "or a Slack mention.") from None

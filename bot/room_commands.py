@@ -17,10 +17,10 @@ from bot.ports import Notice
 from bot.review import Review, RoomAdmins, place
 from bot.routes import OPTION_NAMES, Route, RouteBook, RouteError, route_option
 from bot.stores import Beats, Conversations, Deliveries, History
+from bot.text import unlinked
 
 log = logging.getLogger(__name__)
 _OPTION = re.compile(rf"^({'|'.join(OPTION_NAMES)})=(.*)$", re.IGNORECASE)
-_MAILTO = re.compile(r"^<mailto:([^|>]+)(?:\|[^>]*)?>$")
 ROUTE_HELP = ("`route add <address> [display name] [replies=email|internal] "
               "[attachments=post|names|hold] [senders=any|verified]` connects an address "
               "to this room; `route set <address> <options>`, `route remove <address>`, "
@@ -81,7 +81,7 @@ class RoomCommands:
         words = args.split()
         if not words:
             raise RoomCommandError(f"`route {sub}` needs the email address. " + ROUTE_HELP)
-        address = _address_text(words[0])
+        address = unlinked(words[0])
         refused = await self.admins.refusal(where.user, where.network, room,
                                             "change this room's routes")
         if refused is not None:
@@ -209,11 +209,6 @@ class RoomCommands:
             raise RoomCommandError(f"`{what}` is about the channel or room it is typed in: "
                                    "type it there, not in a direct chat with Switchboard.")
         return where.room
-
-
-def _address_text(word: str) -> str:
-    mailto = _MAILTO.match(word)
-    return mailto.group(1) if mailto else word
 
 
 def _options(words: list[str], *, naming: bool) -> dict[str, object]:

@@ -153,10 +153,17 @@ class RouteBook:
     _version: int = -1
     _base: dict[str, Route] = field(init=False)
     _effective: dict[str, Route] = field(init=False)
+    _rooms: dict[str, list[Route]] = field(init=False)  # by room: every post asks
 
     def __post_init__(self) -> None:
         self._base = {r.address: r for r in self.base}
-        self._effective = dict(self._base)
+        self._use(dict(self._base))
+
+    def _use(self, effective: dict[str, Route]) -> None:
+        rooms: dict[str, list[Route]] = {}
+        for route in effective.values():
+            rooms.setdefault(route.room, []).append(route)
+        self._effective, self._rooms = effective, rooms
 
     def get(self, address: str) -> Route | None:
         return self._effective.get(address)
@@ -165,8 +172,7 @@ class RouteBook:
         return list(self._effective.values())
 
     def in_room(self, network: Network, room: str) -> list[Route]:
-        return [r for r in self._effective.values()
-                if r.network == network.value and r.room == room]
+        return [r for r in self._rooms.get(room, ()) if r.network == network.value]
 
     def strictest(self, network: Network, room: str) -> Route | None:
         """The route of ``room`` whose rules hold most back (a thread in the room follows
@@ -178,10 +184,8 @@ class RouteBook:
     def replies_rule(self, default: ThreadReplies) -> Callable[[str], ThreadReplies]:
         """The rule for plain thread replies in a room: its route's, else ``default``."""
         def rule(room: str) -> ThreadReplies:
-            for route in self._effective.values():
-                if route.room == room and route.replies is not None:
-                    return route.replies
-            return default
+            return next((r.replies for r in self._rooms.get(room, ()) if r.replies),
+                        default)
         return rule
 
     async def refresh(self, force: bool = False) -> bool:
@@ -196,7 +200,7 @@ class RouteBook:
         for address, senders in allowed.items():
             if address in effective:
                 effective[address] = replace(effective[address], allowed=senders)
-        self._effective = effective
+        self._use(effective)
         self._version = version
         return True
 

@@ -13,6 +13,7 @@ _ATTRIBUTION = re.compile(
 _OUTLOOK = re.compile(r"^\s*(-{2,}\s*Original Message\s*-{2,}|_{10,})\s*$", re.IGNORECASE)
 _OUTLOOK_HEADER = re.compile(r"^\s*From:\s.+", re.IGNORECASE)
 _SIGNATURE = re.compile(r"^-- ?$")
+_MAILTO = re.compile(r"^<mailto:([^|>]+)(?:\|[^>]*)?>$")  # Slack's auto-linked addresses
 _MOBILE = re.compile(r"^Sent from my \w+", re.IGNORECASE)
 
 
@@ -86,3 +87,9 @@ def human_size(size: int) -> str:
             return f"{size_f:.1f} {unit}"
         size = int(size_f)
     return f"{size} B"
+
+
+def unlinked(word: str) -> str:
+    """An address as typed, from Slack's auto-link of it (``<mailto:a@b|a@b>``) if it is one."""
+    mailto = _MAILTO.match(word)
+    return mailto.group(1) if mailto else word
