@@ -31,6 +31,11 @@ _MATRIX_ID = re.compile(r"^@[a-z0-9._=\-/+]+:[a-z0-9.\-]+(:[0-9]{1,5})?$")
 # RFC 5322 atext, plus any non-ASCII letter, mark or digit (RFC 6532, internationalised
 # addresses such as jöran@…).
 _EMAIL_LOCAL = re.compile(r"^(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]|[^\x00-\x7f\s])+$")
+# RFC 5321 4.5.3.1: a local part of at most 64 octets, a path of at most 256 (so 254 for
+# the address between its angle brackets); longer ones are refused wherever read.
+MAX_LOCAL_OCTETS = 64
+MAX_ADDRESS_OCTETS = 254
+MAX_MATRIX_ID_OCTETS = 255  # the Matrix spec's limit on a user id
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?\.)*[a-z0-9]"
                      r"(?:[a-z0-9\-]{0,61}[a-z0-9])?$")
 
@@ -77,7 +82,16 @@ class Address:
             raise AddressError(f"{text!r} has an invalid local part {local!r}")
         if not _DOMAIN.match(domain) or "." not in domain:
             raise AddressError(f"{text!r} has an invalid domain {domain!r}")
-        return cls(Network.EMAIL, f"{local.lower()}@{domain}")
+        if len(local.encode()) > MAX_LOCAL_OCTETS:
+            raise AddressError(f"{_shown(addr)} is too long: the part before @ may have at "
+                               f"most {MAX_LOCAL_OCTETS} characters (RFC 5321), it has "
+                               f"{len(local.encode())}")
+        whole = f"{local.lower()}@{domain}"
+        if len(whole.encode()) > MAX_ADDRESS_OCTETS:
+            raise AddressError(f"{_shown(addr)} is too long: an email address may have at "
+                               f"most {MAX_ADDRESS_OCTETS} characters (RFC 5321), it has "
+                               f"{len(whole.encode())}")
+        return cls(Network.EMAIL, whole)
 
     @classmethod
     def slack(cls, team_id: str, user_id: str) -> Address:
@@ -92,6 +106,9 @@ class Address:
         value = user_id.strip()
         localpart, sep, server = value.partition(":")
         value = f"{localpart.lower()}{sep}{server.lower()}"
+        if len(value.encode()) > MAX_MATRIX_ID_OCTETS:
+            raise AddressError(f"{_shown(value)} is too long: a Matrix user id may have at "
+                               f"most {MAX_MATRIX_ID_OCTETS} characters")
         if not _MATRIX_ID.match(value):
             raise AddressError(f"{user_id!r} is not a Matrix user id (expected @user:server)")
         return cls(Network.MATRIX, value)
@@ -123,6 +140,11 @@ class Address:
         local, _, domain = self.value.rpartition("@")
         return str(_HeaderAddress(display_name=clean_display_name(display_name),
                                   username=local, domain=domain))
+
+
+def _shown(text: str) -> str:
+    """A long address in a message: its start and end, enough to recognise it."""
+    return repr(text) if len(text) <= 60 else repr(f"{text[:30]}…{text[-20:]}")
 
 
 class Provenance(enum.StrEnum):

@@ -222,7 +222,7 @@ class RouteBook:
         try:
             address = Address.email(text).value
         except AddressError as exc:
-            raise RouteError(f"{text!r} is not an email address ({exc})") from None
+            raise RouteError(f"not a usable email address: {exc}") from None
         if not receiving_domain(address, self.domains):
             raise RouteError(f"{address} is not at a domain whose mail reaches Switchboard "
                              f"(it receives mail for {', '.join(self.domains) or 'no domain'})"

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 
@@ -39,6 +40,9 @@ BATCH = 50
 IDLE_SECONDS = 25 * 60  # RFC 2177: re-issue IDLE at least every 29 minutes
 LEASE_TTL = 15.0
 BACKOFF_MAX = 30.0
+# A session that lasted this long was healthy: the drop that ended it is a fresh fault,
+# waited for from the start of the backoff, not the tenth of a series.
+HEALTHY_SESSION = 60.0
 _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
 _FETCH_UID = re.compile(rb"\(UID (\d+) ")
 
@@ -63,11 +67,14 @@ class ImapIngest:
         self.connected = False
         self.standing_by = False  # another process holds the mailbox's lease
         self.sessions = 0  # how many IMAP sessions were opened (reconnects show here)
+        self.healthy_after = HEALTHY_SESSION
+        self.backoff = 1.0  # the wait before the next reconnect
+        self._connected_at: float | None = None
         self._lost = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
-        backoff = 1.0
         while not stop.is_set():
+            self._connected_at = None
             try:
                 if not await self.ingest.take_lease(self.lease_name, self.holder, LEASE_TTL):
                     self.standing_by = True
@@ -75,25 +82,33 @@ class ImapIngest:
                     continue
                 self.standing_by = False
                 await self._session(stop)
-                backoff = 1.0
+                self.backoff = 1.0
             except (OSError, TimeoutError, aioimaplib.AioImapException, MailError,
                     TransientFailure) as exc:
+                self._after_session()
                 log.warning("IMAP %s/%s: %s; reconnecting in %.0f s", self.account,
-                            self.mailbox, exc, backoff)
+                            self.mailbox, exc, self.backoff)
             except Exception:
                 # Store outages and the like: never let the loop die.
+                self._after_session()
                 log.exception("IMAP %s/%s failed; reconnecting in %.0f s", self.account,
-                              self.mailbox, backoff)
+                              self.mailbox, self.backoff)
             finally:
                 self.connected = False
-            await _wait(stop, backoff)
-            backoff = min(BACKOFF_MAX, backoff * 2)
+            await _wait(stop, self.backoff)
+            self.backoff = min(BACKOFF_MAX, self.backoff * 2)
         try:
             await self.ingest.release_lease(self.lease_name, self.holder)
         except StoreError as exc:
             # A stop never fails on it: the lease runs out on its own (LEASE_TTL).
             log.warning("the mailbox lease was not released (%s); it expires in %.0f s",
                         exc, LEASE_TTL)
+
+    def _after_session(self) -> None:
+        """A session that lived starts the backoff over."""
+        if self._connected_at is not None \
+                and time.monotonic() - self._connected_at >= self.healthy_after:
+            self.backoff = 1.0
 
     async def _connect(self) -> aioimaplib.IMAP4:
         cfg = self.cfg
@@ -116,6 +131,7 @@ class ImapIngest:
                 raise MailError(f"mailbox {self.mailbox!r} cannot be opened")
             uidvalidity = _uidvalidity(selected.lines)
             self.connected = True
+            self._connected_at = time.monotonic()
             self.sessions += 1
             while not stop.is_set():
                 if renew.done():

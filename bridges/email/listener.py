@@ -56,8 +56,9 @@ class BridgeHandler:
                           address: str, rcpt_options: list[str]) -> str:
         try:
             recipient = Address.email(address)
-        except AddressError:
-            return "553 5.1.3 not a valid mailbox address"
+        except AddressError as exc:
+            # The reason (a length limit, a bad domain), on one line and bounded.
+            return f"553 5.1.3 not a valid mailbox address: {str(exc)[:300]}"
         try:
             accepted = await self.accepts(recipient)
         except Exception as exc:

@@ -125,8 +125,34 @@ async def test_imap_connection_cut_then_resumed(services: Services, slack: Slack
         assert "still here" in post["blocks"][1]["text"]["text"]
 
 
-async def _reconnected(ingest: Any) -> bool:
-    return bool(ingest.sessions >= 2 and ingest.connected)
+async def test_reconnect_backoff_starts_over_after_a_healthy_session(
+        services: Services, slack: SlackControl, http: aiohttp.ClientSession) -> None:
+    """Drops spread over a day each wait a second, not 1, 2, 4 … 30: a session that lived
+    starts the backoff over."""
+    async with running_bridge(services, slack, http) as bridge:
+        ingest = bridge.runtime.ingests[0]
+        ingest.healthy_after = 0.5  # a day of healthy sessions, shortened
+        conf = f"{services.env['SB_STATE_DIR']}/dovecot/dovecot.conf"
+        waits = []
+        for cut in range(4):
+            await eventually(lambda: _reconnected(ingest, cut + 1), what="a live session")
+            await asyncio.sleep(0.6)
+            kicked = await asyncio.create_subprocess_exec(
+                "doveadm", "-c", conf, "kick", services.email("switchboard"),
+                stdout=asyncio.subprocess.DEVNULL)
+            assert await kicked.wait() == 0
+            await eventually(lambda: _cut(ingest), what="the cut to be seen")
+            waits.append(ingest.backoff)
+        assert waits == [1.0, 1.0, 1.0, 1.0]
+        await eventually(lambda: _reconnected(ingest, 5), what="the ingest to reconnect")
+
+
+async def _cut(ingest: Any) -> bool:
+    return not ingest.connected
+
+
+async def _reconnected(ingest: Any, sessions: int = 2) -> bool:
+    return bool(ingest.sessions >= sessions and ingest.connected)
 
 
 async def test_redis_restarted_mid_burst(services: Services, slack: SlackControl,

@@ -21,6 +21,19 @@ def test_email_spellings_normalise_to_one_address(text: str) -> None:
     assert Address.email(text) == Address(Network.EMAIL, "alice@example.com")
 
 
+def test_addresses_past_rfc_5321_limits_are_refused_with_the_limit() -> None:
+    longest = "a" * 64 + "@" + ".".join(["b" * 60, "b" * 60, "b" * 59]) + ".example"
+    assert len(longest) == 254 and Address.email(longest).value == longest
+    with pytest.raises(AddressError, match="at most 64 characters"):
+        Address.email("a" * 65 + "@example.com")
+    with pytest.raises(AddressError, match="at most 254 characters"):
+        Address.email("a" * 60 + "@" + ".".join(["b" * 60] * 4) + ".example")  # 313
+    with pytest.raises(AddressError, match="at most 64"):
+        Address.email("ö" * 33 + "@example.com")  # 66 octets in UTF-8
+    with pytest.raises(AddressError, match="at most 255"):
+        Address.matrix("@" + "a" * 250 + ":example.org")
+
+
 def test_international_domain_is_stored_in_ascii() -> None:
     assert Address.email("bob@bücher.example").value == "bob@xn--bcher-kva.example"
 
