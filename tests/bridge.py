@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,7 +19,7 @@ from bot.runtime.app import Runtime
 from bot.settings import Settings
 from tests.conftest import Services
 from tests.mailhelp import MatrixUser, clear_mailbox, eventually
-from tests.servers import free_port
+from tests.servers import free_port, start_switchboard
 from tests.slackapi.client import SlackControl
 from tests.slackapi.server import Workspace
 
@@ -145,6 +147,56 @@ async def running_bridge(services: Services, slack: SlackControl, http: aiohttp.
                 await runtime.matrix.client.logout()
         await runtime.close()
         await retire_room(services, http, room, alice)
+
+
+@dataclass
+class OtherRun:
+    """A second `switchboard run`, its own process on the same Redis and settings (its own
+    HTTP and SMTP ports), as a second machine would run it."""
+
+    env: dict[str, str]
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def listener(self) -> int:
+        return int(self.env["SWITCHBOARD_SMTP_LISTEN"].rpartition(":")[2])
+
+    @property
+    def http_port(self) -> int:
+        return int(self.env["SWITCHBOARD_HTTP_LISTEN"].rpartition(":")[2])
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@asynccontextmanager
+async def other_run(env: dict[str, str], log: Path, http: aiohttp.ClientSession,
+                    **changes: str) -> AsyncIterator[OtherRun]:
+    """``switchboard run`` with ``env`` (and ``changes``), ready (``/readyz``) when yielded,
+    stopped (SIGTERM, then SIGKILL) after."""
+    env = dict(env, SWITCHBOARD_HTTP_LISTEN=f"127.0.0.1:{free_port()}",
+               SWITCHBOARD_SMTP_LISTEN=f"127.0.0.1:{free_port()}", **changes)
+    run = OtherRun(env, start_switchboard("run", env, log, new_session=True), log)
+    try:
+        async def ready() -> bool:
+            if run.process.poll() is not None:
+                raise AssertionError(f"the second run stopped:\n{run.output()[-3000:]}")
+            try:
+                async with http.get(f"http://127.0.0.1:{run.http_port}/readyz") as answer:
+                    return answer.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await eventually(ready, within=60, what="the second `switchboard run`")
+        yield run
+    finally:
+        run.process.terminate()
+        try:
+            run.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            run.process.kill()
+            run.process.wait(timeout=5)
 
 
 async def retire_room(services: Services, http: aiohttp.ClientSession, room: str,

@@ -51,6 +51,10 @@ def web_client(token: str | None, api_url: str, ca_file: str | None = None) -> A
 
 MEMBER_PAGES = 20  # conversations.members pages read (1,000 members each)
 ADMIN_KNOWN_FOR = 300.0  # seconds a user's admin flag is believed without asking again
+# Seconds a workspace's client is used before its installation is read again: a reinstall
+# or an uninstall through another process reaches this one by then (or at the first
+# refusal of the old token, whichever comes first).
+INSTALL_KNOWN_FOR = 60.0
 METADATA_EVENT = "switchboard_email"
 # The methods Slack documents as taking application/json (the write methods).
 JSON_METHODS = frozenset({"chat.postMessage", "chat.postEphemeral", "chat.update",
@@ -87,7 +91,7 @@ class SlackNetwork:
     def __init__(self, client: AsyncWebClient, tokens: TokenSource | None = None) -> None:
         self.client = client
         self._tokens = tokens
-        self._clients: dict[str, AsyncWebClient] = {}
+        self._clients: dict[str, tuple[AsyncWebClient, float]] = {}  # team -> (client, until)
         self._dm_channels: dict[str, str] = {}
         self._team: str | None = None
         self._admins: dict[str, tuple[bool, float]] = {}  # user -> (admin, known until)
@@ -132,30 +136,56 @@ class SlackNetwork:
         if team is None:
             raise SlackError("with Slack installs, a channel names its workspace "
                              "(TEAM/CHANNEL, like T0123/C0456)", "team_not_named")
-        client = self._clients.get(team)
-        if client is None:
-            token = await self._tokens(team)
-            if token is None:
-                raise SlackError(f"the Slack workspace {team} has not installed Switchboard "
-                                 "(or has removed it): install it from /slack/install",
-                                 "not_installed")
+        now = time.monotonic()
+        kept = self._clients.get(team)
+        if kept is not None and kept[1] > now:
+            return kept[0]
+        token = await self._tokens(team)
+        if token is None:
+            self.forget(team)
+            raise SlackError(f"the Slack workspace {team} has not installed Switchboard "
+                             "(or has removed it): install it from /slack/install",
+                             "not_installed")
+        if kept is not None and kept[0].token == token:
+            client = kept[0]
+        else:
             client = AsyncWebClient(token=token, base_url=self.client.base_url,
                                     timeout=self.client.timeout, ssl=self.client.ssl,
                                     session=self.client.session)
             client.retry_handlers.extend(self.client.retry_handlers)
-            self._clients[team] = client
+        self._clients[team] = (client, now + INSTALL_KNOWN_FOR)
         return client
+
+    async def _with_client(self, team: str | None,
+                           work: Callable[[AsyncWebClient], Awaitable[Any]]) -> Any:
+        """``work`` with ``team``'s client. A token Slack calls revoked may be one another
+        process has since replaced (the workspace reinstalled there): the installation is
+        read again, and with a new token the work is tried once more."""
+        client = await self._client_for(team)
+        try:
+            return await work(client)
+        except SlackApiError as exc:
+            if team is None or str(exc.response.get("error")) not in REVOKED:
+                raise
+            self.forget(team)
+            fresh = await self._client_for(team)  # not_installed if it is gone
+            if fresh.token == client.token:
+                raise
+            log.info("Slack workspace %s was reinstalled: its new token is used", team)
+            return await work(fresh)
 
     async def _call(self, method: str, team: str | None = None, **kwargs: Any) -> Any:
         """One Web API call, with ``team``'s token: a JSON body for the methods that read
         one, form fields for the rest (Slack ignores a JSON body there)."""
-        client = await self._client_for(team)
-        try:
+        async def call(client: AsyncWebClient) -> Any:
             if method in JSON_METHODS:
                 return await client.api_call(method, json=kwargs)
             form = {k: (str(v).lower() if isinstance(v, bool) else str(v))
                     for k, v in kwargs.items()}
             return await client.api_call(method, data=form)
+
+        try:
+            return await self._with_client(team, call)
         except SlackApiError as exc:
             error = str(exc.response.get("error", "unknown_error"))
             status = exc.response.status_code
@@ -256,11 +286,10 @@ class SlackNetwork:
     async def upload(self, room: str, thread_ts: str, filename: str, content: bytes) -> str:
         """Slack's external upload: ask for a URL, send the bytes, complete into the thread."""
         team, channel = split_room(room)
-        client = await self._client_for(team)
         try:
-            answer = await client.files_upload_v2(
+            answer = await self._with_client(team, lambda client: client.files_upload_v2(
                 channel=channel, thread_ts=thread_ts, filename=filename, content=content,
-                title=filename)
+                title=filename))
         except SlackApiError as exc:
             error = str(exc.response.get("error", "unknown_error"))
             raise SlackError(f"Slack refused the upload of {filename}: {error}", error,

@@ -135,7 +135,7 @@ async def test_reconnect_backoff_starts_over_after_a_healthy_session(
         conf = f"{services.env['SB_STATE_DIR']}/dovecot/dovecot.conf"
         waits = []
         for cut in range(4):
-            await eventually(lambda: _reconnected(ingest, cut + 1), what="a live session")
+            await eventually(lambda n=cut + 1: _reconnected(ingest, n), what="a live session")
             await asyncio.sleep(0.6)
             kicked = await asyncio.create_subprocess_exec(
                 "doveadm", "-c", conf, "kick", services.email("switchboard"),

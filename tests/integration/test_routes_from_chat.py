@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.bridge import SIGNING_SECRET, SLACK_PEOPLE, Bridge, running_bridge
+from tests.bridge import SIGNING_SECRET, SLACK_PEOPLE, Bridge, other_run, running_bridge
 from tests.conftest import Services
 from tests.integration.test_commands import matrix_runner
 from tests.integration.test_reply_in_chat import button, slack_dm
@@ -32,7 +32,6 @@ from tests.mailhelp import (
     make_mail,
     send_mail,
 )
-from tests.servers import free_port, start_switchboard
 from tests.slackapi.client import SlackControl, SlackSender
 
 pytestmark = pytest.mark.integration
@@ -65,31 +64,8 @@ async def runs(services: Services, slack: SlackControl, http: aiohttp.ClientSess
     async with running_bridge(services, slack, http) as bridge:
         await slack.add_user(DANA, "dana", services.email("dana"), is_admin=True)
         await slack.add_channel(CHANNEL, "billing", [DANA, BOB])
-        env = dict(bridge.env, SWITCHBOARD_HTTP_LISTEN=f"127.0.0.1:{free_port()}",
-                   SWITCHBOARD_SMTP_LISTEN=f"127.0.0.1:{free_port()}")
-        log = tmp_path / "second-run.log"
-        other = start_switchboard("run", env, log, new_session=True)
-        try:
-            port = env["SWITCHBOARD_HTTP_LISTEN"].rpartition(":")[2]
-
-            async def ready() -> bool:
-                if other.poll() is not None:
-                    raise AssertionError(f"the second run stopped:\n{log.read_text()[-3000:]}")
-                try:
-                    async with http.get(f"http://127.0.0.1:{port}/readyz") as answer:
-                        return answer.status == 200
-                except aiohttp.ClientError:
-                    return False
-
-            await eventually(ready, within=60, what="the second `switchboard run`")
-            yield TwoRuns(bridge, env)
-        finally:
-            other.terminate()
-            try:
-                other.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                other.kill()
-                other.wait(timeout=5)
+        async with other_run(bridge.env, tmp_path / "second-run.log", http) as other:
+            yield TwoRuns(bridge, other.env)
 
 
 async def slack_command(runs: TwoRuns, which: str, user: str, text: str,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from html import unescape
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -16,7 +17,7 @@ import pytest
 
 from bot.metering import Service
 from bot.reports import current_month
-from tests.bridge import SLACK_CHANNEL, Bridge, running_bridge
+from tests.bridge import SLACK_CHANNEL, Bridge, other_run, running_bridge
 from tests.conftest import Services
 from tests.mailhelp import eventually, make_mail, send_mail
 from tests.servers import free_port
@@ -205,6 +206,55 @@ async def test_an_uninstall_stops_that_workspace_only(bridge: Bridge) -> None:
     assert "has not installed Switchboard" in reason and SECOND in reason
     assert "After uninstall" not in str(await second.messages())
     assert await store.workspaces.teams() == [FIRST]
+
+
+async def _uninstall(bridge: Bridge, team: str) -> None:
+    """The app removed from ``team`` on Slack, and Slack telling the first process."""
+    workspace = bridge.slack.workspace(team) if team != FIRST else bridge.slack
+    await workspace.uninstall()
+    port = bridge.settings.http_listen[1]
+    slack_says = SlackSender(f"http://127.0.0.1:{port}/slack/events",
+                             bridge.env["SWITCHBOARD_SLACK_SIGNING_SECRET"], workspace, team)
+    status, _ = await slack_says.event({"type": "app_uninstalled"})
+    assert status == 200
+    await eventually(lambda: _gone(bridge, team), what=f"the installation of {team} forgotten")
+
+
+async def test_a_reinstall_through_one_process_is_followed_by_every_other(
+        bridge: Bridge, http: aiohttp.ClientSession, tmp_path: Path) -> None:
+    """A second `switchboard run` that posted with a workspace's old token posts the next
+    email with the new one after the workspace reinstalled through the first process,
+    and refuses its mail (with the reason) once it uninstalled there."""
+    services, store = bridge.services, bridge.runtime.store
+    alice, support = services.email("alice"), services.email("support")
+    assert (await install(bridge, FIRST))[0] == 200
+    async with other_run(bridge.env, tmp_path / "second-run.log", http) as other:
+        await send_mail(services, make_mail(alice, support, "Before the reinstall", "One"),
+                        port=other.listener)
+        await card_in(bridge.slack, SLACK_CHANNEL, "Before the reinstall")
+
+        await _uninstall(bridge, FIRST)
+        assert (await install(bridge, FIRST))[0] == 200
+        await send_mail(services, make_mail(alice, support, "After the reinstall", "Two"),
+                        port=other.listener)
+        card = await card_in(bridge.slack, SLACK_CHANNEL, "After the reinstall")
+        assert card["user"] == (await bridge.slack.state())["workspace"]["bot_user_id"]
+
+        await _uninstall(bridge, FIRST)
+        await send_mail(services, make_mail(alice, support, "After the uninstall", "Three"),
+                        port=other.listener)
+
+        async def refused() -> list[str]:
+            return [r.reason for r in await store.ingest.refusals(50)
+                    if r.subject == "After the uninstall"]
+
+        (reason,) = await eventually(refused, what="the uninstalled workspace's mail refused")
+        assert "has not installed Switchboard" in reason and FIRST in reason
+        assert [r for r in await store.ingest.refusals(50)
+                if r.subject in ("Before the reinstall", "After the reinstall")] == []
+        subjects = [m for m in await bridge.slack.messages(SLACK_CHANNEL)
+                    if "After the reinstall" in str(m["blocks"])]
+        assert len(subjects) == 1
 
 
 async def _gone(bridge: Bridge, team: str) -> bool:
