@@ -338,6 +338,25 @@ class Workspaces(Protocol):
         ...
 
 
+class LoginStore(Protocol):
+    """What a mailbox's OAuth2 login shares across processes (and with `doctor`): its
+    tokens, sealed by the mail bridge (the store never holds them readable), and a lock,
+    so that one process at a time asks the provider for a token: a rotated refresh token
+    is good once."""
+
+    async def load(self, name: str) -> dict[str, str]:
+        """The fields last saved for login ``name`` (empty: none)."""
+        ...
+
+    async def save(self, name: str, fields: dict[str, str]) -> None: ...
+
+    async def lock(self, name: str, holder: str, ttl: float) -> bool:
+        """Take (or extend) the lock on ``name`` for ``ttl`` seconds; False: another holds it."""
+        ...
+
+    async def unlock(self, name: str, holder: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class Erased:
     """What erasing a person removed, as counts (what it was is not kept anywhere)."""

@@ -9,13 +9,13 @@ from bot.stores import Checkpoint
 from storage.connection import RedisBacked, text
 
 # KEYS: lease. ARGV: holder, ttl ms. Take or extend only a lease we hold or nobody does.
-_LEASE = """
+LEASE = """
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
-_RELEASE = """
+RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
@@ -80,11 +80,11 @@ class RedisIngest(RedisBacked):
 
     async def take_lease(self, name: str, holder: str, ttl: float) -> bool:
         async with self._translated(f"taking the lease on {name}"):
-            return bool(await self.redis.eval(_LEASE, 1, self.keys.lease(name), holder,
+            return bool(await self.redis.eval(LEASE, 1, self.keys.lease(name), holder,
                                               int(ttl * 1000)))
 
     async def release_lease(self, name: str, holder: str) -> None:
         async with self._translated(f"releasing the lease on {name}"):
-            await self.redis.eval(_RELEASE, 1, self.keys.lease(name), holder)
+            await self.redis.eval(RELEASE, 1, self.keys.lease(name), holder)
 
 

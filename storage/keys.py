@@ -209,6 +209,14 @@ class Keys:
         return self._k("account", customer, "debits")
 
     # Slack installs
+    def oauth_login(self, name: str) -> str:
+        """hash: a mailbox's OAuth2 login, its tokens sealed (storage/logins.py)."""
+        return self._k("oauth2", name)
+
+    def oauth_lock(self, name: str) -> str:
+        """string with expiry: the process asking the token endpoint for ``name``."""
+        return self._k("oauth2", name, "lock")
+
     def slack_installations(self) -> str:
         """hash: team id -> its installation (JSON), saved by the OAuth install flow."""
         return self._k("slack", "installs")

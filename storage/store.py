@@ -18,6 +18,7 @@ from storage.held import RedisHeld
 from storage.history import RedisHistory
 from storage.ingest import RedisIngest
 from storage.keys import Keys
+from storage.logins import RedisLogins
 from storage.matrix_state import RedisMatrixState
 from storage.ratelimit import RedisRateLimits
 from storage.routes import RedisRoutes
@@ -57,6 +58,7 @@ class Store:
     routes: RedisRoutes
     held: RedisHeld
     beats: RedisBeats
+    logins: RedisLogins
 
     @classmethod
     def open(cls, url: str, prefix: str = "sb", ca_file: str | None = None) -> Store:
@@ -70,7 +72,8 @@ class Store:
                    RedisCustomers(client, keys), RedisAudit(client, keys),
                    RedisArrivals(client, keys), RedisWorkspaces(client, keys),
                    RedisErasure(client, keys), RedisRoutes(client, keys),
-                   RedisHeld(client, keys), RedisBeats(client, keys))
+                   RedisHeld(client, keys), RedisBeats(client, keys),
+                   RedisLogins(client, keys))
 
     async def server_info(self) -> ServerInfo:
         """Version and persistence of the Redis server; raises StoreUnavailable."""

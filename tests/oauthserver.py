@@ -29,6 +29,9 @@ class AuthServer:
     refresh: dict[str, Grant] = field(default_factory=dict)
     access: dict[str, tuple[str, float]] = field(default_factory=dict)  # token -> user, until
     app_user: str = ""  # whose mailbox the client_credentials grant reaches
+    # Rotation (as Microsoft's and most providers' refresh tokens): every refresh answers
+    # with a new refresh token and the one sent is spent (refused from then on).
+    rotate: bool = False
     issued: int = 0
     introspected: int = 0
     _runner: web.AppRunner | None = None
@@ -78,6 +81,9 @@ class AuthServer:
             if held is None or held.revoked:
                 return self._error("invalid_grant")
             user = held.username
+            if self.rotate:
+                held.revoked = True
+                rotated = self.refresh_token(user)
         elif grant == "client_credentials":
             if form.get("client_secret") != CLIENT_SECRET:
                 return self._error("invalid_client", 401)
@@ -87,9 +93,11 @@ class AuthServer:
         token = "at-" + secrets.token_urlsafe(24)
         self.access[token] = (user, time.time() + LIFETIME)
         self.issued += 1
-        return web.json_response({"access_token": token, "token_type": "Bearer",
-                                  "expires_in": LIFETIME, "scope": form.get("scope", "")},
-                                 headers={"Cache-Control": "no-store"})
+        answer = {"access_token": token, "token_type": "Bearer", "expires_in": LIFETIME,
+                  "scope": form.get("scope", "")}
+        if grant == "refresh_token" and self.rotate:
+            answer["refresh_token"] = rotated
+        return web.json_response(answer, headers={"Cache-Control": "no-store"})
 
     async def _introspect(self, request: web.Request) -> web.Response:
         token = str((await request.post()).get("token", ""))

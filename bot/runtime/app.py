@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from bot.attachments import AttachmentPolicy
 from bot.audit import AuditedMailer
 from bot.commands import Commands
-from bot.doctor import Probe
+from bot.doctor import Check, Probe
 from bot.errors import BridgeError, StoreError
 from bot.flows.delivery import Lifecycle, Policy
 from bot.flows.inbound_email import InboundEmailFlow
@@ -70,7 +70,19 @@ def keys_lease(user: str) -> str:
 def doctor_probes() -> list[Probe]:
     from bot.runtime.matrix_keys import probe_matrix_keys
 
-    return [probe_redis, probe_imap, probe_smtp, probe_slack, probe_matrix, probe_matrix_keys]
+    return [probe_redis, probe_mail, probe_slack, probe_matrix, probe_matrix_keys]
+
+
+async def probe_mail(settings: Settings) -> list[Check]:
+    """IMAP and SMTP with one OAuth2 login, the one `switchboard run` shares through the
+    store: a running deployment's token is used, or one fetched for all (never two
+    refreshes racing for a refresh token the provider rotates)."""
+    store = Store.open(settings.redis_url, settings.redis_prefix, settings.tls_ca_file)
+    try:
+        oauth = oauth_login(settings, store.logins)
+        return [*await probe_imap(settings, oauth), *await probe_smtp(settings, oauth)]
+    finally:
+        await store.close()
 
 
 @dataclass
@@ -138,7 +150,7 @@ class Runtime:
             networks[Network.MATRIX] = matrix
         own = [a for a in (settings.bot_email, settings.imap.user if settings.imap else None)
                if a]
-        oauth = oauth_login(settings)
+        oauth = oauth_login(settings, store.logins)
         sender = smtp_sender(settings, oauth)
         mailer = AuditedMailer(sender, store.audit, MARKER) if sender else None
         permissions = Permissions(settings.permissions, store.address_book, store.rates,

@@ -26,7 +26,7 @@ from storage.store import Store
 def _reports(settings: Settings, store: Store) -> ChargeReports:
     from bridges.email.smtp import smtp_sender
 
-    mailer = smtp_sender(settings)
+    mailer = smtp_sender(settings, logins=store.logins)
     return ChargeReports(usage=store.usage, customers=store.customers, mailer=mailer,
                          card=settings.rate_card,
                          bot_email=settings.bot_email or "switchboard@localhost",

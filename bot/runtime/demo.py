@@ -67,7 +67,7 @@ async def run_demo(settings: Settings, invite: str | None, keep_running: bool) -
               f"{settings.imap.host}:{settings.imap.port}")
         email = sample_email(settings.bot_email)
         sent_at = time.monotonic()
-        sender = smtp_sender(settings)
+        sender = smtp_sender(settings, runtime.oauth)
         assert sender is not None
         await sender.send(email)
         print(f"3. sample email {email['Message-ID']} sent over SMTP to {settings.bot_email}")

@@ -12,7 +12,7 @@ import aiosmtplib
 from bot.doctor import Check
 from bot.settings import Settings, TlsMode
 from bridges.email.connect import imap_connect, imap_login, smtp_client, smtp_login
-from bridges.email.oauth import oauth_login
+from bridges.email.oauth import OAuthLogin, oauth_login
 from bridges.errors import MailError
 
 _CERT_FIX = ("renew the server's certificate, or point SWITCHBOARD_TLS_CA_FILE at the "
@@ -34,7 +34,7 @@ def _tls_failure(name: str, where: str, exc: BaseException) -> Check | None:
     return None
 
 
-async def probe_imap(settings: Settings) -> list[Check]:
+async def probe_imap(settings: Settings, oauth: OAuthLogin | None = None) -> list[Check]:
     cfg = settings.imap
     if cfg is None:
         return [Check.warn("imap", "not configured: no mailbox is watched over IMAP",
@@ -53,7 +53,7 @@ async def probe_imap(settings: Settings) -> list[Check]:
     try:
         ident = await client.id(name="switchboard")
         version = _imap_version(ident.lines) if ident.result == "OK" else ""
-        oauth = oauth_login(settings)
+        oauth = oauth or oauth_login(settings)
         try:
             await imap_login(client, cfg, oauth)
         except MailError as exc:
@@ -80,7 +80,7 @@ async def probe_imap(settings: Settings) -> list[Check]:
                            "check the IMAP server's log")]
 
 
-async def probe_smtp(settings: Settings) -> list[Check]:
+async def probe_smtp(settings: Settings, oauth: OAuthLogin | None = None) -> list[Check]:
     cfg = settings.smtp
     if cfg is None:
         return [Check.warn("smtp", "not configured: Switchboard cannot send email",
@@ -113,7 +113,7 @@ async def probe_smtp(settings: Settings) -> list[Check]:
             "STARTTLS" if encrypted else "plain")
         version = banner.split(" ESMTP ", 1)[-1].split()[0] if " ESMTP " in banner else ""
         checks = [Check.ok("smtp", f"{banner} at {where} ({protection})", version)]
-        oauth = oauth_login(settings)
+        oauth = oauth or oauth_login(settings)
         if oauth is not None or (cfg.user and cfg.password):
             try:
                 await smtp_login(client, cfg, oauth)

@@ -8,6 +8,7 @@ import aiosmtplib
 
 from bot.headers import UnsafeHeader, seal
 from bot.settings import Settings, SmtpSettings
+from bot.stores import LoginStore
 from bridges.email.connect import smtp_client, smtp_login
 from bridges.email.oauth import OAuthLogin, oauth_login
 from bridges.errors import MailError
@@ -46,10 +47,13 @@ class SmtpSender:
                             transient=True) from exc
 
 
-def smtp_sender(settings: Settings, oauth: OAuthLogin | None = None) -> SmtpSender | None:
+def smtp_sender(settings: Settings, oauth: OAuthLogin | None = None,
+                logins: LoginStore | None = None) -> SmtpSender | None:
     """The sender the settings describe (None without SMTP); ``oauth``: a login shared
-    with IMAP, else one of its own when the settings ask for OAuth2."""
+    with IMAP, else one of its own (shared with every process through ``logins``) when
+    the settings ask for OAuth2."""
     if settings.smtp is None:
         return None
     return SmtpSender(settings.smtp, ca_file=settings.tls_ca_file,
-                      require_tls=settings.require_tls, oauth=oauth or oauth_login(settings))
+                      require_tls=settings.require_tls,
+                      oauth=oauth or oauth_login(settings, logins))

@@ -118,3 +118,88 @@ async def test_app_only_access_with_oauthbearer(services: Services, auth: AuthSe
     wrong = doctor_env(services, auth, SWITCHBOARD_OAUTH2_CLIENT_SECRET="not-the-secret")
     code, out, _ = await run_cli("doctor", "--json", env=wrong)
     assert code == 1 and "invalid_client" in checks(out)["imap"]["detail"]
+
+
+@pytest.fixture
+async def rotating(services: Services, slack: SlackControl, http: aiohttp.ClientSession,
+                   auth: AuthServer) -> AsyncIterator[Bridge]:
+    """A provider that rotates the refresh token on every use (the one sent is spent)."""
+    auth.rotate = True
+    refresh = auth.refresh_token(services.email("switchboard"))
+    async with running_bridge(services, slack, http, unset=("SWITCHBOARD_IMAP_PASSWORD",),
+                              **oauth_env(services, auth,
+                                          SWITCHBOARD_OAUTH2_REFRESH_TOKEN=refresh)) as b:
+        yield b
+
+
+async def test_rotated_refresh_tokens_survive_restarts_and_doctor_while_running(
+        rotating: Bridge, auth: AuthServer) -> None:
+    """The configured refresh token is spent at the first login; every later start, and
+    `switchboard doctor` run beside the running process, use the newest one (kept in the
+    store), and doctor's IMAP and SMTP checks share one token fetch."""
+    bridge, services = rotating, rotating.services
+    alice = f"Alice <{services.email('alice')}>"
+    await email_card(bridge, alice, "Before any restart")
+    assert auth.issued == 1
+    auth.expire_all()
+    await bridge.restart()  # starts from the configured (now spent) refresh token
+    await email_card(bridge, alice, "After the first restart")
+    assert auth.issued == 2
+
+    env = doctor_env(services, auth, **{k: v for k, v in bridge.env.items()
+                                        if k.startswith("SWITCHBOARD_")})
+    env.pop("SWITCHBOARD_IMAP_PASSWORD", None)
+    code, out, err = await run_cli("doctor", "--json", env=env)
+    found = checks(out)
+    assert found["imap"]["status"] == "OK" and found["smtp"]["status"] == "OK", found
+    assert auth.issued == 2  # the running process's token, not a refresh of its own
+    auth.expire_all()  # doctor now has to refresh: once, for both of its checks
+    code, out, err = await run_cli("doctor", "--json", env=env)
+    found = checks(out)
+    assert found["imap"]["status"] == "OK" and found["smtp"]["status"] == "OK", found
+    assert auth.issued == 3
+    assert "invalid_grant" not in out + err
+
+    auth.expire_all()
+    await bridge.restart()  # and the running side carries on from doctor's refresh
+    card = await email_card(bridge, alice, "After doctor")
+    await reply_by_email_from_slack(bridge, card, "Still logged in.")
+    await received(services, "alice", "After doctor")
+    assert sum(1 for g in auth.refresh.values() if not g.revoked) == 1
+
+
+async def test_a_refresh_token_rotated_away_is_told_apart_from_a_revoked_one(
+        services: Services, auth: AuthServer) -> None:
+    """A store put back to an older copy (a restore, a failover that lost a write) hands
+    out a refresh token the provider has already replaced: said so, not "revoked"."""
+    from bot.settings import Settings
+    from bridges.email.oauth import OAuthError, OAuthLogin
+    from storage.store import Store
+
+    auth.rotate = True
+    refresh = auth.refresh_token(services.email("switchboard"))
+    env = oauth_env(services, auth, SWITCHBOARD_OAUTH2_REFRESH_TOKEN=refresh)
+    settings = Settings.load({**{k: v for k, v in services.env.items()
+                                 if k.startswith("SWITCHBOARD_")}, **env,
+                              "SWITCHBOARD_REDIS_PREFIX": f"test-rot-{os.getpid()}"})
+    assert settings.oauth2 is not None
+    store = Store.open(settings.redis_url, settings.redis_prefix)
+    try:
+        login = OAuthLogin(settings.oauth2, store=store.logins)
+        await login.token()
+        older = await store.logins.load(login.name)
+        await login.token(fresh=True)  # rotated again: the older copy's token is spent
+        await store.logins.save(login.name, older)
+        with pytest.raises(OAuthError) as refused:
+            for _ in range(2):  # the older copy's access token first, then its refresh
+                await login.token(fresh=True)
+        assert "rotated away" in str(refused.value), refused.value
+        assert "revoked" not in str(refused.value)
+        assert refresh not in str(refused.value)
+        raw = str(await store.redis.hgetall(store.keys.oauth_login(login.name)))
+        assert "rt-" not in raw and "at-" not in raw  # sealed: no token readable in Redis
+    finally:
+        keys = [k async for k in store.redis.scan_iter(match=f"{settings.redis_prefix}:*")]
+        if keys:
+            await store.redis.delete(*keys)
+        await store.close()
