@@ -152,9 +152,10 @@ async def test_rotated_refresh_tokens_survive_restarts_and_doctor_while_running(
     code, out, err = await run_cli("doctor", "--json", env=env)
     found = checks(out)
     assert found["imap"]["status"] == "OK" and found["smtp"]["status"] == "OK", found
-    assert auth.issued == 2  # the running process's token, not a refresh of its own
+    # The running process's token, not a refresh of its own:
+    assert code in (0, 1) and auth.issued == 2
     auth.expire_all()  # doctor now has to refresh: once, for both of its checks
-    code, out, err = await run_cli("doctor", "--json", env=env)
+    _, out, err = await run_cli("doctor", "--json", env=env)
     found = checks(out)
     assert found["imap"]["status"] == "OK" and found["smtp"]["status"] == "OK", found
     assert auth.issued == 3
