@@ -24,6 +24,7 @@ from bot.errors import StoreError
 from bot.model import Address, ChatRef, Network
 from bot.ports import Notice
 from bridges.matrix.client import MatrixNetwork
+from bridges.matrix.room_keys import MissingKeys
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,7 +47,8 @@ MayInvite = Callable[[Address, str], Awaitable[bool]]
 FirstTime = Callable[[str], Awaitable[bool]]
 
 UNREADABLE = ("Switchboard could not read your encrypted message: it does not have the "
-              "room's key for it yet (it asked your devices for it). Send it again; if this "
+              "room's key for it yet. It asked your device for the key, and acts on your "
+              "message as soon as the key comes. If nothing happens, send it again; if this "
               "keeps happening, let your client share keys with unverified devices (in "
               "Element: Settings > Security & Privacy, turn off 'Never send encrypted "
               "messages to unverified sessions'), or verify the bot's device.")
@@ -109,10 +111,13 @@ async def sync_forever(matrix: MatrixNetwork, stop: asyncio.Event,
         key, and tell the sender (once) rather than drop their message silently."""
         if event.sender == client.user_id:
             return
-        log.warning("cannot decrypt %s from %s in %s (session %s): key requested",
-                    event.event_id, event.sender, room.room_id, event.session_id)
-        with contextlib.suppress(Exception):
-            await client.request_room_key(event)
+        log.warning("cannot decrypt %s from %s in %s (session %s): key asked of the "
+                    "sender's device", event.event_id, event.sender, room.room_id,
+                    event.session_id)
+        try:
+            await missing.ask(room, event)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.warning("the key request for %s was not sent: %s", event.event_id, exc)
         try:
             if first_unreadable is None or await first_unreadable(event.sender):
                 await matrix.notify(Address.matrix(event.sender),
@@ -162,6 +167,8 @@ async def sync_forever(matrix: MatrixNetwork, stop: asyncio.Event,
                           event.sender)
 
     client.add_event_callback(on_invite, InviteMemberEvent)
+    # A message read once its key came is heard as if it had just been said.
+    missing = MissingKeys(client, on_message)
 
     def hear() -> None:
         client.add_event_callback(on_message, RoomMessageText)

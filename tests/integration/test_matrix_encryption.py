@@ -205,6 +205,34 @@ async def test_an_unreadable_event_is_answered_once(
     assert len(await told()) == 1  # once, not per message
 
 
+async def test_an_unreadable_command_is_acted_on_when_the_senders_device_sends_the_key(
+        encrypted: tuple[Bridge, str], dave: E2eeUser) -> None:
+    """The bot asks the sender's device (not its own) for the missing key; the answer,
+    a forwarded key from the device that made the session, unlocks the message and the
+    command in it is carried out."""
+    bridge, room = encrypted
+    bot = bridge.services.env["SWITCHBOARD_MATRIX_USER"]
+    await eventually(lambda: _known_devices(dave, bot), what="the bot's device at dave's")
+    for device in dave.client.device_store.active_user_devices(bot):
+        dave.client.blacklist_device(device)
+    await dave.client.room_send(room, "m.room.message", {"msgtype": "m.text",
+                                                         "body": "!sb help"},
+                                ignore_unverified_devices=True)
+
+    async def asked() -> list[Any]:
+        return [r for r in dave.key_requests if r.room_id == room]
+
+    (request,) = await eventually(asked, what="the bot's key request at dave's device")
+    assert request.sender == bot and request.algorithm == "m.megolm.v1.aes-sha2"
+    assert await dave.forward_requested_keys() == 1
+
+    async def helped() -> list[Any]:
+        return [e for e in dave.messages(room) if e.sender == bot
+                and "Switchboard commands:" in getattr(e, "body", "")]
+
+    await eventually(helped, within=30, what="the help the late-read command asked for")
+
+
 async def _known_devices(dave: E2eeUser, user: str) -> bool:
     if not list(dave.client.device_store.active_user_devices(user)):
         dave.client.olm.users_for_key_query.add(user)
