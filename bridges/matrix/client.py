@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 from nio import (
+    Api,
     AsyncClient,
     AsyncClientConfig,
     EncryptionError,
@@ -39,6 +40,7 @@ from bot.render import render
 from bot.settings import MatrixSettings
 from bot.stores import MatrixState
 from bridges.errors import MatrixError
+from bridges.matrix.room_versions import RoomPower
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,7 @@ class MatrixNetwork:
         self._aliases: dict[str, str] = {}
         self._encrypted: dict[str, bool] = {}  # room -> encrypted, for a process without keys
         self._invited: dict[str, str] = {}  # DM room just opened -> the person invited
+        self._creations: dict[str, dict[str, Any]] = {}  # room -> its m.room.create event
 
     @property
     def encrypting(self) -> bool:
@@ -326,21 +329,45 @@ class MatrixNetwork:
             return False
         return any(m.user_id == user.value for m in answer.members)
 
-    async def _power_levels(self, room: str) -> tuple[dict[str, int], int]:
-        """The room's users with their power level, and the level of everyone else."""
-        answer = await self.client.room_get_state_event(room, "m.room.power_levels")
-        if isinstance(answer, RoomGetStateEventError):
-            raise MatrixError(f"cannot read the power levels of {room}: {answer.message}",
-                              transient=_transient(answer))
-        users = answer.content.get("users") or {}
-        levels = {str(u): int(v) for u, v in users.items()
-                  if isinstance(v, int) and not isinstance(v, bool)}
-        default = answer.content.get("users_default", 0)
-        return levels, default if isinstance(default, int) else 0
+    async def _state(self, room: str, event_type: str, *, whole: bool = False
+                     ) -> dict[str, Any] | None:
+        """A state event's content (``whole``: the event, its sender among it); None when
+        the room has no such state."""
+        query = {"access_token": self.client.access_token}
+        if whole:
+            query["format"] = "event"
+        path = Api._build_path(["rooms", room, "state", event_type, ""], query)
+        try:
+            async with await self.client.send("GET", path) as answer:
+                body = await answer.json(content_type=None)
+                status = answer.status
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            raise MatrixError(f"cannot read {event_type} of {room}: {exc}",
+                              transient=True) from exc
+        if status == 404:
+            return None
+        if status != 200 or not isinstance(body, dict):
+            error = body.get("error") if isinstance(body, dict) else status
+            raise MatrixError(f"cannot read {event_type} of {room}: {error}",
+                              transient=status == 429 or status >= 500)
+        if whole and "content" not in body:
+            return {"content": body}  # a homeserver that gives the content only
+        return body
+
+    async def _power(self, room: str) -> RoomPower:
+        """Who holds which power in ``room``, by the rules of its room version."""
+        create = self._creations.get(room)
+        if create is None:
+            create = await self._state(room, "m.room.create", whole=True)
+            if create is None:
+                raise MatrixError(f"{room} has no m.room.create event the bot can read",
+                                  transient=True)
+            self._creations[room] = create  # a room's creation never changes
+        return RoomPower.read(create, await self._state(room, "m.room.power_levels"))
 
     async def is_room_admin(self, room: str, user: Address) -> bool:
-        levels, default = await self._power_levels(room)
-        return levels.get(user.value, default) >= MODERATOR and await self.is_member(room, user)
+        power = await self._power(room)
+        return power.at_least(user.value, MODERATOR) and await self.is_member(room, user)
 
     async def cannot_post(self, room: str) -> str | None:
         answer = await self.client.joined_members(room)
@@ -350,14 +377,14 @@ class MatrixNetwork:
         return None
 
     async def room_admins(self, room: str, limit: int) -> list[Address]:
-        levels, default = await self._power_levels(room)
+        power = await self._power(room)
         answer = await self.client.joined_members(room)
         if isinstance(answer, JoinedMembersError):
             raise MatrixError(f"the members of {room} are unknown: {answer.message}",
                               transient=True)
-        return [Address.matrix(m.user_id) for m in answer.members[:limit]
+        return [Address.matrix(m.user_id) for m in answer.members
                 if m.user_id != self.client.user_id
-                and levels.get(m.user_id, default) >= MODERATOR]
+                and power.at_least(m.user_id, MODERATOR)][:limit]
 
     async def presence(self, user: Address) -> Presence:
         answer = await self.client.get_presence(user.value)

@@ -59,14 +59,17 @@ def slack_runner(bridge: Bridge, user: str, name: str) -> Run:
     return run
 
 
-def matrix_runner(bridge: Bridge, user: MatrixUser) -> Run:
+def matrix_runner(bridge: Bridge, user: MatrixUser, room: str | None = None) -> Run:
+    """``!sb TEXT`` typed by ``user`` in ``room`` (the bridge's room unless named)."""
+    room = room or bridge.room
+
     async def run(text: str) -> str:
-        sent = await user.call("PUT", f"/rooms/{bridge.room}/send/m.room.message/"
+        sent = await user.call("PUT", f"/rooms/{room}/send/m.room.message/"
                                       f"c{uuid.uuid4().hex}",
                                {"msgtype": "m.text", "body": f"!sb {text}"})
 
         async def answer() -> str | None:
-            events = await user.messages(bridge.room, 50)
+            events = await user.messages(room, 50)
             seen = False
             for e in events:
                 if e["event_id"] == sent["event_id"]:

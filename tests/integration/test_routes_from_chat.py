@@ -195,6 +195,49 @@ async def test_admins_connect_addresses_from_slack_and_matrix(
     assert f"Removed: mail to {helpdesk}" in removed
 
 
+@pytest.mark.parametrize("version", [None, "10"])  # the homeserver's default, and older
+async def test_a_rooms_creator_administers_it_in_every_room_version(
+        runs: TwoRuns, services: Services, http: aiohttp.ClientSession,
+        version: str | None) -> None:
+    """In room version 12 (Synapse's default) the creator has unlimited power and is not
+    in m.room.power_levels; in older versions the creator has level 100 there. Either
+    way the person who made the room may connect addresses to it and is told of held
+    mail; a member at level 0 may not."""
+    alice = runs.bridge.alice
+    carol = await MatrixUser(services, "carol", http).login()
+    bot = services.env["SWITCHBOARD_MATRIX_USER"]
+    body: dict[str, Any] = {"name": f"made by alice {uuid.uuid4().hex[:6]}",
+                            "invite": [bot, carol.user_id]}
+    if version is not None:
+        body["room_version"] = version
+    room = (await alice.call("POST", "/createRoom", body))["room_id"]
+    try:
+        await carol.join(room)
+        create = await alice.call("GET", f"/rooms/{room}/state/m.room.create")
+        assert create["room_version"] == (version or "12")
+        levels = await alice.call("GET", f"/rooms/{room}/state/m.room.power_levels")
+        assert (alice.user_id in levels.get("users", {})) == (version is not None)
+
+        async def bot_joined() -> bool:
+            members = await alice.call("GET", f"/rooms/{room}/joined_members")
+            return bot in members.get("joined", {})
+
+        await eventually(bot_joined, what="the bot in alice's room")
+        refused = await matrix_runner(runs.bridge, carol, room)("route add x@example.com")
+        assert "Not allowed" in refused
+        desk = f"desk-{uuid.uuid4().hex[:6]}@{services.email('x').partition('@')[2]}"
+        added = await matrix_runner(runs.bridge, alice, room)(f"route add {desk}")
+        assert f"Connected: mail to {desk}" in added
+        matrix = runs.bridge.runtime.matrix
+        assert matrix is not None
+        admins = await matrix.room_admins(room, 10)
+        assert [a.value for a in admins] == [alice.user_id]  # told of held mail
+    finally:
+        for member in (carol, alice):
+            await member.leave(room)
+        await carol.logout()
+
+
 async def promote(services: Services, http: aiohttp.ClientSession, room: str, user: str,
                   level: int) -> None:
     """The room's creator (the bot) gives ``user`` a power level."""
