@@ -44,8 +44,10 @@ class AddressBook(Protocol):
 
 
 class History(Protocol):
-    async def append(self, entry: HistoryEntry) -> bool:
-        """Record an entry once; False when an entry with its id was already recorded."""
+    async def append(self, entry: HistoryEntry, arrived: float | None = None) -> bool:
+        """Record an entry once; False when an entry with its id was already recorded.
+        Retention dates it by ``arrived`` (default: now), never by the ``at`` a sender
+        wrote (an email's Date header)."""
 
     async def conversation(self, conversation_id: str, page: int = 0,
                            page_size: int = 20) -> HistoryPage:

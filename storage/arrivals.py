@@ -142,7 +142,7 @@ class RedisArrivals(RedisBacked):
             if message_id:
                 pipe.hsetnx(k.message_index(), message_id, cid)
             pipe.eval(APPEND_ENTRY, len(history_keys), *history_keys, entry.id, dump_entry(entry),
-                      repr(entry.at), f"{cid}/{entry.id}")
+                      repr(entry.at), f"{cid}/{entry.id}", repr(time.time()))
             for tx in usage:
                 add_usage(pipe, k, tx)
             answers = await pipe.execute()

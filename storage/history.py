@@ -7,6 +7,7 @@ conversation's timeline and in each participant's own timeline.
 from __future__ import annotations
 
 import heapq
+import time
 from collections.abc import Sequence
 
 from bot.model import Address, HistoryEntry, HistoryPage
@@ -15,11 +16,13 @@ from storage.connection import RedisBacked, text
 from storage.keys import Keys
 
 # KEYS: entries hash, timeline, the all-entries index, participant timelines...
-# ARGV: entry id, record, score, conversation/entry.
+# ARGV: entry id, record, score (the entry's time), conversation/entry, arrival time (the
+# retention index's score: a sender-written date could keep an entry for ever).
 APPEND_ENTRY = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-for i = 3, #KEYS do redis.call('ZADD', KEYS[i], ARGV[3], ARGV[4]) end
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
+for i = 4, #KEYS do redis.call('ZADD', KEYS[i], ARGV[3], ARGV[4]) end
 return 1
 """
 
@@ -40,7 +43,7 @@ def check_id(kind: str, value: str) -> None:
 
 
 class RedisHistory(RedisBacked):
-    async def append(self, entry: HistoryEntry) -> bool:
+    async def append(self, entry: HistoryEntry, arrived: float | None = None) -> bool:
         check_id("conversation", entry.conversation_id)
         check_id("entry", entry.id)
         cid = entry.conversation_id
@@ -48,7 +51,8 @@ class RedisHistory(RedisBacked):
         async with self._translated(f"recording history of conversation {cid}"):
             added = await self.redis.eval(APPEND_ENTRY, len(keys), *keys, entry.id,
                                           dump_entry(entry), repr(entry.at),
-                                          f"{cid}{_SEP}{entry.id}")
+                                          f"{cid}{_SEP}{entry.id}",
+                                          repr(time.time() if arrived is None else arrived))
         return bool(added)
 
     async def entry(self, conversation_id: str, entry_id: str) -> HistoryEntry | None:

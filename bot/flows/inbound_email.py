@@ -656,7 +656,9 @@ class InboundEmailFlow:
         sender = mail.sender or Address.email("unknown@switchboard.invalid")
         return HistoryEntry(
             id=eid, conversation_id=cid, kind=EntryKind.EMAIL, sender=sender,
-            recipients=mail.recipients, at=mail.date, text=kept_text(mail.body),
+            # A Date in the future is the sender's claim; the entry is dated on arrival.
+            recipients=mail.recipients, at=min(mail.date, time.time()),
+            text=kept_text(mail.body),
             subject=mail.subject,
             attachments=tuple(AttachmentRef(a.filename, a.content_type, a.size)
                               for a in mail.attachments),

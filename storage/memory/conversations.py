@@ -30,7 +30,7 @@ class MemoryHistory:
         self.timelines: dict[str, _Timeline] = {}
         self.people: dict[Address, _Timeline] = {}
 
-    async def append(self, entry: HistoryEntry) -> bool:
+    async def append(self, entry: HistoryEntry, arrived: float | None = None) -> bool:
         check_id("conversation", entry.conversation_id)
         check_id("entry", entry.id)
         cid = entry.conversation_id

@@ -34,7 +34,7 @@ async def test_history_past_its_age_goes_in_batches_and_the_rest_stays(store: St
     mixed = [entry(10, "c-mixed", CAROL, BOB, now - 35 * DAY),
              entry(11, "c-mixed", BOB, CAROL, now - 2 * DAY)]
     for e in (*old, *mixed):
-        await store.history.append(e)
+        await store.history.append(e, arrived=e.at)  # each arrived when it was written
     await store.conversations.remember_message("<m0@example.com>", "c-old")
     removed = await expire_history(store.erasure, 30, now=now, batch=3)
     assert removed == 8  # in batches of three: 3, 3, 2
@@ -82,6 +82,23 @@ async def test_forgetting_a_person_leaves_nothing_of_them(store: Store) -> None:
     keys = [k async for k in store.redis.scan_iter(match=f"{store.keys.prefix}:*")]
     assert not [k for k in keys if "alice" in k.lower()]  # no timeline, token set, ...
     assert "alice" not in str(await store.redis.hgetall(store.keys.address_index())).lower()
+
+
+async def test_retention_dates_entries_by_arrival_not_by_the_date_a_sender_wrote(
+        store: Store) -> None:
+    """An email dated a year ahead (its Date header is the sender's) expires with the
+    rest of its day, and one dated 1990 is not removed early."""
+    now = time.time()
+    future = entry(20, "c-future", CAROL, BOB, now + 365 * DAY)
+    ancient = entry(21, "c-ancient", CAROL, BOB, 631152000.0)  # 1990
+    for e in (future, ancient):
+        await store.history.append(e, arrived=now - 40 * DAY)
+    fresh = entry(22, "c-fresh", CAROL, BOB, 631152000.0)
+    await store.history.append(fresh)  # arrives now
+    assert await expire_history(store.erasure, 30, now=now) == 2
+    assert await store.history.count("c-future") == 0
+    assert await store.history.count("c-ancient") == 0
+    assert await store.history.count("c-fresh") == 1
 
 
 def test_a_huge_body_is_kept_bounded_with_a_note() -> None:
