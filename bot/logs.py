@@ -67,6 +67,37 @@ class TextFormatter(logging.Formatter):
         return f"{text} [{ids}]" if ids else text
 
 
+class Repeats(logging.Filter):
+    """A warning said again and again (a store that stays down, a homeserver that stays
+    away) is said once, then counted: at most one line per message per ``window``
+    seconds, the next one saying how many were held back."""
+
+    KEPT = 1000  # distinct messages remembered
+
+    def __init__(self, window: float = 60.0) -> None:
+        super().__init__()
+        self.window = window
+        self._seen: dict[tuple[str, int, str], list[float]] = {}  # -> [said at, held]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.levelno, record.getMessage())
+        seen = self._seen.get(key)
+        if seen is not None and record.created - seen[0] < self.window:
+            seen[1] += 1
+            return False
+        held = int(seen[1]) if seen is not None else 0
+        self._seen[key] = [record.created, 0]
+        if len(self._seen) > self.KEPT:
+            del self._seen[next(iter(self._seen))]
+        if held:
+            record.msg = (f"{record.getMessage()} (and {held} more time"
+                          f"{'s' if held > 1 else ''} in the last {self.window:.0f} s)")
+            record.args = ()
+        return True
+
+
 def configure(level: str = "INFO", fmt: str = "text") -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
@@ -76,6 +107,7 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     for name in QUIET:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     handler.addFilter(_no_library_debug)
+    handler.addFilter(Repeats())
 
 
 def _no_library_debug(record: logging.LogRecord) -> bool:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
 
-from bot.errors import BridgeError
+from bot.errors import BridgeError, StoreError
 from bot.flows.outgoing import MARKER
 from bot.metering import Charges, Customer, RateCard, Usage, charges_for, held_gb_months
 from bot.model import Address, AddressError
@@ -168,22 +168,30 @@ class ChargeReports:
 
     async def web_page(self, params: Mapping[str, str], query: Mapping[str, str]
                        ) -> tuple[int, str]:
-        """GET /reports/{token}?period=YYYY-MM: (HTTP status, the page or why not)."""
+        """GET /reports/{token}?period=YYYY-MM: (HTTP status, the page or why not). The
+        token is checked first: whatever else is asked, an unknown one gets a bare 404;
+        nothing a visitor sent is ever written back."""
+        try:
+            customer = await self.customers.by_web_token(params["token"])
+        except StoreError:
+            return 503, "The report cannot be shown right now; try again in a minute."
+        if customer is None:
+            return 404, "Not found."
         try:
             period = parse_period(query.get("period") or current_month())
-        except ReportError as exc:
-            return 400, str(exc)
+        except ReportError:
+            return 400, "The period must be a month, written YYYY-MM."
         try:
-            html = await self.page(params["token"], period)
-        except ReportError as exc:
-            return 503, str(exc)
-        return (404, "no such report") if html is None else (200, html)
+            return 200, await self.page_of(customer, period)
+        except (ReportError, StoreError):
+            return 503, "The report cannot be shown right now; try again in a minute."
 
     async def page(self, token: str, period: str) -> str | None:
         """The HTML of a customer's report page, or None for an unknown token."""
         customer = await self.customers.by_web_token(token)
-        if customer is None:
-            return None
+        return None if customer is None else await self.page_of(customer, period)
+
+    async def page_of(self, customer: Customer, period: str) -> str:
         charges = await self.charges(customer.id, period)
         chart = Chart.of(await self.usage.days(customer.id, period))
         return render("web/report.html.j2", customer=customer, charges=charges, chart=chart,

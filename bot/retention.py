@@ -4,7 +4,6 @@ bounded batches, and a person forgotten on request (recorded as done, not as wha
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -43,17 +42,18 @@ async def forget(person: Address, address_book: AddressBook, erasure: Erasure,
                  audit: AuditLog, by: str) -> Forgotten:
     """Erase a person: every address linked to ``person`` (their identity), their history
     entries, reply tokens and unfinished deliveries. The audit trail records that an
-    erasure was done, when and by whom, under a one-way digest of the address (so a
+    erasure was done, when and by whom, under a keyed digest of the address (so a
     request can be confirmed as carried out), never the address or what was erased."""
     identity = await address_book.resolve(person)
     addresses = list(dict.fromkeys([person, *(identity.addresses() if identity else [])]))
-    erased = await erasure.forget(addresses)
     unlinked = 0
     for address in addresses:
         unlinked += await address_book.unlink(address)
-    digest = hashlib.sha256(str(person).encode()).hexdigest()[:16]
-    await audit.record(AuditEvent(AuditAction.ERASED, by, f"person sha256:{digest}",
+    # Last: it sweeps every trace left, the address book's included.
+    erased = await erasure.forget(addresses)
+    digest = await erasure.receipt(person)
+    await audit.record(AuditEvent(AuditAction.ERASED, by, f"person receipt:{digest}",
                                   "history, address book, reply tokens and unfinished "
                                   "deliveries erased"))
-    log.info("a person was erased (sha256:%s)", digest)
+    log.info("a person was erased (receipt:%s)", digest)
     return Forgotten(unlinked, erased)

@@ -550,6 +550,20 @@ class Settings:
     plain_thread_replies: ThreadReplies
     source: str  # where the values came from, for messages
 
+    def nothing_to_run(self) -> str:
+        """What `switchboard run` lacks to do anything at all (empty: enough is set): with
+        neither a chat network nor a way for mail to come in, nothing would happen. One
+        of them alone still serves (replies and commands in chat, or mail to DMs)."""
+        lacking = []
+        if self.slack is None and self.matrix is None:
+            lacking.append("no chat network (set SWITCHBOARD_SLACK_BOT_TOKEN, or "
+                           "SWITCHBOARD_SLACK_CLIENT_ID for installs, or "
+                           "SWITCHBOARD_MATRIX_HOMESERVER and _USER)")
+        if self.imap is None and self.smtp_listen is None:
+            lacking.append("no way in for mail (set SWITCHBOARD_IMAP_HOST, or "
+                           "SWITCHBOARD_SMTP_LISTEN)")
+        return "; ".join(lacking) if len(lacking) == 2 else ""
+
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None,
              config_file: str | Path | None = None) -> Settings:

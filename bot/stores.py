@@ -377,8 +377,13 @@ class Erasure(Protocol):
         ...
 
     async def forget(self, addresses: Sequence[Address]) -> Erased:
-        """Erase the history entries, reply tokens and unfinished deliveries of the person
-        known by ``addresses`` (their address-book entries are the address book's)."""
+        """Erase everything kept of the person known by ``addresses`` (their address-book
+        entries are the address book's): history, reply tokens, deliveries, their name in
+        the audit trail, and any other trace of their addresses."""
+        ...
+
+    async def receipt(self, person: Address) -> str:
+        """A keyed digest naming ``person`` to no one, to confirm an erasure by."""
         ...
 
 

@@ -16,6 +16,11 @@ Scrape = Callable[[], Awaitable[bytes]]
 Page = Callable[[Mapping[str, str], Mapping[str, str]], Awaitable[tuple[int, str]]]
 
 
+async def _hardened(_: web.Request, response: web.StreamResponse) -> None:
+    """Every answer, errors included: never sniffed into another type than it says."""
+    response.headers["X-Content-Type-Options"] = "nosniff"
+
+
 class HttpServer:
     def __init__(self, host: str, port: int, *, readiness: Readiness | None = None,
                  metrics: Scrape | None = None) -> None:
@@ -24,6 +29,7 @@ class HttpServer:
         self.readiness = readiness
         self.metrics = metrics
         self.app = web.Application(client_max_size=4 * 1024 * 1024)
+        self.app.on_response_prepare.append(_hardened)
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/readyz", self._readyz)
         self.app.router.add_get("/metrics", self._metrics)
@@ -37,7 +43,8 @@ class HttpServer:
         async def handle(request: web.Request) -> web.Response:
             status, body = await page(request.match_info, request.query)
             if status != 200:
-                return web.Response(status=status, text=body)
+                return web.Response(status=status, text=body, headers={
+                    "Cache-Control": "no-store"})
             # Private pages: never cached, and their address never leaks in a Referer.
             return web.Response(text=body, content_type="text/html", headers={
                 "Cache-Control": "no-store", "Referrer-Policy": "no-referrer",

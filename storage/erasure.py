@@ -1,10 +1,17 @@
 """Retention and erasure on Redis: history older than the retention age goes, in bounded
-batches; a person's data goes on request (their history entries, address-book entries,
-reply tokens and pending deliveries). Metering keeps only counts and sizes per customer,
-never a person, so it has nothing of theirs to erase."""
+batches; a person's data goes on request: their history entries, reply tokens, every
+delivery from, to or about them with its log, their audit pseudonym (the trail's entries
+then name "an erased person"), and then a sweep of every key under the prefix for what
+is left: keys named after them (rate windows, posts to their DM, ...) go, and their
+addresses are cut out of any other value. Metering keeps only counts and sizes per
+customer, never a person (its transaction stream is not swept: see the README)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,6 +21,68 @@ from storage.codec import load_entry
 from storage.connection import RedisBacked, text
 
 _SEP = "/"
+REDACTED = "[erased]"
+SWEEP_BATCH = 500
+# KEYS: a batch of keys. ARGV: redaction text, then the needles (lower case). Per key: one
+# named after a needle goes; a string holding one goes; a hash loses fields named after
+# one and has it cut out of values; a list has it cut out of items; set and sorted-set
+# members holding one go (they are references, not text). Streams are left (the audit
+# trail names people by pseudonym; the usage stream by customer). Counts what changed.
+_SWEEP = """
+local function holds(value)
+  local low = string.lower(value)
+  for i = 2, #ARGV do
+    if string.find(low, ARGV[i], 1, true) then return true end
+  end
+  return false
+end
+local function cut(value)
+  local low = string.lower(value)
+  for i = 2, #ARGV do
+    local needle = ARGV[i]
+    local from = string.find(low, needle, 1, true)
+    while from do
+      value = string.sub(value, 1, from - 1) .. ARGV[1] .. string.sub(value, from + #needle)
+      low = string.lower(value)
+      from = string.find(low, needle, from + #ARGV[1], true)
+    end
+  end
+  return value
+end
+local changed = 0
+for _, key in ipairs(KEYS) do
+  local kind = redis.call('TYPE', key)['ok']
+  if holds(key) then
+    redis.call('DEL', key); changed = changed + 1
+  elseif kind == 'string' then
+    if holds(redis.call('GET', key)) then redis.call('DEL', key); changed = changed + 1 end
+  elseif kind == 'hash' then
+    local all = redis.call('HGETALL', key)
+    for i = 1, #all, 2 do
+      if holds(all[i]) then redis.call('HDEL', key, all[i]); changed = changed + 1
+      elseif holds(all[i + 1]) then
+        redis.call('HSET', key, all[i], cut(all[i + 1])); changed = changed + 1
+      end
+    end
+  elseif kind == 'list' then
+    local items = redis.call('LRANGE', key, 0, -1)
+    for i = 1, #items do
+      if holds(items[i]) then
+        redis.call('LSET', key, i - 1, cut(items[i])); changed = changed + 1
+      end
+    end
+  elseif kind == 'set' then
+    for _, m in ipairs(redis.call('SMEMBERS', key)) do
+      if holds(m) then redis.call('SREM', key, m); changed = changed + 1 end
+    end
+  elseif kind == 'zset' then
+    for _, m in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+      if holds(m) then redis.call('ZREM', key, m); changed = changed + 1 end
+    end
+  end
+end
+return changed
+"""
 
 
 @dataclass(frozen=True)
@@ -96,22 +165,66 @@ class RedisErasure(RedisBacked):
                         *(self.keys.reply_token(t) for t in issued)))
                 await self.redis.delete(key)
         deliveries = await self._forget_deliveries(addresses)
+        await self._forget_pseudonyms(addresses)
+        await self._sweep(addresses)
         return Erased(entries, tokens, deliveries)
 
+    async def receipt(self, person: Address) -> str:
+        """A keyed digest of ``person`` (the key is this deployment's, in the store): it
+        confirms an erasure to whoever asks about that address, and names no one."""
+        async with self._translated("reading the erasure key"):
+            await self.redis.set(self.keys.erasure_key(), secrets.token_hex(32), nx=True)
+            key = text(await self.redis.get(self.keys.erasure_key()))
+        return hmac.new(key.encode(), str(person).encode(), hashlib.sha256).hexdigest()[:24]
+
+    async def _forget_pseudonyms(self, addresses: Sequence[Address]) -> None:
+        async with self._translated("dropping a person's audit pseudonym"):
+            tokens = await self.redis.hmget(self.keys.audit_people(),
+                                            [str(a) for a in addresses])
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hdel(self.keys.audit_people(), *(str(a) for a in addresses))
+                for token in tokens:
+                    if token is not None:
+                        pipe.hdel(self.keys.audit_pseudonyms(), text(token))
+                await pipe.execute()
+
+    async def _sweep(self, addresses: Sequence[Address]) -> int:
+        """What the targeted steps did not reach, wherever it is under the prefix."""
+        needles = sorted({n for a in addresses for n in (a.value.lower(), str(a).lower())},
+                         key=len, reverse=True)
+        changed = 0
+        batch: list[str] = []
+        async with self._translated("sweeping the store for a person's traces"):
+            async for key in self.redis.scan_iter(match=f"{self.keys.prefix}:*",
+                                                  count=SWEEP_BATCH):
+                batch.append(text(key))
+                if len(batch) >= SWEEP_BATCH:
+                    changed += int(await self.redis.eval(_SWEEP, len(batch), *batch,
+                                                         REDACTED, *needles))
+                    batch = []
+            if batch:
+                changed += int(await self.redis.eval(_SWEEP, len(batch), *batch, REDACTED,
+                                                     *needles))
+        return changed
+
     async def _forget_deliveries(self, addresses: Sequence[Address]) -> int:
-        """Deliveries from or to the person that are not over: deleted with their logs."""
+        """Deliveries from, to or about the person, in every state: deleted with their
+        logs (a finished one's context names them too)."""
         wanted = {str(a) for a in addresses}
+        emails = {a.value for a in addresses if a.network.value == "email"}
         removed = 0
-        for state in (DeliveryState.PENDING, DeliveryState.QUEUED, DeliveryState.FAILED):
+        for state in DeliveryState:
             key = self.keys.deliveries_in_state(state.value)
-            async with self._translated("finding a person's pending deliveries"):
+            async with self._translated("finding a person's deliveries"):
                 ids = [text(i) for i in await self.redis.zrange(key, 0, -1)]
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for delivery_id in ids:
-                        pipe.hmget(self.keys.delivery(delivery_id), ["sender", "recipient"])
+                        pipe.hmget(self.keys.delivery(delivery_id),
+                                   ["sender", "recipient", "meta"])
                     people: list[list[str | None]] = await pipe.execute()
-            for delivery_id, (sender, recipient) in zip(ids, people, strict=True):
-                if sender in wanted or recipient in wanted:
+            for delivery_id, (sender, recipient, meta) in zip(ids, people, strict=True):
+                context = _context_people(meta)
+                if sender in wanted or recipient in wanted or context & (wanted | emails):
                     async with self._translated("erasing a delivery"), \
                             self.redis.pipeline(transaction=True) as pipe:
                         pipe.delete(self.keys.delivery(delivery_id),
@@ -122,3 +235,13 @@ class RedisErasure(RedisBacked):
                         await pipe.execute()
                     removed += 1
         return removed
+
+
+def _context_people(meta: str | None) -> set[str]:
+    """Whom a delivery's context names (the email it answers, the person asked for)."""
+    try:
+        found = json.loads(meta) if meta else {}
+    except ValueError:
+        return set()
+    return {str(v).lower() for k, v in found.items() if k in ("email", "person") and v} \
+        if isinstance(found, dict) else set()

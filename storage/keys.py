@@ -109,8 +109,21 @@ class Keys:
         return self._k("ingest", "failures", key)
 
     def audit(self) -> str:
-        """stream: outgoing mail and refused actions (who, what, when)."""
+        """stream: outgoing mail and refused actions (who, what, when); people in it are
+        named by pseudonym (``person:TOKEN``), never by address."""
         return self._k("audit")
+
+    def audit_people(self) -> str:
+        """hash: a person's canonical address -> their audit pseudonym (forget drops it)."""
+        return self._k("audit", "people")
+
+    def audit_pseudonyms(self) -> str:
+        """hash: audit pseudonym -> the canonical address (forget drops it)."""
+        return self._k("audit", "pseudonyms")
+
+    def erasure_key(self) -> str:
+        """string: the secret that keys erasure receipts (a digest that names no one)."""
+        return self._k("erasure", "key")
 
     def lease(self, name: str) -> str:
         """string with expiry: which process holds a mailbox."""

@@ -33,6 +33,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bot.runtime.app import Runtime
 
     settings = load_settings(args)
+    missing = settings.nothing_to_run()
+    if missing:
+        print(f"switchboard: nothing to run: {missing}. `switchboard init` writes a settings "
+              "file with every key, explained.", file=sys.stderr)
+        return 2
 
     async def main() -> None:
         stop = asyncio.Event()

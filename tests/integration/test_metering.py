@@ -197,6 +197,21 @@ async def test_two_customers_measured_charged_reported_and_debited_once(bridge: 
     async with aiohttp.ClientSession() as http, http.get(
             f"{base}/reports/{'x' * 32}") as guessed:
         assert guessed.status == 404
+    # Nothing a visitor sends comes back, and no answer may be sniffed as HTML.
+    script = "<script>alert(document.cookie)</script>"
+    async with aiohttp.ClientSession() as http:
+        for url, status in ((f"{base}/reports/{'x' * 32}?period={script}", 404),
+                            (f"{slack_page.partition('?')[0]}?period={script}", 400),
+                            (f"{base}/reports/{script}", 404),
+                            (f"{base}/no-such-page", 404), (f"{base}/healthz", 200),
+                            (slack_page, 200)):
+            async with http.get(url) as answer:
+                body = await answer.text()
+                assert answer.status == status, (url, body)
+                assert "script" not in body.lower() and "alert" not in body, (url, body)
+                assert answer.headers["X-Content-Type-Options"] == "nosniff", url
+        async with http.get(f"{base}/reports/{'x' * 32}?period={script}") as unknown:
+            assert await unknown.text() == "Not found."
 
 
 async def move_to_last_month(store: Store, customers: list[str], period: str

@@ -77,7 +77,7 @@ async def test_forgetting_a_person_leaves_nothing_of_them(store: Store) -> None:
     assert [e.id for e in (await store.history.conversation("c2")).entries] == ["e3"]
     # Recorded as done, never as what: no address of hers in the trail.
     (event,) = [e for e in await store.audit.recent(10) if e.action is AuditAction.ERASED]
-    assert event.actor == "operator" and event.target.startswith("person sha256:")
+    assert event.actor == "operator" and event.target.startswith("person receipt:")
     assert "alice" not in str(event).lower()
     keys = [k async for k in store.redis.scan_iter(match=f"{store.keys.prefix}:*")]
     assert not [k for k in keys if "alice" in k.lower()]  # no timeline, token set, ...

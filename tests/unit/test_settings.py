@@ -138,3 +138,35 @@ def test_slack_settings_that_cannot_work_are_refused_with_the_reason() -> None:
     for expected, env in cases.items():
         with pytest.raises(SettingsError, match=expected):
             Settings.load({**base, **env})
+
+
+def test_run_with_nothing_configured_says_what_to_set() -> None:
+    from bot.settings import Settings
+
+    lacking = Settings.load({}).nothing_to_run()
+    assert "no chat network" in lacking and "no way in for mail" in lacking
+    assert "SWITCHBOARD_SMTP_LISTEN" in lacking
+    assert Settings.load({"SWITCHBOARD_SMTP_LISTEN": "127.0.0.1:2525",
+                          "SWITCHBOARD_MATRIX_HOMESERVER": "https://hs.example",
+                          "SWITCHBOARD_MATRIX_USER": "@sb:hs.example",
+                          "SWITCHBOARD_MATRIX_PASSWORD": "pw"}).nothing_to_run() == ""
+
+
+def test_a_warning_said_again_and_again_is_said_once_then_counted() -> None:
+    import logging
+
+    from bot.logs import Repeats
+
+    repeats = Repeats(window=60.0)
+
+    def said(message: str, at: float) -> logging.LogRecord | None:
+        record = logging.LogRecord("storage", logging.WARNING, __file__, 1, message, (), None)
+        record.created = at
+        return record if repeats.filter(record) else None
+
+    assert said("Redis is down", 0.0) is not None
+    assert [said("Redis is down", float(t)) for t in range(1, 60)] == [None] * 59
+    assert said("another warning", 30.0) is not None
+    again = said("Redis is down", 61.0)
+    assert again is not None and again.getMessage() == (
+        "Redis is down (and 59 more times in the last 60 s)")
