@@ -11,6 +11,7 @@ again first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
@@ -33,7 +34,30 @@ class Lanes:
         """Start ``work`` once a slot is free and the earlier work sharing one of ``keys``
         is over; returns its task at once (after the slot is taken)."""
         await self._slots.acquire()
-        keys = set(keys)
+        return self._start(set(keys), work)
+
+    async def submit_unless(self, stop: asyncio.Event, keys: Iterable[str],
+                            work: Callable[[], Awaitable[T]]) -> asyncio.Task[T] | None:
+        """``submit``, unless ``stop`` is set before a slot is free: then None, and
+        ``work`` never starts (a stop during a backlog starts nothing more)."""
+        if stop.is_set():
+            return None
+        slot = asyncio.ensure_future(self._slots.acquire())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({slot, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not slot.done():
+            slot.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await slot
+        if slot.cancelled() or not slot.done():
+            return None
+        if stop.is_set():
+            self._slots.release()
+            return None
+        return self._start(set(keys), work)
+
+    def _start(self, keys: set[str], work: Callable[[], Awaitable[T]]) -> asyncio.Task[T]:
         before = {tail for key in keys if (tail := self._tails.get(key)) is not None
                   and not tail.done()}
         task: asyncio.Task[T] = asyncio.create_task(self._after(before, work))

@@ -182,8 +182,10 @@ class ImapIngest:
                     if raw is None:  # expunged meanwhile: nothing to do
                         progress.done(uid)
                         continue
-                    task = await lanes.submit(conversation_keys(raw), partial(
+                    task = await lanes.submit_unless(stop, conversation_keys(raw), partial(
                         self._deliver_one, raw, uidvalidity, uid))
+                    if task is None:
+                        break  # stopped while waiting for a free lane
                     progress.started(uid)
                     task.add_done_callback(partial(self._settled, progress, failures, uid))
                 if stop.is_set() or failures:

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 DEVICE_NAME = "switchboard"
 HAND_OVER_WAIT = 20.0  # seconds a worker waits for the key holder to post for it
 MEGOLM = "m.megolm.v1.aes-sha2"
+PLAIN_KNOWN_FOR = 60.0  # seconds a room is believed unencrypted before asking again
 MODERATOR = 50  # the power level from which a Matrix room member administers the room
 
 
@@ -101,7 +102,10 @@ class MatrixNetwork:
         self.state = state
         self.encrypted_dms = encrypted_dms
         self._aliases: dict[str, str] = {}
-        self._encrypted: dict[str, bool] = {}  # room -> encrypted, for a process without keys
+        # room -> until when it is known to be unencrypted (for a process without keys):
+        # encryption, once on, cannot be turned off; off, it can be turned on at any time.
+        self._plain_until: dict[str, float] = {}
+        self._encrypted: set[str] = set()
         self._invited: dict[str, str] = {}  # DM room just opened -> the person invited
         self._creations: dict[str, dict[str, Any]] = {}  # room -> its m.room.create event
 
@@ -234,12 +238,13 @@ class MatrixNetwork:
 
     async def is_encrypted(self, room: str) -> bool:
         """Whether ``room`` is end-to-end encrypted: from the sync for the process that
-        holds the keys, else from the room's state (asked once)."""
+        holds the keys, else from the room's state (an encrypted room is known for good,
+        an unencrypted one asked again after a minute: someone may have turned it on)."""
         known = self.client.rooms.get(room)
-        if known is not None and known.encrypted:
+        if (known is not None and known.encrypted) or room in self._encrypted:
             return True
-        if room in self._encrypted:
-            return self._encrypted[room]
+        if self._plain_until.get(room, 0.0) > time.monotonic():
+            return False
         answer = await self.client.room_get_state_event(room, "m.room.encryption")
         if isinstance(answer, RoomGetStateEventError):
             if answer.status_code != "M_NOT_FOUND":
@@ -248,7 +253,10 @@ class MatrixNetwork:
             encrypted = False
         else:
             encrypted = answer.content.get("algorithm") == MEGOLM
-        self._encrypted[room] = encrypted
+        if encrypted:
+            self._encrypted.add(room)
+        else:
+            self._plain_until[room] = time.monotonic() + PLAIN_KNOWN_FOR
         return encrypted
 
     async def _room_for_sending(self, room: str) -> None:

@@ -129,3 +129,29 @@ async def test_the_checkpoint_passes_only_a_run_of_finished_uids() -> None:
     progress.done(15)
     assert progress.checkpoint == 12
     await asyncio.wait_for(progress.idle(), 1)
+
+
+async def test_a_stop_while_waiting_for_a_free_lane_starts_nothing_more() -> None:
+    """SIGTERM during a backlog: the email waiting for a lane is not started when one
+    frees up, and the lane it would have taken is free again."""
+    lanes, stop, release = Lanes(1), asyncio.Event(), asyncio.Event()
+    started: list[str] = []
+
+    async def work(name: str) -> None:
+        started.append(name)
+        await release.wait()
+
+    first = await lanes.submit_unless(stop, ["a"], lambda: work("first"))
+    assert first is not None
+    waiting = asyncio.create_task(lanes.submit_unless(stop, ["b"], lambda: work("second")))
+    await asyncio.sleep(0.01)
+    stop.set()
+    release.set()
+    assert await waiting is None
+    await first
+    assert started == ["first"]
+    assert await lanes.submit_unless(stop, ["c"], lambda: work("third")) is None
+    again = await lanes.submit_unless(asyncio.Event(), ["d"], lambda: work("fourth"))
+    assert again is not None
+    await again
+    assert started == ["first", "fourth"]
