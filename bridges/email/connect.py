@@ -105,13 +105,13 @@ async def imap_login(client: aioimaplib.IMAP4, cfg: ImapSettings,
             raise MailError(f"{cfg.host}:{cfg.port} refused the login of {cfg.user}: "
                             f"{_text(answer.lines)}")
         return
-    reason = ""
-    for fresh in (False, True):
-        token = await oauth.token(fresh=fresh)
+    reason, refused = "", ""
+    for _ in range(2):
+        token = await oauth.token(refused=refused)
         answer = await _authenticate(client, oauth, cfg.user, token)
         if answer.result == "OK":
             return
-        reason = _text(answer.lines)
+        reason, refused = _text(answer.lines), token
     raise MailError(f"{cfg.host}:{cfg.port} refused the {oauth.describe} login of "
                     f"{cfg.user}, even with a new token: {reason}", transient=False)
 
@@ -161,8 +161,10 @@ async def smtp_login(client: aiosmtplib.SMTP, cfg: SmtpSettings,
             await client.login(cfg.user, cfg.password)
         return
     user = cfg.user or ""
+    refused = ""
     for fresh in (False, True):
-        token = await oauth.token(fresh=fresh)
+        token = await oauth.token(refused=refused)
+        refused = token
         try:
             if oauth.cfg.mechanism == "oauthbearer":
                 answer = await client.execute_command(

@@ -103,13 +103,12 @@ class OAuthLogin:
     def describe(self) -> str:
         return f"OAuth2 {self.cfg.mechanism.upper()} ({self.cfg.grant} grant)"
 
-    async def token(self, *, fresh: bool = False) -> str:
-        """A valid access token; ``fresh``: not the one this process holds (a server has
-        just refused it): another process's newer one, or a new one."""
+    async def token(self, *, refused: str = "") -> str:
+        """A valid access token; ``refused``: one a server has just refused, not to be
+        given again (a newer one, another process's or this one's, or a new one)."""
         async with self._lock:
-            if not fresh and self._usable(self._token, self._expires):
+            if self._token != refused and self._usable(self._token, self._expires):
                 return self._token
-            refused = self._token if fresh else ""
             if await self._adopt(refused):
                 return self._token
             if self.store is None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -75,6 +76,9 @@ async def test_mail_in_and_out_with_oauth2_tokens_and_an_expired_one_renewed(
 
 
 def doctor_env(services: Services, auth: AuthServer, **more: str) -> dict[str, str]:
+    """doctor's settings, on a store of this test's own: the tokens a login keeps there are
+    this test's token server's (a new one each test)."""
+    more.setdefault("SWITCHBOARD_REDIS_PREFIX", f"test-oauth-{uuid.uuid4().hex[:8]}")
     env = services.service_env(**oauth_env(services, auth, **more))
     env.pop("SWITCHBOARD_IMAP_PASSWORD", None)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -187,13 +191,14 @@ async def test_a_refresh_token_rotated_away_is_told_apart_from_a_revoked_one(
     store = Store.open(settings.redis_url, settings.redis_prefix)
     try:
         login = OAuthLogin(settings.oauth2, store=store.logins)
-        await login.token()
+        first = await login.token()
         older = await store.logins.load(login.name)
-        await login.token(fresh=True)  # rotated again: the older copy's token is spent
+        # Refused, so rotated again: the older copy's refresh token is spent now.
+        token = await login.token(refused=first)
         await store.logins.save(login.name, older)
         with pytest.raises(OAuthError) as refused:
             for _ in range(2):  # the older copy's access token first, then its refresh
-                await login.token(fresh=True)
+                token = await login.token(refused=token)
         assert "rotated away" in str(refused.value), refused.value
         assert "revoked" not in str(refused.value)
         assert refresh not in str(refused.value)
