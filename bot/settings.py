@@ -78,6 +78,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _pace(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 60:
+        raise ValueError(f"{value} must be a number of seconds from 0 to 60")
+    return value
+
+
 def _url(*schemes: str) -> Parser:
     def parse(text: str) -> str:
         parts = urlsplit(text)
@@ -317,6 +324,10 @@ KEYS: tuple[Key, ...] = (
         "arrive over Socket Mode instead of the HTTP endpoint.", secret=True),
     Key("slack.ping_interval", _positive_int, "10",
         "Seconds between Socket Mode pings; a socket that stops answering is reopened."),
+    Key("slack.post_interval", _pace, "1.0",
+        "Seconds between posts into one Slack channel, kept by every process together "
+        "(Slack allows about one a second, with short bursts); 0 turns the pacing off "
+        "(only for a Slack without its limits, such as a benchmark's)."),
     Key("slack.client_id", _text, None,
         "The Slack app's client id: workspaces install it through `/slack/install` (OAuth), "
         "each with its own bot token; instead of `slack.bot_token`."),
@@ -485,6 +496,7 @@ class SlackSettings:
     authorize_url: str = SLACK_AUTHORIZE_URL
     ping_interval: int = 10
     install_teams: tuple[str, ...] = ()  # empty: any workspace may install
+    post_interval: float = 1.0  # seconds between posts into one channel; 0: unpaced
 
     @property
     def socket_mode(self) -> bool:
@@ -705,7 +717,8 @@ def _slack(v: dict[str, Any], problems: list[str]) -> SlackSettings | None:
         return None
     return SlackSettings(token, v["slack.signing_secret"], v["slack.api_url"], app_token,
                          client, v["slack.client_secret"], v["slack.authorize_url"],
-                         v["slack.ping_interval"], v["slack.install_teams"])
+                         v["slack.ping_interval"], v["slack.install_teams"],
+                         v["slack.post_interval"])
 
 
 def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings | None:

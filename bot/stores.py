@@ -340,6 +340,21 @@ class Workspaces(Protocol):
         ...
 
 
+class Pacer(Protocol):
+    """Paces what a network allows only so often (posts into one Slack channel), for every
+    process at once: each call reserves its turn in a shared schedule."""
+
+    async def reserve(self, name: str, interval: float, burst: int) -> float:
+        """Take the next turn of ``name`` (one every ``interval`` seconds, ``burst`` at
+        once); the seconds to wait before it comes (0: now)."""
+        ...
+
+    async def hold(self, name: str, seconds: float, interval: float, burst: int) -> None:
+        """Nothing of ``name`` goes for ``seconds`` (the network said so: a 429's
+        Retry-After); later turns queue behind it."""
+        ...
+
+
 class LoginStore(Protocol):
     """What a mailbox's OAuth2 login shares across processes (and with `doctor`): its
     tokens, sealed by the mail bridge (the store never holds them readable), and a lock,

@@ -222,6 +222,10 @@ class Keys:
         return self._k("account", customer, "debits")
 
     # Slack installs
+    def pace(self, name: str) -> str:
+        """string with expiry: when the next turn of a paced call is (storage/pacing.py)."""
+        return self._k("pace", name)
+
     def oauth_login(self, name: str) -> str:
         """hash: a mailbox's OAuth2 login, its tokens sealed (storage/logins.py)."""
         return self._k("oauth2", name)

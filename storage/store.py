@@ -20,6 +20,7 @@ from storage.ingest import RedisIngest
 from storage.keys import Keys
 from storage.logins import RedisLogins
 from storage.matrix_state import RedisMatrixState
+from storage.pacing import RedisPacer
 from storage.ratelimit import RedisRateLimits
 from storage.routes import RedisRoutes
 from storage.tokens import RedisTokens
@@ -59,6 +60,7 @@ class Store:
     held: RedisHeld
     beats: RedisBeats
     logins: RedisLogins
+    pacer: RedisPacer
 
     @classmethod
     def open(cls, url: str, prefix: str = "sb", ca_file: str | None = None) -> Store:
@@ -73,7 +75,7 @@ class Store:
                    RedisArrivals(client, keys), RedisWorkspaces(client, keys),
                    RedisErasure(client, keys), RedisRoutes(client, keys),
                    RedisHeld(client, keys), RedisBeats(client, keys),
-                   RedisLogins(client, keys))
+                   RedisLogins(client, keys), RedisPacer(client, keys))
 
     async def server_info(self) -> ServerInfo:
         """Version and persistence of the Redis server; raises StoreUnavailable."""

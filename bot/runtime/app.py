@@ -140,7 +140,9 @@ class Runtime:
                 if settings.slack.installs else None
             slack = SlackNetwork(web_client(settings.slack.bot_token, settings.slack.api_url,
                                             settings.tls_ca_file),
-                                 tokens=installs.bot_token if installs else None)
+                                 tokens=installs.bot_token if installs else None,
+                                 pacer=store.pacer,
+                                 post_interval=settings.slack.post_interval)
             networks[Network.SLACK] = slack
         if settings.matrix is not None:
             holds = holds_matrix_keys

@@ -39,11 +39,14 @@ async def probe_matrix(settings: Settings) -> list[Check]:
                                          f"{login.message}",
                                "check SWITCHBOARD_MATRIX_USER and SWITCHBOARD_MATRIX_PASSWORD")]
         presence = await presence_enabled(client)
+        limits = await rate_limit_check(cfg.homeserver, client.access_token, cfg.user)
         await client.logout()
     finally:
         await client.close()
     checks = [Check.ok("matrix", f"{version} at {cfg.homeserver}, logged in as {cfg.user}",
                        version.split()[-1])]
+    if limits is not None:
+        checks.append(limits)
     if not presence:
         checks.append(Check.warn(
             "matrix", "the homeserver does not report presence: everyone counts as "
@@ -58,3 +61,35 @@ async def presence_enabled(client: AsyncClient) -> bool:
     await client.set_presence("online")
     answer = await client.get_presence(client.user_id)
     return getattr(answer, "presence", "") == "online"
+
+
+EXEMPT_FIX = ("exempt the bot from the homeserver's message rate limit (Synapse's admin API: "
+              "POST /_synapse/admin/v1/users/{user}/override_ratelimit with "
+              '{{"messages_per_second": 0, "burst_count": 0}}, as a server admin), or run '
+              "Switchboard as an application service, which is not rate-limited")
+
+
+async def rate_limit_check(homeserver: str, token: str, user: str) -> Check | None:
+    """Whether the bot posts at the homeserver's ordinary pace (Synapse: 0.2 messages a
+    second after a burst of 10), read from Synapse's admin API; None where the homeserver
+    is not Synapse."""
+    url = f"{homeserver}/_synapse/admin/v1/users/{user}/override_ratelimit"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http, \
+            http.get(url, headers={"Authorization": f"Bearer {token}"}) as answer:
+        status = answer.status
+        body = await answer.json(content_type=None) if status == 200 else {}
+    fix = EXEMPT_FIX.format(user=user)
+    if status == 404 and not body:
+        return None  # no such admin API: not Synapse, or behind a proxy that hides it
+    if status in (401, 403):
+        return Check.warn("matrix", f"cannot tell whether {user} is exempt from the "
+                          "homeserver's rate limits (the admin API needs a server admin); "
+                          "an ordinary account posts about one message every 5 s after a "
+                          "burst of 10", fix)
+    if status == 200 and isinstance(body, dict) and body.get("messages_per_second") == 0 \
+            and body.get("burst_count") == 0:
+        return Check.ok("matrix", f"{user} is exempt from the homeserver's message rate "
+                        "limit")
+    return Check.warn("matrix", f"{user} posts under the homeserver's message rate limit "
+                      "(Synapse's default: 0.2 a second after a burst of 10): a burst of "
+                      "mail into a room waits minutes", fix)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import ssl
@@ -20,8 +21,10 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.errors import StoreError
 from bot.model import Address, AddressError, ChatRef, ChatTarget, Network, Presence
 from bot.ports import ChatReply, EmailCard, Notice
+from bot.stores import Pacer
 from bridges.errors import SlackError
 from bridges.slack.blocks import email_card, notice_message, reply_message
 
@@ -62,6 +65,11 @@ JSON_METHODS = frozenset({"chat.postMessage", "chat.postEphemeral", "chat.update
 # Errors that mean the workspace took its token back (uninstalled, revoked).
 REVOKED = frozenset({"invalid_auth", "token_revoked", "account_inactive", "not_authed"})
 RECENT_MESSAGES = 200  # where a cut-off post is looked for in a channel
+# Posting into one channel: Slack allows about one message a second with short bursts.
+# Kept a little under it, for every process at once (the pacer is shared), so that a
+# burst of mail waits its turn instead of meeting 429s.
+POST_BURST = 3
+PATIENCE = 600.0  # seconds a call waits out Slack's 429s before it is given up on
 
 
 def post_mark(key: str) -> str:
@@ -88,9 +96,19 @@ class SlackNetwork:
 
     network = Network.SLACK
 
-    def __init__(self, client: AsyncWebClient, tokens: TokenSource | None = None) -> None:
+    def __init__(self, client: AsyncWebClient, tokens: TokenSource | None = None,
+                 pacer: Pacer | None = None, post_interval: float = 1.0) -> None:
         self.client = client
         self._tokens = tokens
+        self.pacer = pacer
+        self.post_interval = post_interval
+        if pacer is not None:
+            # 429s are waited out here, for the method and channel they name (and, for
+            # posts, for every process), rather than retried blindly by the client.
+            client.retry_handlers[:] = [h for h in client.retry_handlers if not isinstance(
+                h, AsyncRateLimitErrorRetryHandler)]
+        self._held: dict[tuple[str | None, str], float] = {}  # (team, method) -> until
+        self.throttled_seconds = 0.0  # waited for Slack's limits (metrics, status)
         self._clients: dict[str, tuple[AsyncWebClient, float]] = {}  # team -> (client, until)
         self._dm_channels: dict[str, str] = {}
         self._team: str | None = None
@@ -184,16 +202,66 @@ class SlackNetwork:
                     for k, v in kwargs.items()}
             return await client.api_call(method, data=form)
 
+        pace = f"slack:{team or '-'}:{kwargs.get('channel', '')}:post" \
+            if method == "chat.postMessage" and self.post_interval > 0 else None
+        return await self._paced(method, team, pace, lambda: self._with_client(team, call))
+
+    async def _paced(self, method: str, team: str | None, pace: str | None,
+                     work: Callable[[], Awaitable[Any]]) -> Any:
+        """``work`` in its turn: a post waits for its channel's turn (shared by every
+        process), any call waits out a 429 Slack gave its method (and, for a post, its
+        channel), for up to PATIENCE seconds; then the 429 is the caller's."""
+        deadline = time.monotonic() + PATIENCE
+        while True:
+            if self.pacer is not None:
+                wait = max(0.0, self._held.get((team, method), 0.0) - time.monotonic())
+                if pace is not None:
+                    wait = max(wait, await self._turn(pace))
+                if wait > 0:
+                    self.throttled_seconds += wait
+                    await asyncio.sleep(wait)
+            try:
+                return await self._translated(method, team, work)
+            except SlackError as exc:
+                if exc.error != "ratelimited" or self.pacer is None \
+                        or time.monotonic() > deadline:
+                    raise
+                retry = exc.retry_after or 1.0
+                log.warning("Slack asks to wait %.0f s before the next %s%s", retry, method,
+                            " into that channel" if pace else "")
+                if pace is not None:
+                    await self._hold(pace, retry)
+                else:
+                    self._held[(team, method)] = time.monotonic() + retry
+
+    async def _turn(self, pace: str) -> float:
+        assert self.pacer is not None
         try:
-            return await self._with_client(team, call)
+            return await self.pacer.reserve(pace, self.post_interval, POST_BURST)
+        except StoreError as exc:
+            log.warning("the Slack post schedule could not be read (%s); posting at "
+                        "Slack's pace from this process only", exc)
+            return self.post_interval
+
+    async def _hold(self, pace: str, seconds: float) -> None:
+        assert self.pacer is not None
+        try:
+            await self.pacer.hold(pace, seconds, self.post_interval, POST_BURST)
+        except StoreError:
+            await asyncio.sleep(seconds)
+
+    async def _translated(self, method: str, team: str | None,
+                          work: Callable[[], Awaitable[Any]]) -> Any:
+        try:
+            return await work()
         except SlackApiError as exc:
             error = str(exc.response.get("error", "unknown_error"))
             status = exc.response.status_code
             if error in REVOKED and team is not None:
                 self.forget(team)
             raise SlackError(f"Slack's {method} answered {error}", error,
-                             transient=error in TRANSIENT or status >= 500 or status == 429
-                             ) from exc
+                             transient=error in TRANSIENT or status >= 500 or status == 429,
+                             retry_after=_retry_after(exc)) from exc
         except (ClientError, OSError, TimeoutError) as exc:
             raise SlackError(f"Slack could not be reached for {method}: {exc}",
                              transient=True) from exc
@@ -286,17 +354,19 @@ class SlackNetwork:
     async def upload(self, room: str, thread_ts: str, filename: str, content: bytes) -> str:
         """Slack's external upload: ask for a URL, send the bytes, complete into the thread."""
         team, channel = split_room(room)
-        try:
-            answer = await self._with_client(team, lambda client: client.files_upload_v2(
+
+        async def upload() -> Any:
+            return await self._with_client(team, lambda client: client.files_upload_v2(
                 channel=channel, thread_ts=thread_ts, filename=filename, content=content,
                 title=filename))
-        except SlackApiError as exc:
-            error = str(exc.response.get("error", "unknown_error"))
-            raise SlackError(f"Slack refused the upload of {filename}: {error}", error,
-                             transient=error in TRANSIENT) from exc
-        except (ClientError, OSError, TimeoutError) as exc:
-            raise SlackError(f"uploading {filename} to Slack failed: {exc}",
-                             transient=True) from exc
+
+        try:
+            answer = await self._paced("files.completeUploadExternal", team, None, upload)
+        except SlackError as exc:
+            raise SlackError(f"Slack refused the upload of {filename}: {exc.error}"
+                             if exc.error else f"uploading {filename} to Slack failed: {exc}",
+                             exc.error, transient=exc.transient,
+                             retry_after=exc.retry_after) from exc
         return str(answer["file"]["id"]) if answer.get("file") else ""
 
     async def is_member(self, room: str, user: Address) -> bool:
@@ -430,6 +500,14 @@ class SlackNetwork:
         channel = await self.dm_channel(user)
         await self._call("chat.postMessage", self._team_of(user), channel=channel,
                          text=fallback, blocks=blocks)
+
+
+def _retry_after(exc: SlackApiError) -> float | None:
+    """The seconds a 429 asks to wait (Retry-After), if it said."""
+    try:
+        return float(exc.response.headers.get("Retry-After", ""))
+    except (TypeError, ValueError, AttributeError):
+        return None
 
 
 def _user_id(user: Address) -> str:

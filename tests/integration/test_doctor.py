@@ -174,3 +174,21 @@ async def test_untrusted_certificate_fails_with_a_fix(services: Services,
         assert checks[name][0]["status"] == "FAIL"
         assert "certificate is not valid" in checks[name][0]["detail"]
         assert "SWITCHBOARD_TLS_CA_FILE" in checks[name][0]["fix"]
+
+
+async def test_doctor_says_whether_the_matrix_bot_is_held_to_the_rate_limit(
+        services: Services, slack: SlackControl) -> None:
+    """The test Synapse keeps its default message limit for people and exempts the bot
+    (as a production bridge must be); another admin account is held to it, and a plain
+    account cannot read the admin API: each told as it is, with how to exempt it."""
+    code, out, _ = await run_cli("doctor", "--json", env=doctor_env(services, slack))
+    exempt = [c for c in by_name(json.loads(out))["matrix"] if "rate limit" in c["detail"]]
+    assert [c["status"] for c in exempt] == ["OK"] and "exempt" in exempt[0]["detail"]
+    for user, status, words in (("sb-admin", "WARN", "posts under the homeserver's"),
+                                ("alice", "WARN", "cannot tell whether")):
+        env = doctor_env(services, slack, SWITCHBOARD_MATRIX_USER=services.matrix_id(user))
+        _, out, _ = await run_cli("doctor", "--json", env=env)
+        (check,) = [c for c in by_name(json.loads(out))["matrix"]
+                    if "rate limit" in c["detail"]]
+        assert check["status"] == status and words in check["detail"], check
+        assert "override_ratelimit" in check["fix"] and "application service" in check["fix"]

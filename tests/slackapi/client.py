@@ -76,6 +76,15 @@ class SlackControl:
     async def set_presence(self, user: str, presence: str) -> None:
         await self._post("presence", {"user": user, "presence": presence})
 
+    async def limits(self, on: bool) -> None:
+        """Slack's documented rate limits on (as from the start) or off (a benchmark's
+        floor without them), for the whole server; their buckets start full."""
+        await self._post("limits", {"on": on})
+
+    async def throttled(self) -> list[list[Any]]:
+        """The 429s the documented limits answered: [method, channel, when]."""
+        return list((await self.state())["throttled"])
+
     async def rate_limit(self, method: str, times: int = 1, retry_after: int = 1) -> None:
         await self._post("ratelimit", {"method": method, "times": times,
                                        "retry_after": retry_after})

@@ -9,7 +9,9 @@ follows Slack's documented contract for the methods Switchboard calls:
 * HTTP 200 with ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``;
   ``missing_scope`` carries ``needed`` and ``provided``; every answer carries
   ``X-OAuth-Scopes`` and ``X-Accepted-OAuth-Scopes`` headers;
-* HTTP 429 with ``Retry-After`` when rate-limited (armed by a test);
+* Slack's documented rate limits (``limits.py``: method tiers per workspace,
+  ``chat.postMessage`` about one a second per channel with short bursts), answered with
+  HTTP 429, ``ratelimited`` and ``Retry-After``; a test may also arm a 429 outright;
 * the external upload pair: ``files.getUploadURLExternal`` gives an upload URL,
   the bytes are POSTed there, ``files.completeUploadExternal`` shares them.
 
@@ -32,6 +34,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from tests.slackapi.apps import AppCredentials, OAuth, SocketHub
+from tests.slackapi.limits import Limits
 
 MAX_BLOCKS = 50
 MAX_SECTION_TEXT = 3000
@@ -513,6 +516,7 @@ class SlackServer:
         self.credentials = AppCredentials()
         self.hub = SocketHub(self.credentials)
         self.oauth = OAuth(self.credentials)
+        self.limits = Limits()
         self.base_url = ""
         self._runner: web.AppRunner | None = None
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -640,6 +644,11 @@ class SlackServer:
             if needed and needed not in state.scopes:
                 raise SlackApiError("missing_scope", needed=needed,
                                     provided=",".join(state.scopes))
+            retry_after = self.limits.retry_after(state.workspace.team_id, name,
+                                                  str(args.get("channel") or ""))
+            if retry_after:
+                return self._answer({"ok": False, "error": "ratelimited"}, status=429,
+                                    headers={"Retry-After": str(retry_after)}, state=state)
             state.calls.append((name, args))
             result = handler(args)
         except SlackApiError as exc:
@@ -700,6 +709,8 @@ class SlackServer:
             # What is left of injected faults: {method: [times left, status or retry-after]}.
             "failures": s.failures,
             "rate_limits": s.rate_limits,
+            # Answers of 429 from the documented limits: [method, channel, when].
+            "throttled": [list(t) for t in self.limits.throttled],
             "slow": s.slow,  # {method: [times left, seconds, after]}: 0 left = under way
         })
 
@@ -713,6 +724,8 @@ class SlackServer:
                 self.states = {s.workspace.team_id: s}
                 s.workspace.bot_token = self._first_token
                 self.revoked.clear()
+                self.limits.reset()
+                self.limits.on = True
                 self.hub.reset()
                 self.oauth.grants.clear()
         elif action == "workspace":
@@ -720,6 +733,9 @@ class SlackServer:
                            domain=data.get("domain", data["team_id"].lower()), bot_token="",
                            bot_user_id=data.get("bot_user_id", "U0BOT" + data["team_id"][-5:]))
             self.states[ws.team_id] = SlackState(ws)
+        elif action == "limits":
+            self.limits.on = bool(data["on"])
+            self.limits.reset()
         elif action == "uninstall":
             # The app removed from the workspace: its token stops working at once.
             self.revoked.add(s.workspace.bot_token)
