@@ -181,7 +181,7 @@ async def test_doctor_says_whether_the_matrix_bot_is_held_to_the_rate_limit(
     """The test Synapse keeps its default message limit for people and exempts the bot
     (as a production bridge must be); another admin account is held to it, and a plain
     account cannot read the admin API: each told as it is, with how to exempt it."""
-    code, out, _ = await run_cli("doctor", "--json", env=doctor_env(services, slack))
+    _, out, _ = await run_cli("doctor", "--json", env=doctor_env(services, slack))
     exempt = [c for c in by_name(json.loads(out))["matrix"] if "rate limit" in c["detail"]]
     assert [c["status"] for c in exempt] == ["OK"] and "exempt" in exempt[0]["detail"]
     for user, status, words in (("sb-admin", "WARN", "posts under the homeserver's"),
