@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -34,6 +35,10 @@ class Metrics:
                                 registry=self.registry)
         self.queue_depth = Gauge("switchboard_queue_depth", "Jobs waiting in the RQ queue",
                                  registry=self.registry)
+        self.post_wait = Gauge("switchboard_post_wait_seconds",
+                               "Seconds posts have waited for a chat network's rate limits "
+                               "(Slack's pace per channel, a homeserver's throttling)",
+                               ["network"], registry=self.registry)
 
     # The core's Observer.
     def bridged(self, direction: str, network: str) -> None:
@@ -48,8 +53,11 @@ class Metrics:
     def ingest_lag(self, seconds: float) -> None:
         self.lag.observe(seconds)
 
-    async def scrape(self, deliveries: Deliveries, queue: QueueDepth | None) -> bytes:
+    async def scrape(self, deliveries: Deliveries, queue: QueueDepth | None,
+                     waits: Mapping[str, float] | None = None) -> bytes:
         """The Prometheus exposition, with the gauges read from the store now."""
+        for network, seconds in (waits or {}).items():
+            self.post_wait.labels(network).set(seconds)
         try:
             for state, count in (await deliveries.count_by_state()).items():
                 self.deliveries.labels(state.value).set(count)

@@ -298,7 +298,7 @@ class Runtime:
             log.info("SMTP listener on %s:%d", *s.smtp_listen)
         http = HttpServer(*s.http_listen, readiness=self.readiness,
                           metrics=lambda: self.metrics.scrape(self.store.deliveries,
-                                                              self.scheduler))
+                                                              self.scheduler, self.post_waits()))
         if self.slack_app is not None and s.slack is not None:
             if s.slack.app_token is not None:
                 self.socket = SocketMode(self.slack_app, s.slack.app_token,
@@ -432,6 +432,15 @@ class Runtime:
                 log.warning("could not record this process's health: %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), BEAT_INTERVAL)
+
+    def post_waits(self) -> dict[str, float]:
+        """Seconds this process's posts waited for each network's rate limits."""
+        waits = {}
+        if self.slack is not None:
+            waits["slack"] = self.slack.throttled_seconds
+        if self.matrix is not None:
+            waits["matrix"] = self.matrix.throttled_seconds
+        return waits
 
     async def readiness(self) -> dict[str, bool]:
         checks = {"redis": True}

@@ -108,6 +108,19 @@ class MatrixNetwork:
         self._encrypted: set[str] = set()
         self._invited: dict[str, str] = {}  # DM room just opened -> the person invited
         self._creations: dict[str, dict[str, Any]] = {}  # room -> its m.room.create event
+        # How long posts waited for the homeserver's rate limit (nio waits, then retries).
+        self.throttled_seconds = 0.0
+        self.throttled = 0
+        client.add_response_callback(self._on_refusal, ErrorResponse)
+    async def _on_refusal(self, response: ErrorResponse) -> None:
+        if response.status_code != "M_LIMIT_EXCEEDED":
+            return
+        wait = float(getattr(response, "retry_after_ms", 0) or 5000) / 1000
+        self.throttled += 1
+        self.throttled_seconds += wait
+        log.warning("the homeserver is throttling the bot (M_LIMIT_EXCEEDED): posts wait; "
+                    "exempt the bot from its rate limit or run Switchboard as an "
+                    "application service (`switchboard doctor` says how)")
 
     @property
     def encrypting(self) -> bool:
