@@ -86,7 +86,10 @@ async def check_burst(bridge: Bridge, to: list[str], channels: list[str]) -> Non
     tag = f"pace-{uuid.uuid4().hex[:6]}"
     mails = conversation_mails(services.email("alice"), to, 60, tag)
     before = len(await slack.throttled())
-    answers = await asyncio.to_thread(burst, bridge.listener_port, mails)
+    # The questions at once, then their follow-ups at once (a reply is written after the
+    # email it answers arrived: the sender's own server has just accepted it).
+    answers = await asyncio.to_thread(burst, bridge.listener_port, mails[0::2])
+    answers += await asyncio.to_thread(burst, bridge.listener_port, mails[1::2])
     assert Counter(answers) == Counter({"250": 60})  # accepted, none handed back
 
     async def all_posted() -> list[dict[str, Any]] | None:
