@@ -9,6 +9,7 @@ import os
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -47,6 +48,14 @@ def oauth_env(services: Services, auth: AuthServer, **more: str) -> dict[str, st
 async def bridge(services: Services, slack: SlackControl, http: aiohttp.ClientSession,
                  auth: AuthServer) -> AsyncIterator[Bridge]:
     await clear_mailbox(services, "alice")
+    async with oauth_bridge(services, slack, http, auth) as b:
+        yield b
+
+
+@asynccontextmanager
+async def oauth_bridge(services: Services, slack: SlackControl, http: aiohttp.ClientSession,
+                       auth: AuthServer) -> AsyncIterator[Bridge]:
+    """A bridge whose mailbox logs in with a refresh token issued just now."""
     refresh = auth.refresh_token(services.email("switchboard"))
     async with running_bridge(services, slack, http, unset=("SWITCHBOARD_IMAP_PASSWORD",),
                               **oauth_env(services, auth,
@@ -129,10 +138,7 @@ async def rotating(services: Services, slack: SlackControl, http: aiohttp.Client
                    auth: AuthServer) -> AsyncIterator[Bridge]:
     """A provider that rotates the refresh token on every use (the one sent is spent)."""
     auth.rotate = True
-    refresh = auth.refresh_token(services.email("switchboard"))
-    async with running_bridge(services, slack, http, unset=("SWITCHBOARD_IMAP_PASSWORD",),
-                              **oauth_env(services, auth,
-                                          SWITCHBOARD_OAUTH2_REFRESH_TOKEN=refresh)) as b:
+    async with oauth_bridge(services, slack, http, auth) as b:
         yield b
 
 

@@ -184,17 +184,8 @@ async def test_an_unreadable_event_is_answered_once(
         encrypted: tuple[Bridge, str], dave: E2eeUser) -> None:
     bridge, room = encrypted
     bot = bridge.services.env["SWITCHBOARD_MATRIX_USER"]
-    # Dave's client refuses to share its room keys with the bot's device: the bot gets
-    # ciphertext it cannot read.
-    await eventually(lambda: _known_devices(dave, bot), what="the bot's device at dave's")
-    for device in dave.client.device_store.active_user_devices(bot):
-        dave.client.blacklist_device(device)
-    await dave.client.room_send(room, "m.room.message", {"msgtype": "m.text",
-                                                         "body": "!sb help"},
-                                ignore_unverified_devices=True)
-    await dave.client.room_send(room, "m.room.message", {"msgtype": "m.text",
-                                                         "body": "!sb help again"},
-                                ignore_unverified_devices=True)
+    await unreadable_to_the_bot(dave, bot, room, "!sb help")
+    await unreadable_to_the_bot(dave, bot, room, "!sb help again")
 
     async def told() -> list[Any]:
         return [e for e in dave.messages(room)
@@ -212,12 +203,7 @@ async def test_an_unreadable_command_is_acted_on_when_the_senders_device_sends_t
     command in it is carried out."""
     bridge, room = encrypted
     bot = bridge.services.env["SWITCHBOARD_MATRIX_USER"]
-    await eventually(lambda: _known_devices(dave, bot), what="the bot's device at dave's")
-    for device in dave.client.device_store.active_user_devices(bot):
-        dave.client.blacklist_device(device)
-    await dave.client.room_send(room, "m.room.message", {"msgtype": "m.text",
-                                                         "body": "!sb help"},
-                                ignore_unverified_devices=True)
+    await unreadable_to_the_bot(dave, bot, room, "!sb help")
 
     async def asked() -> list[Any]:
         return [r for r in dave.key_requests if r.room_id == room]
@@ -231,6 +217,16 @@ async def test_an_unreadable_command_is_acted_on_when_the_senders_device_sends_t
                 and "Switchboard commands:" in getattr(e, "body", "")]
 
     await eventually(helped, within=30, what="the help the late-read command asked for")
+
+
+async def unreadable_to_the_bot(dave: E2eeUser, bot: str, room: str, text: str) -> None:
+    """``text`` sent by dave with his client refusing to share its room keys with the
+    bot's device: the bot gets ciphertext it cannot read."""
+    await eventually(lambda: _known_devices(dave, bot), what="the bot's device at dave's")
+    for device in dave.client.device_store.active_user_devices(bot):
+        dave.client.blacklist_device(device)
+    await dave.client.room_send(room, "m.room.message", {"msgtype": "m.text", "body": text},
+                                ignore_unverified_devices=True)
 
 
 async def _known_devices(dave: E2eeUser, user: str) -> bool:
