@@ -42,6 +42,9 @@ class Lanes:
         ``work`` never starts (a stop during a backlog starts nothing more)."""
         if stop.is_set():
             return None
+        if not self._slots.locked():  # a free slot: taken at once, nothing to wait for
+            await self._slots.acquire()
+            return self._start(set(keys), work)
         slot = asyncio.ensure_future(self._slots.acquire())
         stopped = asyncio.ensure_future(stop.wait())
         await asyncio.wait({slot, stopped}, return_when=asyncio.FIRST_COMPLETED)
