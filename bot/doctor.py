@@ -117,13 +117,18 @@ def check_packages() -> list[Check]:
     return checks
 
 
-async def _guarded(probe: Probe, settings: Settings) -> list[Check]:
-    name = getattr(probe, "check_name", probe.__name__)
+async def in_time(name: str, checks: Awaitable[list[Check]],
+                  seconds: float = PROBE_TIMEOUT) -> list[Check]:
+    """``checks``, or a failure named ``name`` if they take longer than ``seconds``."""
     try:
-        return await asyncio.wait_for(probe(settings), PROBE_TIMEOUT)
+        return await asyncio.wait_for(checks, seconds)
     except TimeoutError:
-        return [Check.fail(name, f"no answer within {PROBE_TIMEOUT:.0f} s",
+        return [Check.fail(name, f"no answer within {seconds:.0f} s",
                            "check the host, port and firewall")]
+
+
+async def _guarded(probe: Probe, settings: Settings) -> list[Check]:
+    return await in_time(getattr(probe, "check_name", probe.__name__), probe(settings))
 
 
 async def run_checks(settings: Settings, probes: Sequence[Probe]) -> list[Check]:

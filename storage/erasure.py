@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bot.model import Address, DeliveryState, HistoryEntry
+from bot.model import Address, AddressError, DeliveryState, HistoryEntry
 from bot.stores import Erased
-from storage.codec import load_entry
+from storage.codec import load_context, load_entry
 from storage.connection import RedisBacked, text
 
 _SEP = "/"
@@ -190,8 +189,8 @@ class RedisErasure(RedisBacked):
 
     async def _sweep(self, addresses: Sequence[Address]) -> int:
         """What the targeted steps did not reach, wherever it is under the prefix."""
-        needles = sorted({n for a in addresses for n in (a.value.lower(), str(a).lower())},
-                         key=len, reverse=True)
+        # An address's value is in its canonical form too (``email:…``, ``slack:…``).
+        needles = sorted({a.value.lower() for a in addresses}, key=len, reverse=True)
         changed = 0
         batch: list[str] = []
         async with self._translated("sweeping the store for a person's traces"):
@@ -240,8 +239,10 @@ class RedisErasure(RedisBacked):
 def _context_people(meta: str | None) -> set[str]:
     """Whom a delivery's context names (the email it answers, the person asked for)."""
     try:
-        found = json.loads(meta) if meta else {}
-    except ValueError:
+        context = load_context(meta) if meta else None
+    except (ValueError, KeyError, AddressError):
         return set()
-    return {str(v).lower() for k, v in found.items() if k in ("email", "person") and v} \
-        if isinstance(found, dict) else set()
+    if context is None:
+        return set()
+    return {v for v in (context.email.value if context.email else "",
+                        context.person.lower()) if v}

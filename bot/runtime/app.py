@@ -9,13 +9,12 @@ import os
 import secrets
 import socket
 import tracemalloc
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from bot.attachments import AttachmentPolicy
 from bot.audit import AuditedMailer
 from bot.commands import Commands
-from bot.doctor import PROBE_TIMEOUT, Check, Probe
+from bot.doctor import PROBE_TIMEOUT, Check, Probe, in_time
 from bot.errors import BridgeError, StoreError
 from bot.flows.delivery import Lifecycle, Policy
 from bot.flows.inbound_email import InboundEmailFlow
@@ -84,19 +83,11 @@ async def probe_mail(settings: Settings) -> list[Check]:
         # Side by side, each in its own time (a slow login on one delays not the other);
         # the login's own lock still makes it one token fetch.
         imap, smtp = await asyncio.gather(
-            _in_time("imap", probe_imap(settings, oauth)),
-            _in_time("smtp", probe_smtp(settings, oauth)))
+            in_time("imap", probe_imap(settings, oauth), PROBE_TIMEOUT - 1),
+            in_time("smtp", probe_smtp(settings, oauth), PROBE_TIMEOUT - 1))
         return [*imap, *smtp]
     finally:
         await store.close()
-
-
-async def _in_time(name: str, checks: Awaitable[list[Check]]) -> list[Check]:
-    try:
-        return await asyncio.wait_for(checks, PROBE_TIMEOUT - 1)
-    except TimeoutError:
-        return [Check.fail(name, f"no answer within {PROBE_TIMEOUT - 1:.0f} s",
-                           "check the host, port and firewall")]
 
 
 @dataclass
