@@ -343,7 +343,13 @@ KEYS: tuple[Key, ...] = (
     Key("matrix.homeserver", _url("http", "https"), None,
         "Matrix homeserver base URL; unset disables Matrix."),
     Key("matrix.user", _matrix_user, None, "The bot's Matrix user id (`@switchboard:server`)."),
-    Key("matrix.password", _text, None, "The bot's Matrix password.", secret=True),
+    Key("matrix.password", _text, None, "The bot's Matrix password (not needed with "
+        "`matrix.registration`).", secret=True),
+    Key("matrix.registration", _text, "",
+        "Run as an application service: the registration file "
+        "(`switchboard matrix registration --url URL` writes it; the homeserver loads it "
+        "too). Each email sender then posts as a Matrix user of their own, and the "
+        "homeserver's rate limits do not hold the bot back."),
     Key("matrix.key_store", _text, DEFAULT_KEY_STORE,
         "Folder of the bot's end-to-end encryption keys (its one device's, a SQLite file): "
         "keep it, and back it up; lost keys cannot be recovered."),
@@ -516,6 +522,11 @@ class MatrixSettings:
     password: str
     key_store: str = ""  # the encryption keys' folder ("": encryption off)
     encrypted_dms: bool = True
+    registration: str = ""  # the application service's registration file ("": a bot account)
+
+    @property
+    def appservice(self) -> bool:
+        return bool(self.registration)
 
 
 @dataclass(frozen=True)
@@ -745,13 +756,15 @@ def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings |
         smtp = SmtpSettings(v["smtp.host"], port, v["smtp.user"], v["smtp.password"], v["smtp.tls"])
         _require(v, problems, "smtp.host", "bot_email")
     slack = _slack(v, problems)
+    registration = v["matrix.registration"]
     if v["matrix.homeserver"] and _require(v, problems, "matrix.homeserver", "matrix.user",
-                                           "matrix.password"):
+                                           *(() if registration else ("matrix.password",))):
         matrix = MatrixSettings(v["matrix.homeserver"].rstrip("/"), v["matrix.user"],
-                                v["matrix.password"],
+                                v["matrix.password"] or "",
                                 str(Path(v["matrix.key_store"]).expanduser())
                                 if v["matrix.encryption"] else "",
-                                v["matrix.encrypted_dms"] and v["matrix.encryption"])
+                                v["matrix.encrypted_dms"] and v["matrix.encryption"],
+                                str(Path(registration).expanduser()) if registration else "")
     for route in v["routes"] or ():
         enabled = {"slack": slack, "matrix": matrix}[route.network]
         if enabled is None and not problems:

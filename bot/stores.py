@@ -251,6 +251,26 @@ class MatrixState(Protocol):
         ...
 
 
+class AppServiceState(Protocol):
+    """What the application service keeps: the transactions it handled (the homeserver
+    repeats one until it is answered) and each email sender's ghost, under the sender's
+    address (so that erasing the person erases their ghost's record too)."""
+
+    async def transaction_handled(self, txn: str) -> bool: ...
+
+    async def record_transaction(self, txn: str) -> None: ...
+
+    async def ghost(self, email: str) -> tuple[str, str] | None:
+        """(ghost user id, the display name last given it), if it was made."""
+        ...
+
+    async def save_ghost(self, email: str, user_id: str, name: str) -> None: ...
+
+    async def ghost_in(self, email: str, room: str) -> bool: ...
+
+    async def ghost_joined(self, email: str, room: str, joined: bool) -> None: ...
+
+
 class Tokens(Protocol):
     async def issue(self, conversation_id: str, recipient: Address, ttl: int) -> str:
         """A new reply token bound to the conversation and recipient, valid ``ttl`` s."""

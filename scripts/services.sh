@@ -36,11 +36,18 @@ MATRIX_USERS="alice bob carol dave"
 SHARED_ALIASES="support sales billing reply bounce"
 PASSWORD=${SB_TEST_PASSWORD:-correct-horse-battery}
 BOT_MATRIX_USER=switchboard
+# Switchboard as an application service (its own bot, so the bot-account tests' rooms are
+# never pushed to it), reached by the homeserver on APPSERVICE_PORT; and a bot account
+# held to Synapse's default rate limits, as an ordinary account is.
+APPSERVICE_BOT=sbas
+APPSERVICE_PORT=${SB_APPSERVICE_PORT:-18480}
+THROTTLED_BOT=sbslow
 VMAIL_USER=sbmail
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/switchboard
 SYNAPSE_VENV=$CACHE/synapse-venv
 SYNAPSE_VERSION_RANGE='matrix-synapse>=1.100,<2'
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
 
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }
@@ -356,6 +363,9 @@ synapse_up() {
     fi
     local reg_secret macaroon form
     { read -r reg_secret; read -r macaroon; read -r form; } < "$dir/secrets"
+    # Written by Switchboard's own command (its tokens kept from one `up` to the next).
+    "$ROOT/.venv/bin/switchboard" matrix registration --url "http://127.0.0.1:$APPSERVICE_PORT" \
+        --out "$dir/appservice.yaml" --user "@$APPSERVICE_BOT:$MATRIX_SERVER_NAME" >/dev/null
     cat > "$dir/log.config" <<EOF
 version: 1
 formatters:
@@ -403,8 +413,10 @@ url_preview_enabled: false
 enable_metrics: false
 presence:
   enabled: true
+app_service_config_files: [$dir/appservice.yaml]
 # Synapse's default message limit (0.2/s, bursts of 10) stays on for people; the bot
-# is exempted through the admin API below, as a production bridge must be.
+# is exempted through the admin API below, as a production bridge must be (the
+# throttled bot and the application service's ghosts are not: rate_limited is false).
 rc_message:
   per_second: 0.2
   burst_count: 10
@@ -429,13 +441,21 @@ EOF
     if [ ! -f "$dir/signing.key" ]; then
         "$SYNAPSE_VENV/bin/python" -m synapse.app.homeserver -c "$conf" --generate-keys >/dev/null
     fi
+    # A changed configuration (a new registration, say) needs a restart to be read.
+    local digest
+    digest=$(cat "$conf" "$dir/appservice.yaml" | sha256sum | cut -d' ' -f1)
+    if pid_alive "$dir/homeserver.pid" && [ "$(cat "$dir/config.sha256" 2>/dev/null)" != "$digest" ]; then
+        log "Synapse's configuration changed: restarting it"
+        synapse_down
+    fi
+    echo "$digest" > "$dir/config.sha256"
     if ! pid_alive "$dir/homeserver.pid"; then
         log "starting Synapse on 127.0.0.1:$SYNAPSE_PORT"
         "$SYNAPSE_VENV/bin/python" -m synapse.app.homeserver -c "$conf" --daemonize
     fi
     wait_for_http synapse "http://127.0.0.1:$SYNAPSE_PORT/_matrix/client/versions"
     python3 "$HERE/matrix_users.py" "http://127.0.0.1:$SYNAPSE_PORT" "$reg_secret" "$PASSWORD" \
-        "$BOT_MATRIX_USER" $MATRIX_USERS
+        "$BOT_MATRIX_USER" "$THROTTLED_BOT" $MATRIX_USERS
 }
 
 synapse_down() {
@@ -545,6 +565,10 @@ export SB_TEST_PASSWORD=$PASSWORD
 export SB_MAIL_USERS="$MAIL_USERS"
 export SB_MATRIX_USERS="$MATRIX_USERS"
 export SB_SHARED_ALIASES="$SHARED_ALIASES"
+export SB_APPSERVICE_REGISTRATION=$STATE/synapse/appservice.yaml
+export SB_APPSERVICE_PORT=$APPSERVICE_PORT
+export SB_APPSERVICE_BOT=@$APPSERVICE_BOT:$MATRIX_SERVER_NAME
+export SB_THROTTLED_BOT=@$THROTTLED_BOT:$MATRIX_SERVER_NAME
 EOF
 }
 

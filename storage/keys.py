@@ -222,6 +222,18 @@ class Keys:
         return self._k("account", customer, "debits")
 
     # Slack installs
+    def appservice_transaction(self, txn: str) -> str:
+        """string with expiry: a transaction the homeserver pushed, handled."""
+        return self._k("matrix", "as-txn", txn)
+
+    def ghost(self, email: str) -> str:
+        """hash: an email sender's ghost on Matrix (user id, display name given)."""
+        return self._k("matrix", "ghost", email.lower())
+
+    def ghost_rooms(self, email: str) -> str:
+        """set: the rooms an email sender's ghost has joined."""
+        return self._k("matrix", "ghost-rooms", email.lower())
+
     def pace(self, name: str) -> str:
         """string with expiry: when the next turn of a paced call is (storage/pacing.py)."""
         return self._k("pace", name)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from bot.stores import Stores
 from storage.accounts import RedisCustomers
 from storage.address_book import RedisAddressBook
+from storage.appservice import RedisAppService
 from storage.arrivals import RedisArrivals
 from storage.audit import RedisAudit
 from storage.beats import RedisBeats
@@ -61,6 +62,7 @@ class Store:
     beats: RedisBeats
     logins: RedisLogins
     pacer: RedisPacer
+    appservice: RedisAppService
 
     @classmethod
     def open(cls, url: str, prefix: str = "sb", ca_file: str | None = None) -> Store:
@@ -75,7 +77,8 @@ class Store:
                    RedisArrivals(client, keys), RedisWorkspaces(client, keys),
                    RedisErasure(client, keys), RedisRoutes(client, keys),
                    RedisHeld(client, keys), RedisBeats(client, keys),
-                   RedisLogins(client, keys), RedisPacer(client, keys))
+                   RedisLogins(client, keys), RedisPacer(client, keys),
+                   RedisAppService(client, keys))
 
     async def server_info(self) -> ServerInfo:
         """Version and persistence of the Redis server; raises StoreUnavailable."""

@@ -39,8 +39,10 @@ from bridges.email.oauth import OAuthLogin, oauth_login
 from bridges.email.probe import probe_imap, probe_smtp
 from bridges.email.smtp import smtp_sender
 from bridges.http import HttpServer
+from bridges.matrix.appservice import AppServiceApi
 from bridges.matrix.client import MatrixNetwork
 from bridges.matrix.commands import MatrixCommands
+from bridges.matrix.listener import Listener
 from bridges.matrix.probe import probe_matrix
 from bridges.matrix.sync import sync_forever
 from bridges.metrics import Metrics
@@ -115,6 +117,7 @@ class Runtime:
     socket: SocketMode | None = None
     oauth: OAuthLogin | None = None  # the mailbox's OAuth2 login, shared by IMAP and SMTP
     keys_holder: str | None = None  # this process's hold on the Matrix keys (a lease)
+    _hearing: Listener | None = None  # what hears the current Matrix connection
 
     @classmethod
     async def start(cls, settings: Settings, *, holds_matrix_keys: bool = True) -> Runtime:
@@ -147,7 +150,8 @@ class Runtime:
                              "leaves the Matrix sync to it and hands encrypted posts over")
             try:
                 matrix = await MatrixNetwork.connect(settings.matrix, store.matrix,
-                                                     settings.tls_ca_file, holds_keys=holds)
+                                                     settings.tls_ca_file, holds_keys=holds,
+                                                     appservice=store.appservice)
             except BaseException:
                 if keys_holder is not None:  # the keys are free for the next start
                     await store.ingest.release_lease(keys_lease(settings.matrix.user),
@@ -303,6 +307,11 @@ class Runtime:
                 http.route("GET", REDIRECT_PATH, self.slack_app.install)
         if self.reports is not None:
             http.page("/reports/{token}", self.reports.web_page)
+        if self.matrix is not None and self.matrix.ghosts is not None:
+            pushed = AppServiceApi(self.matrix.ghosts.registration, self.store.appservice,
+                                   self._listener)
+            for method, path, answer in pushed.routes():
+                http.route(method, path, answer)
         await http.start()
         log.info("Switchboard is running (HTTP on %s:%d)", *s.http_listen)
         await stop.wait()
@@ -325,6 +334,8 @@ class Runtime:
         then takes them, and the sync, over."""
         s = self.settings
         assert self.matrix is not None and s.matrix is not None
+        if s.matrix.appservice and not s.matrix.key_store:
+            return  # the homeserver pushes every event: nothing to sync
         if self.matrix.encrypting or not s.matrix.key_store:
             await self._sync_loops(stop)
             return
@@ -341,7 +352,8 @@ class Runtime:
             except StoreError:
                 continue
             try:
-                taken = await MatrixNetwork.connect(s.matrix, self.store.matrix, s.tls_ca_file)
+                taken = await MatrixNetwork.connect(s.matrix, self.store.matrix, s.tls_ca_file,
+                                                    appservice=self.store.appservice)
             except BridgeError as exc:
                 log.error("the Matrix keys are free but could not be taken over: %s", exc)
                 with contextlib.suppress(StoreError):
@@ -354,13 +366,22 @@ class Runtime:
             await self._sync_loops(stop)
             return
 
-    async def _sync_loops(self, stop: asyncio.Event) -> None:
+    def _listener(self) -> Listener:
+        """What hears Matrix for the current connection (one per connection: a process
+        that takes the bot's keys over has a new one)."""
         assert self.matrix is not None
-        loops = [sync_forever(self.matrix, stop,
-                              MatrixCommands(self.commands, self.store.conversations,
-                                             self.store.matrix),
-                              self.permissions.may_invite if self.permissions else None,
-                              self._first_unreadable)]
+        if self._hearing is None or self._hearing.matrix is not self.matrix:
+            self._hearing = Listener(self.matrix,
+                                     MatrixCommands(self.commands, self.store.conversations,
+                                                    self.store.matrix),
+                                     self.permissions.may_invite if self.permissions else None,
+                                     self._first_unreadable)
+        return self._hearing
+
+    async def _sync_loops(self, stop: asyncio.Event) -> None:
+        assert self.matrix is not None and self.settings.matrix is not None
+        loops = [sync_forever(self.matrix, stop, self._listener(),
+                              rooms=not self.settings.matrix.appservice)]
         if self.matrix.encrypting:
             loops.append(self.matrix.serve_handed(stop))
         if self.keys_holder is not None:

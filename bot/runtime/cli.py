@@ -14,6 +14,7 @@ from bot import DISTRIBUTION, __version__, logs
 from bot.runtime.cli_billing import BILLING_COMMANDS, add_billing_commands
 from bot.runtime.command import load_settings, with_store
 from bot.runtime.matrix_keys import cmd_matrix
+from bot.runtime.matrix_registration import add_registration_command
 from bot.settings import Settings
 from storage.store import Store
 
@@ -263,10 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
                                            "tokens, unfinished deliveries")
     forget.add_argument("address", help="an email address, a Slack TEAM/USER or a Matrix "
                                         "@user:server (all addresses linked to it go too)")
-    matrix = sub.add_parser("matrix", help="the Matrix bot's device")
+    matrix = sub.add_parser("matrix", help="the Matrix bot: its device, its application "
+                                           "service registration")
     matrix_sub = matrix.add_subparsers(dest="matrix_command", required=True)
     matrix_sub.add_parser("new-device", help="forget the bot's device: the next start logs in "
                                              "as a new one, with new encryption keys")
+    add_registration_command(matrix_sub)
     init = sub.add_parser("init", help="write a commented settings file with every key")
     init.add_argument("path", nargs="?", default="switchboard.toml",
                       help="where to write it (default: switchboard.toml)")

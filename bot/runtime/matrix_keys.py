@@ -10,6 +10,7 @@ from pathlib import Path
 from bot.doctor import Check
 from bot.errors import StoreError
 from bot.runtime.command import with_store
+from bot.runtime.matrix_registration import cmd_registration
 from bot.settings import Settings
 from bridges.matrix.client import key_store_file
 from storage.store import Store
@@ -62,6 +63,12 @@ def _existing_parent(path: Path) -> Path:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
+    if args.matrix_command == "registration":
+        return cmd_registration(args)
+    return cmd_new_device(args)
+
+
+def cmd_new_device(args: argparse.Namespace) -> int:
     """`switchboard matrix new-device`: forget the bot's device, so the next start logs in
     as a new one (with new keys). Never done on its own: it is the operator's choice."""
 

@@ -38,8 +38,10 @@ from bot.model import Address, ChatRef, ChatTarget, Network, Presence
 from bot.ports import ChatReply, EmailCard, Notice
 from bot.render import render
 from bot.settings import MatrixSettings
-from bot.stores import MatrixState
+from bot.stores import AppServiceState, MatrixState
 from bridges.errors import MatrixError
+from bridges.matrix.ghosts import Ghosts
+from bridges.matrix.registration import Registration
 from bridges.matrix.room_versions import RoomPower
 
 log = logging.getLogger(__name__)
@@ -97,10 +99,12 @@ class MatrixNetwork:
     network = Network.MATRIX
 
     def __init__(self, client: AsyncClient, state: MatrixState,
-                 encrypted_dms: bool = False) -> None:
+                 encrypted_dms: bool = False, ghosts: Ghosts | None = None) -> None:
         self.client = client
         self.state = state
         self.encrypted_dms = encrypted_dms
+        # Application-service mode: email senders post as users of their own.
+        self.ghosts = ghosts
         self._aliases: dict[str, str] = {}
         # room -> until when it is known to be unencrypted (for a process without keys):
         # encryption, once on, cannot be turned off; off, it can be turned on at any time.
@@ -126,16 +130,24 @@ class MatrixNetwork:
     def encrypting(self) -> bool:
         return self.client.olm is not None
 
+    def is_ours(self, user_id: str) -> bool:
+        """The bot, or one of the ghosts it speaks for: what they say is not for the bot."""
+        return user_id == self.client.user_id or (
+            self.ghosts is not None and self.ghosts.registration.is_ghost(user_id))
+
     async def customer(self, room: str) -> str | None:
         return customer_of(Address.matrix(self.client.user_id)) if self.client.user_id \
             else None
 
     @classmethod
     async def connect(cls, settings: MatrixSettings, state: MatrixState,
-                      ca_file: str | None = None, *, holds_keys: bool = True) -> MatrixNetwork:
+                      ca_file: str | None = None, *, holds_keys: bool = True,
+                      appservice: AppServiceState | None = None) -> MatrixNetwork:
         """Log in, reusing the saved device (one device for the bot, for ever: its
         transaction ids and, with encryption, its keys). ``holds_keys``: this process
-        opens the device's key store (only one process may: the one that syncs)."""
+        opens the device's key store (only one process may: the one that syncs). With a
+        registration, the bot logs in as the application service (no password) and
+        email senders get ghosts (``appservice``: their state)."""
         encrypting = bool(settings.key_store) and holds_keys
         config = AsyncClientConfig(max_limit_exceeded=5, max_timeouts=3, request_timeout=30,
                                    encryption_enabled=encrypting, store_sync_tokens=False)
@@ -145,7 +157,18 @@ class MatrixNetwork:
         saved = await state.session(settings.user)
         if encrypting:
             _check_key_store(settings, await state.keys_device(settings.user))
-        network = cls(client, state, settings.encrypted_dms)
+        ghosts = None
+        if settings.appservice:
+            assert appservice is not None, "application-service mode needs its state"
+            registration = Registration.load(settings.registration,
+                                             settings.user.split(":", 1)[1])
+            if registration.bot != settings.user:
+                await client.close()
+                raise MatrixError(f"the registration {settings.registration} is for "
+                                  f"{registration.bot}, not SWITCHBOARD_MATRIX_USER "
+                                  f"{settings.user}")
+            ghosts = Ghosts(client, registration, appservice)
+        network = cls(client, state, settings.encrypted_dms, ghosts)
         if saved is not None:
             client.restore_login(settings.user, saved[0], saved[1])
             if not isinstance(await client.whoami(), WhoamiError):
@@ -154,6 +177,17 @@ class MatrixNetwork:
             log.info("saved Matrix session is no longer valid; logging in again")
         if saved is not None:
             client.device_id = saved[0]  # same device: its txn ids and keys stay valid
+        if ghosts is not None:
+            try:
+                device, token = await ghosts.login_bot(saved[0] if saved else None,
+                                                       DEVICE_NAME)
+            except BaseException:
+                await client.close()
+                raise
+            client.restore_login(settings.user, device, token)
+            await state.save_session(settings.user, device, token)
+            await network._publish_keys()
+            return network
         answer = await client.login(settings.password, device_name=DEVICE_NAME)
         if isinstance(answer, LoginError):
             await client.close()
@@ -333,15 +367,27 @@ class MatrixNetwork:
         }
         if thread is not None:
             content["m.relates_to"] = thread_relation(thread.thread)
-        event = await self.send(room, content, key)
+        # The sender's own Matrix user posts in plaintext rooms; in an encrypted one the
+        # bot does (a ghost has no device of its own to encrypt with: see the README).
+        speaker = None
+        if self.ghosts is not None and not await self.is_encrypted(room):
+            speaker = await self.ghosts.speaker(card.sender, room)
+        event = await self._say(speaker, room, content, key)
         root = thread.thread if thread else event
         # The transaction id names the attachment by its place: two files of one email
         # may share a name, and each must arrive (once).
         for index, attachment in enumerate(card.attachments):
             if attachment.content:
                 await self.send_file(room, root, attachment.filename, attachment.content_type,
-                                     attachment.content, f"{key}|{index}|{attachment.filename}")
+                                     attachment.content, f"{key}|{index}|{attachment.filename}",
+                                     speaker=speaker)
         return ChatRef(Network.MATRIX, room, event, root)
+
+    async def _say(self, speaker: tuple[str, str] | None, room: str, content: dict[str, Any],
+                   key: str) -> str:
+        if speaker is None or self.ghosts is None:
+            return await self.send(room, content, key)
+        return await self.ghosts.send(speaker, room, content, txn_id(key))
 
     async def is_member(self, room: str, user: Address) -> bool:
         answer = await self.client.joined_members(room)
@@ -350,14 +396,23 @@ class MatrixNetwork:
             return False
         return any(m.user_id == user.value for m in answer.members)
 
-    async def _state(self, room: str, event_type: str, *, whole: bool = False
+    async def member_name(self, room: str, user: str) -> str:
+        """``user``'s display name in ``room`` (their id when they have none, or it cannot
+        be read)."""
+        try:
+            member = await self._state(room, "m.room.member", key=user)
+        except MatrixError:
+            return user
+        return str((member or {}).get("displayname") or user)
+
+    async def _state(self, room: str, event_type: str, *, whole: bool = False, key: str = ""
                      ) -> dict[str, Any] | None:
         """A state event's content (``whole``: the event, its sender among it); None when
         the room has no such state."""
         query = {"access_token": self.client.access_token}
         if whole:
             query["format"] = "event"
-        path = Api._build_path(["rooms", room, "state", event_type, ""], query)
+        path = Api._build_path(["rooms", room, "state", event_type, key], query)
         try:
             async with await self.client.send("GET", path) as answer:
                 body = await answer.json(content_type=None)
@@ -492,7 +547,8 @@ class MatrixNetwork:
                         f"|{time.time()}")
 
     async def send_file(self, room: str, thread_root: str, filename: str, content_type: str,
-                        data: bytes, key: str) -> str:
+                        data: bytes, key: str, *, speaker: tuple[str, str] | None = None
+                        ) -> str:
         """A file into a thread; into an encrypted room the file itself is encrypted and
         its key travels in the (encrypted) event, as the spec's EncryptedFile."""
         encrypt = await self.is_encrypted(room)
@@ -513,7 +569,7 @@ class MatrixNetwork:
                                **(keys or {})}
         else:
             content["url"] = uploaded.content_uri
-        return await self.send(room, content, key)
+        return await self._say(speaker, room, content, key)
 
 
 def _check_key_store(settings: MatrixSettings, device: str | None) -> None:

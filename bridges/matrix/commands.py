@@ -7,7 +7,7 @@ from bot.commands import CommandContext, Commands
 from bot.model import Network
 from bot.ports import Notice
 from bot.stores import Conversations, MatrixState
-from bridges.matrix.sync import CommandEvent
+from bridges.matrix.listener import CommandEvent
 
 
 class MatrixCommands:

@@ -1,12 +1,12 @@
-"""The Matrix sync loop: the bot accepts invitations and hears `!sb` commands."""
+"""The Matrix sync loop: the bot accepts invitations and hears `!sb` commands (see
+bridges/matrix/listener.py), and keeps its encryption keys."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
 
 import aiohttp
@@ -21,37 +21,11 @@ from nio import (
 )
 
 from bot.errors import StoreError
-from bot.model import Address, ChatRef, Network
-from bot.ports import Notice
 from bridges.matrix.client import MatrixNetwork
-from bridges.matrix.room_keys import MissingKeys
+from bridges.matrix.listener import Listener
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-PREFIX = "!sb"
-
-
-@dataclass(frozen=True)
-class CommandEvent:
-    sender: Address
-    sender_name: str
-    text: str  # after the "!sb" prefix
-    where: ChatRef  # the room, and the thread root when typed in a thread
-    event_id: str
-    plain: bool = False  # a message in a thread without the prefix
-
-
-OnCommand = Callable[[CommandEvent], Awaitable[Notice | None]]
-MayInvite = Callable[[Address, str], Awaitable[bool]]
-# Whether to tell ``sender`` now that the bot could not read their message (once each).
-FirstTime = Callable[[str], Awaitable[bool]]
-
-UNREADABLE = ("Switchboard could not read your encrypted message: it does not have the "
-              "room's key for it yet. It asked your device for the key, and acts on your "
-              "message as soon as the key comes. If nothing happens, send it again; if this "
-              "keeps happening, let your client share keys with unverified devices (in "
-              "Element: Settings > Security & Privacy, turn off 'Never send encrypted "
-              "messages to unverified sessions'), or verify the bot's device.")
 
 
 async def keep_keys(client: AsyncClient) -> None:
@@ -93,87 +67,29 @@ def _trust_on_first_use(client: AsyncClient) -> None:
             client.verify_device(device)
 
 
-def _thread_root(content: dict[str, Any]) -> str:
-    relates = content.get("m.relates_to") or {}
-    if relates.get("rel_type") == "m.thread":
-        return str(relates.get("event_id", ""))
-    return str((relates.get("m.in_reply_to") or {}).get("event_id", ""))
-
-
-async def sync_forever(matrix: MatrixNetwork, stop: asyncio.Event,
-                       on_command: OnCommand | None = None,
-                       may_invite: MayInvite | None = None,
-                       first_unreadable: FirstTime | None = None) -> None:
+async def sync_forever(matrix: MatrixNetwork, stop: asyncio.Event, listener: Listener, *,
+                       rooms: bool = True) -> None:
+    """The bot's sync. ``rooms`` false (application-service mode, where the homeserver
+    pushes room events): only what the bot's device alone receives is heard here, the
+    encrypted messages (decrypted with its keys) and their keys."""
     client = matrix.client
 
-    async def on_unreadable(room: MatrixRoom, event: MegolmEvent) -> None:
-        """An encrypted event the bot has no key for: ask the sender's devices for the
-        key, and tell the sender (once) rather than drop their message silently."""
-        if event.sender == client.user_id:
-            return
-        log.warning("cannot decrypt %s from %s in %s (session %s): key asked of the "
-                    "sender's device", event.event_id, event.sender, room.room_id,
-                    event.session_id)
-        try:
-            await missing.ask(room, event)
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            log.warning("the key request for %s was not sent: %s", event.event_id, exc)
-        try:
-            if first_unreadable is None or await first_unreadable(event.sender):
-                await matrix.notify(Address.matrix(event.sender),
-                                    Notice(f"{event.sender}: {UNREADABLE}"),
-                                    ChatRef(Network.MATRIX, room.room_id, event.event_id,
-                                            _thread_root(event.source.get("content", {}))))
-        except Exception:
-            log.exception("could not tell %s that their message was unreadable", event.sender)
-
     async def on_invite(room: MatrixRoom, event: InviteMemberEvent) -> None:
-        if event.state_key != client.user_id or event.membership != "invite":
-            return
-        try:
-            inviter = Address.matrix(event.sender)
-            allowed = may_invite is None or await may_invite(inviter, room.room_id)
-        except Exception:
-            log.exception("the invitation to %s from %s could not be judged", room.room_id,
-                          event.sender)
-            return
-        if not allowed:
-            log.info("declining %s: %s may not invite the bot", room.room_id, event.sender)
-            await client.room_leave(room.room_id)
-            return
-        log.info("joining %s on %s's invitation", room.room_id, event.sender)
-        await client.join(room.room_id)
+        if event.state_key == client.user_id and event.membership == "invite":
+            await listener.invited(room.room_id, event.sender)
 
     async def on_message(room: MatrixRoom, event: RoomMessageText) -> None:
-        body = event.body.strip()
-        if event.sender == client.user_id or on_command is None:
-            return
-        root = _thread_root(event.source.get("content", {}))
-        command = body == PREFIX or body.startswith(PREFIX + " ")
-        if not command and not root:
-            return
-        where = ChatRef(Network.MATRIX, room.room_id, event.event_id, root)
-        try:
-            sender = Address.matrix(event.sender)
-            text = body[len(PREFIX):].strip() if command else body
-            notice = await on_command(CommandEvent(
-                sender, room.user_name(event.sender) or event.sender, text, where,
-                event.event_id, plain=not command))
-            if notice is not None:
-                await matrix.notify(sender, notice, where)
-        except Exception:
-            # The verb only: what follows it can be the text of an email.
-            log.exception("the command %r from %s failed", body.split(" ", 2)[:2],
-                          event.sender)
+        if rooms or event.decrypted:
+            await listener.said(room.room_id, room.user_name(event.sender) or event.sender,
+                                event)
 
-    client.add_event_callback(on_invite, InviteMemberEvent)
-    # A message read once its key came is heard as if it had just been said.
-    missing = MissingKeys(client, on_message)
+    if rooms:
+        client.add_event_callback(on_invite, InviteMemberEvent)
 
     def hear() -> None:
         client.add_event_callback(on_message, RoomMessageText)
         if client.olm is not None:
-            client.add_event_callback(on_unreadable, MegolmEvent)
+            client.add_event_callback(listener.unreadable, MegolmEvent)
     # Where the last handled batch ended: a restart (or a crash mid-batch) reads on from
     # there, so nothing said to the bot meanwhile is lost. nio would take the token of a
     # batch before its callbacks ran; ours is saved only after they all have.

@@ -1,0 +1,149 @@
+"""Email senders on Matrix, in application-service mode: each one a user of their own
+(a ghost, in the namespace the registration claims), named after the From header and
+marked as email, who joins the room and posts the sender's card there."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import unicodedata
+from email.utils import parseaddr
+from typing import Any
+
+import aiohttp
+from nio import Api, AsyncClient
+
+from bot.errors import StoreError
+from bot.stores import AppServiceState
+from bridges.errors import MatrixError
+from bridges.matrix.registration import Registration
+
+log = logging.getLogger(__name__)
+
+NAME_LIMIT = 64  # characters of the sender's name kept, before the email mark
+EMAIL_MARK = " (email)"
+
+
+def display_name(sender: str) -> str:
+    """What a ghost is called: the From header's name (the address when it has none),
+    without control, format or invisible characters (bidirectional overrides, zero-width
+    joiners) a name could hide behind, on one line, short, and marked as email."""
+    name, address = parseaddr(sender)
+    cleaned = "".join(" " if unicodedata.category(c) in ("Zs", "Zl", "Zp") or c in "\t\r\n"
+                      else c for c in (name or address)
+                      if not unicodedata.category(c).startswith("C"))
+    cleaned = re.sub(r"\s+", " ", cleaned).strip().strip('"').strip()
+    if len(cleaned) > NAME_LIMIT:
+        cleaned = cleaned[:NAME_LIMIT - 1].rstrip() + "…"
+    return (cleaned or address or "someone") + EMAIL_MARK
+
+
+class Ghosts:
+    """The homeserver, as the application service (its ``as_token``) speaks to it."""
+
+    def __init__(self, client: AsyncClient, registration: Registration,
+                 state: AppServiceState) -> None:
+        self.client = client
+        self.registration = registration
+        self.state = state
+
+    async def call(self, method: str, path: list[str], body: dict[str, Any] | None = None,
+                   *, as_user: str | None = None) -> tuple[int, dict[str, Any]]:
+        """One client-server API call as the application service (as ``as_user``: one of
+        its ghosts); the HTTP status and the JSON answer."""
+        query = {"user_id": as_user} if as_user else {}
+        headers = {"Authorization": f"Bearer {self.registration.as_token}",
+                   "Content-Type": "application/json"}
+        try:
+            async with await self.client.send(method, Api._build_path(path, query),
+                                              json.dumps(body or {}), headers) as answer:
+                found = await answer.json(content_type=None)
+                return answer.status, found if isinstance(found, dict) else {}
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            raise MatrixError(f"the homeserver is unreachable ({exc})", transient=True) from exc
+
+    async def speaker(self, sender: str, room: str) -> tuple[str, str] | None:
+        """(the sender's email, their ghost), in ``room`` under their current name; None
+        when the ghost cannot be made or cannot join (the bot then posts, as before)."""
+        email = parseaddr(sender)[1].lower()
+        if not email:
+            return None
+        name = display_name(sender)
+        try:
+            known = await self.state.ghost(email)
+            ghost = known[0] if known else self.registration.ghost(email)
+            if known is None:
+                await self._register(ghost)
+            if known is None or known[1] != name:
+                await self._rename(ghost, name)
+                await self.state.save_ghost(email, ghost, name)
+            if not await self.state.ghost_in(email, room):
+                await self.join(email, ghost, room)
+        except (MatrixError, StoreError) as exc:
+            log.warning("the email sender's Matrix user could not post in %s (%s): the bot "
+                        "posts their email", room, exc)
+            return None
+        return email, ghost
+
+    async def _register(self, ghost: str) -> None:
+        localpart = ghost[1:].split(":", 1)[0]
+        status, body = await self.call("POST", ["register"], {
+            "type": "m.login.application_service", "username": localpart,
+            "inhibit_login": True})
+        if status != 200 and body.get("errcode") != "M_USER_IN_USE":
+            raise MatrixError(f"the homeserver would not register {ghost}: "
+                              f"{body.get('error', status)}", transient=status >= 500)
+
+    async def _rename(self, ghost: str, name: str) -> None:
+        status, body = await self.call("PUT", ["profile", ghost, "displayname"],
+                                       {"displayname": name}, as_user=ghost)
+        if status != 200:
+            raise MatrixError(f"the homeserver would not name {ghost}: "
+                              f"{body.get('error', status)}", transient=status >= 500)
+
+    async def join(self, email: str, ghost: str, room: str) -> None:
+        """Into ``room``: the bot invites the ghost (a private room needs it), it joins."""
+        status, body = await self.call("POST", ["rooms", room, "invite"], {"user_id": ghost})
+        # Already invited or in the room: the join below is what counts.
+        if status != 200 and body.get("errcode") != "M_FORBIDDEN":
+            raise MatrixError(f"the bot could not invite {ghost} into {room}: "
+                              f"{body.get('error', status)}", transient=status >= 500)
+        status, body = await self.call("POST", ["join", room], {}, as_user=ghost)
+        if status != 200:
+            raise MatrixError(f"{ghost} could not join {room}: {body.get('error', status)}",
+                              transient=status >= 500)
+        await self.state.ghost_joined(email, room, True)
+
+    async def send(self, speaker: tuple[str, str], room: str, content: dict[str, Any],
+                   txn: str) -> str:
+        """``content`` into ``room`` from the ghost (joined again if it was removed)."""
+        email, ghost = speaker
+        path = ["rooms", room, "send", "m.room.message", txn]
+        status, body = await self.call("PUT", path, content, as_user=ghost)
+        if status == 403:
+            await self.state.ghost_joined(email, room, False)
+            await self.join(email, ghost, room)
+            status, body = await self.call("PUT", path, content, as_user=ghost)
+        if status != 200 or "event_id" not in body:
+            raise MatrixError(f"the homeserver refused {ghost}'s message to {room}: "
+                              f"{body.get('error', status)}",
+                              transient=status == 429 or status >= 500)
+        return str(body["event_id"])
+
+    async def login_bot(self, device_id: str | None, device_name: str) -> tuple[str, str]:
+        """A device for the bot, by the application service's token (no password): its
+        (device id, access token). ``device_id``: the device kept from before."""
+        body: dict[str, Any] = {"type": "m.login.application_service",
+                                "identifier": {"type": "m.id.user",
+                                               "user": self.registration.sender_localpart},
+                                "initial_device_display_name": device_name}
+        if device_id:
+            body["device_id"] = device_id
+        status, answer = await self.call("POST", ["login"], body)
+        if status != 200 or "access_token" not in answer:
+            raise MatrixError(f"the homeserver refused the application service's login of "
+                              f"{self.registration.bot}: {answer.get('error', status)} (is "
+                              "the registration loaded: app_service_config_files, and the "
+                              "homeserver restarted?)", transient=status >= 500)
+        return str(answer["device_id"]), str(answer["access_token"])
