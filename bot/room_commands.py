@@ -180,15 +180,19 @@ class RoomCommands:
                     "(is `switchboard run` running?)"]
         # A mailbox or a sync is held by one process at a time: it is up when any is.
         up: dict[str, bool] = {}
-        for _, checks in beats.values():
-            for name, ok in checks.items():
+        waited: dict[str, float] = {}
+        for beat in beats.values():
+            for name, ok in beat.checks.items():
                 up[name] = up.get(name, False) or ok
+            for network, seconds in beat.waits.items():
+                waited[network] = waited.get(network, 0.0) + seconds
         now = time.time()
-        running = ", ".join(f"{process} ({max(0, int(now - at))} s ago)"
-                            for process, (at, _) in sorted(beats.items()))
+        running = ", ".join(f"{process} ({max(0, int(now - beat.at))} s ago)"
+                            for process, beat in sorted(beats.items()))
         return ["Health: " + ", ".join(f"{name} {'ok' if ok else 'DOWN'}"
                                        for name, ok in sorted(up.items())),
-                f"  from {len(beats)} running process(es): {running}"]
+                f"  from {len(beats)} running process(es): {running}",
+                *_waits(waited)]
 
     # --- held mail -------------------------------------------------------------------
 
@@ -249,6 +253,23 @@ def _describe(route: Route) -> str:
         came = f"added in chat by {route.added_by} on {day}"
     allowed = f", {len(route.allowed)} sender(s) allowed" if route.allowed else ""
     return f"{named}{route.options_text()}{allowed}; {came}"
+
+
+def _waits(waited: dict[str, float]) -> list[str]:
+    """What the networks' rate limits cost lately, and what to do about the one that
+    should cost nothing."""
+    lines = []
+    slack, matrix = waited.get("slack", 0.0), waited.get("matrix", 0.0)
+    if slack >= 1:
+        lines.append(f"Rate limits: Slack posts waited {slack:.0f} s in the last 10 "
+                     "minutes for their channel's turn (Slack takes about one a second "
+                     "per channel)")
+    if matrix >= 1:
+        lines.append(f"Rate limits: Matrix posts waited {matrix:.0f} s in the last 10 "
+                     "minutes: the homeserver throttles the bot (M_LIMIT_EXCEEDED). Exempt "
+                     "it, or run Switchboard as an application service: `switchboard "
+                     "doctor` says how")
+    return lines
 
 
 def _same_organisation(route: Route, user: Address) -> bool:

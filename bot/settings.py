@@ -349,7 +349,8 @@ KEYS: tuple[Key, ...] = (
         "Run as an application service: the registration file "
         "(`switchboard matrix registration --url URL` writes it; the homeserver loads it "
         "too). Each email sender then posts as a Matrix user of their own, and the "
-        "homeserver's rate limits do not hold the bot back."),
+        "homeserver's rate limits do not hold the bot back. Encrypted rooms need the bot "
+        "account (the homeserver gives an application service no keys: see the README)."),
     Key("matrix.key_store", _text, DEFAULT_KEY_STORE,
         "Folder of the bot's end-to-end encryption keys (its one device's, a SQLite file): "
         "keep it, and back it up; lost keys cannot be recovered."),
@@ -762,8 +763,9 @@ def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings |
         matrix = MatrixSettings(v["matrix.homeserver"].rstrip("/"), v["matrix.user"],
                                 v["matrix.password"] or "",
                                 str(Path(v["matrix.key_store"]).expanduser())
-                                if v["matrix.encryption"] else "",
-                                v["matrix.encrypted_dms"] and v["matrix.encryption"],
+                                if v["matrix.encryption"] and not registration else "",
+                                v["matrix.encrypted_dms"] and v["matrix.encryption"]
+                                and not registration,
                                 str(Path(registration).expanduser()) if registration else "")
     for route in v["routes"] or ():
         enabled = {"slack": slack, "matrix": matrix}[route.network]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -476,14 +476,23 @@ class HeldStore(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Beat:
+    at: float
+    checks: dict[str, bool]
+    # network -> seconds its posts waited lately for that network's rate limit
+    waits: dict[str, float] = field(default_factory=dict)
+
+
 class Beats(Protocol):
     """Each running process says, every few seconds, how its links are (mailboxes,
-    networks): what `status` in chat reports, whichever process answers it."""
+    networks) and how long its posts wait for rate limits: what `status` in chat reports,
+    whichever process answers it."""
 
-    async def beat(self, process: str, checks: Mapping[str, bool], ttl: int) -> None: ...
+    async def beat(self, process: str, beat: Beat, ttl: int) -> None: ...
 
-    async def beats(self) -> dict[str, tuple[float, dict[str, bool]]]:
-        """Each process heard from within its ``ttl``: when, and its checks."""
+    async def beats(self) -> dict[str, Beat]:
+        """Each process heard from within its ``ttl``."""
         ...
 
 

@@ -4,30 +4,31 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
 
+from bot.stores import Beat
 from storage.connection import RedisBacked, text
 
 
 class RedisBeats(RedisBacked):
-    async def beat(self, process: str, checks: Mapping[str, bool], ttl: int) -> None:
-        now = time.time()
-        record = json.dumps({"at": now, "until": now + ttl, "checks": dict(checks)})
+    async def beat(self, process: str, beat: Beat, ttl: int) -> None:
+        record = json.dumps({"at": beat.at, "until": time.time() + ttl,
+                             "checks": beat.checks, "waits": beat.waits})
         async with self._translated("recording this process's health"):
             await self.redis.hset(self.keys.beats(), process, record)
 
-    async def beats(self) -> dict[str, tuple[float, dict[str, bool]]]:
+    async def beats(self) -> dict[str, Beat]:
         async with self._translated("reading the processes' health"):
             found = await self.redis.hgetall(self.keys.beats())
         now = time.time()
-        alive: dict[str, tuple[float, dict[str, bool]]] = {}
+        alive: dict[str, Beat] = {}
         gone = []
         for process, record in found.items():
             data = json.loads(text(record))
             if data["until"] < now:
                 gone.append(text(process))
             else:
-                alive[text(process)] = (float(data["at"]), dict(data["checks"]))
+                alive[text(process)] = Beat(float(data["at"]), dict(data["checks"]),
+                                            dict(data.get("waits", {})))
         if gone:  # a process that stopped (or crashed) no longer counts
             async with self._translated("forgetting stopped processes"):
                 await self.redis.hdel(self.keys.beats(), *gone)

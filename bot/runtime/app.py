@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
 import secrets
 import socket
+import time
 import tracemalloc
 from dataclasses import dataclass, field
 
@@ -31,6 +33,7 @@ from bot.review import Review, RoomAdmins
 from bot.room_commands import RoomCommands
 from bot.routes import RouteBook
 from bot.settings import Settings
+from bot.stores import Beat
 from bridges.email.auth import SenderAuthenticator, use_dns_server
 from bridges.email.imap import ImapIngest
 from bridges.email.listener import BridgeHandler, start_listener
@@ -42,6 +45,7 @@ from bridges.http import HttpServer
 from bridges.matrix.appservice import AppServiceApi
 from bridges.matrix.client import MatrixNetwork
 from bridges.matrix.commands import MatrixCommands
+from bridges.matrix.ghosts import Ghosts
 from bridges.matrix.listener import Listener
 from bridges.matrix.probe import probe_matrix
 from bridges.matrix.sync import sync_forever
@@ -63,6 +67,7 @@ KEYS_LEASE_TTL = 60.0  # seconds a process's hold on the Matrix keys lasts unren
 KEYS_RETRY = 5.0  # seconds between a waiting process's tries to take the keys over
 BEAT_INTERVAL = 5.0  # seconds between two health reports of a process
 BEAT_TTL = 20  # seconds a health report counts (a process silent longer is gone)
+WAITS_WINDOW = 600.0  # seconds of rate-limit waits a health report sums
 
 
 def keys_lease(user: str) -> str:
@@ -314,6 +319,8 @@ class Runtime:
                 http.route(method, path, answer)
         await http.start()
         log.info("Switchboard is running (HTTP on %s:%d)", *s.http_listen)
+        if self.matrix is not None and self.matrix.ghosts is not None:
+            await self._reach_homeserver(self.matrix.ghosts)
         await stop.wait()
         log.info("stopping: no new work is taken; in-flight work is finished")
         if listener is not None:
@@ -334,7 +341,7 @@ class Runtime:
         then takes them, and the sync, over."""
         s = self.settings
         assert self.matrix is not None and s.matrix is not None
-        if s.matrix.appservice and not s.matrix.key_store:
+        if s.matrix.appservice:
             return  # the homeserver pushes every event: nothing to sync
         if self.matrix.encrypting or not s.matrix.key_store:
             await self._sync_loops(stop)
@@ -366,6 +373,18 @@ class Runtime:
             await self._sync_loops(stop)
             return
 
+    @staticmethod
+    async def _reach_homeserver(ghosts: Ghosts) -> None:
+        """The homeserver told the application service is up: what it held back while
+        Switchboard was away comes now, not after its back-off (up to minutes)."""
+        try:
+            took = await ghosts.ping()
+            log.info("the homeserver reaches this application service (%.0f ms)", took)
+        except BridgeError as exc:
+            log.error("%s: the registration's url must be where the homeserver reaches "
+                      "SWITCHBOARD_HTTP_LISTEN; until it can, nothing said on Matrix is "
+                      "heard", exc)
+
     def _listener(self) -> Listener:
         """What hears Matrix for the current connection (one per connection: a process
         that takes the bot's keys over has a new one)."""
@@ -380,8 +399,7 @@ class Runtime:
 
     async def _sync_loops(self, stop: asyncio.Event) -> None:
         assert self.matrix is not None and self.settings.matrix is not None
-        loops = [sync_forever(self.matrix, stop, self._listener(),
-                              rooms=not self.settings.matrix.appservice)]
+        loops = [sync_forever(self.matrix, stop, self._listener())]
         if self.matrix.encrypting:
             loops.append(self.matrix.serve_handed(stop))
         if self.keys_holder is not None:
@@ -432,14 +450,22 @@ class Runtime:
         """Tell the store, every few seconds, how this process's links are (what `status`
         shows in chat, whichever process answers it)."""
         process = f"{socket.gethostname()}:{os.getpid()}"
+        # (when, the waits so far): the waits of the last WAITS_WINDOW are the difference
+        seen: collections.deque[tuple[float, dict[str, float]]] = collections.deque()
         while not stop.is_set():
             checks = await self.readiness()
             checks.pop("imap", None)
             for ingest in self.ingests:
                 if not ingest.standing_by:  # the one reading it (or failing to) says
                     checks[f"mailbox {ingest.mailbox}"] = ingest.connected
+            now, waits = time.time(), self.post_waits()
+            seen.append((now, waits))
+            while seen[0][0] < now - WAITS_WINDOW:
+                seen.popleft()
+            lately = {net: round(total - seen[0][1].get(net, 0.0), 1)
+                      for net, total in waits.items()}
             try:
-                await self.store.beats.beat(process, checks, BEAT_TTL)
+                await self.store.beats.beat(process, Beat(now, checks, lately), BEAT_TTL)
             except StoreError as exc:
                 log.warning("could not record this process's health: %s", exc)
             with contextlib.suppress(TimeoutError):

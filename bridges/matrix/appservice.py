@@ -82,8 +82,8 @@ class AppServiceApi:
         return web.json_response({})
 
     async def _take(self, listener: Listener, event: dict[str, Any]) -> None:
-        """One pushed event. Encrypted ones are the bot's device's to read: its sync
-        decrypts them (the homeserver pushes them still locked)."""
+        """One pushed event. Encrypted ones stay unread: the homeserver gives an
+        application service no keys (routes into encrypted rooms are refused)."""
         room = str(event.get("room_id", ""))
         kind = event.get("type")
         content = event.get("content") if isinstance(event.get("content"), dict) else {}

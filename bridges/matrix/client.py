@@ -45,6 +45,7 @@ from bridges.matrix.registration import Registration
 from bridges.matrix.room_versions import RoomPower
 
 log = logging.getLogger(__name__)
+THROTTLE_WARNING_EVERY = 60.0  # seconds between two warnings that posts are throttled
 
 DEVICE_NAME = "switchboard"
 HAND_OVER_WAIT = 20.0  # seconds a worker waits for the key holder to post for it
@@ -99,10 +100,13 @@ class MatrixNetwork:
     network = Network.MATRIX
 
     def __init__(self, client: AsyncClient, state: MatrixState,
-                 encrypted_dms: bool = False, ghosts: Ghosts | None = None) -> None:
+                 encrypted_dms: bool = False, ghosts: Ghosts | None = None, *,
+                 encryption: bool = True) -> None:
         self.client = client
         self.state = state
         self.encrypted_dms = encrypted_dms
+        # Some process holds the bot's keys (False: encryption is off for every process).
+        self.encryption = encryption
         # Application-service mode: email senders post as users of their own.
         self.ghosts = ghosts
         self._aliases: dict[str, str] = {}
@@ -112,19 +116,34 @@ class MatrixNetwork:
         self._encrypted: set[str] = set()
         self._invited: dict[str, str] = {}  # DM room just opened -> the person invited
         self._creations: dict[str, dict[str, Any]] = {}  # room -> its m.room.create event
-        # How long posts waited for the homeserver's rate limit (nio waits, then retries).
-        self.throttled_seconds = 0.0
-        self.throttled = 0
+        # How long the bot's posts waited for the homeserver's rate limit (nio waits,
+        # then retries).
+        self._refused_seconds = 0.0
+        self._refused = 0
+        self._warned_at = -THROTTLE_WARNING_EVERY
         client.add_response_callback(self._on_refusal, ErrorResponse)
     async def _on_refusal(self, response: ErrorResponse) -> None:
         if response.status_code != "M_LIMIT_EXCEEDED":
             return
         wait = float(getattr(response, "retry_after_ms", 0) or 5000) / 1000
-        self.throttled += 1
-        self.throttled_seconds += wait
-        log.warning("the homeserver is throttling the bot (M_LIMIT_EXCEEDED): posts wait; "
-                    "exempt the bot from its rate limit or run Switchboard as an "
-                    "application service (`switchboard doctor` says how)")
+        self._refused += 1
+        self._refused_seconds += wait
+        if time.monotonic() - self._warned_at >= THROTTLE_WARNING_EVERY:
+            self._warned_at = time.monotonic()
+            log.warning("the homeserver is throttling the bot (M_LIMIT_EXCEEDED, %d times, "
+                        "%.0f s of waiting so far): posts wait; exempt the bot from its rate "
+                        "limit or run Switchboard as an application service (`switchboard "
+                        "doctor` says how)", self._refused, self._refused_seconds)
+
+    @property
+    def throttled(self) -> int:
+        """How many times the homeserver refused a post for its rate limit."""
+        return self._refused + (self.ghosts.throttled if self.ghosts else 0)
+
+    @property
+    def throttled_seconds(self) -> float:
+        """How long posts waited for it, in all."""
+        return self._refused_seconds + (self.ghosts.throttled_seconds if self.ghosts else 0)
 
     @property
     def encrypting(self) -> bool:
@@ -168,7 +187,8 @@ class MatrixNetwork:
                                   f"{registration.bot}, not SWITCHBOARD_MATRIX_USER "
                                   f"{settings.user}")
             ghosts = Ghosts(client, registration, appservice)
-        network = cls(client, state, settings.encrypted_dms, ghosts)
+        network = cls(client, state, settings.encrypted_dms, ghosts,
+                      encryption=bool(settings.key_store))
         if saved is not None:
             client.restore_login(settings.user, saved[0], saved[1])
             if not isinstance(await client.whoami(), WhoamiError):
@@ -327,6 +347,8 @@ class MatrixNetwork:
 
     async def send(self, room: str, content: dict[str, Any], key: str) -> str:
         if self.client.olm is None and await self.is_encrypted(room):
+            if not self.encryption:
+                raise MatrixError(self._unencrypting(room))
             return await self._hand_over(room, content, key)
         try:
             await self._room_for_sending(room)
@@ -450,7 +472,18 @@ class MatrixNetwork:
         if isinstance(answer, JoinedMembersError) or not any(
                 m.user_id == self.client.user_id for m in answer.members):
             return "Switchboard is not in this room; invite it first"
+        if not self.encryption and await self.is_encrypted(room):
+            return self._unencrypting(room)
         return None
+
+    def _unencrypting(self, room: str) -> str:
+        """Why nothing is posted into an encrypted room (never in plaintext)."""
+        why = ("Switchboard runs as an application service, which the homeserver gives no "
+               "encryption keys") if self.ghosts is not None else \
+            "Switchboard's end-to-end encryption is off (SWITCHBOARD_MATRIX_ENCRYPTION)"
+        return (f"{room} is end-to-end encrypted and {why}: route its mail to an "
+                "unencrypted room, or run Switchboard with a bot account and encryption on "
+                "(see the README)")
 
     async def room_admins(self, room: str, limit: int) -> list[Address]:
         power = await self._power(room)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import aiohttp
-from nio import AsyncClient, LoginError
+from nio import AsyncClient, LoginError, WhoamiError
 
 from bot.doctor import Check
-from bot.settings import Settings
+from bot.settings import MatrixSettings, Settings
+from bridges.errors import MatrixError
+from bridges.matrix.ghosts import ping
+from bridges.matrix.registration import Registration
 
 
 async def _server_version(homeserver: str) -> str:
@@ -31,6 +34,8 @@ async def probe_matrix(settings: Settings) -> list[Check]:
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         return [Check.fail("matrix", f"cannot reach {cfg.homeserver}: {exc}",
                            "start the homeserver or correct SWITCHBOARD_MATRIX_HOMESERVER")]
+    if cfg.appservice:
+        return await probe_appservice(cfg, version)
     client = AsyncClient(cfg.homeserver, cfg.user)
     try:
         login = await client.login(cfg.password, device_name="switchboard doctor")
@@ -47,12 +52,64 @@ async def probe_matrix(settings: Settings) -> list[Check]:
                        version.split()[-1])]
     if limits is not None:
         checks.append(limits)
-    if not presence:
-        checks.append(Check.warn(
-            "matrix", "the homeserver does not report presence: everyone counts as "
-                      "SWITCHBOARD_PRESENCE_UNKNOWN says",
-            "enable presence in the homeserver (Synapse: presence.enabled: true)"))
-    return checks
+    return checks + _presence(presence)
+
+
+def _presence(enabled: bool) -> list[Check]:
+    return [] if enabled else [Check.warn(
+        "matrix", "the homeserver does not report presence: everyone counts as "
+                  "SWITCHBOARD_PRESENCE_UNKNOWN says",
+        "enable presence in the homeserver (Synapse: presence.enabled: true)")]
+
+
+async def probe_appservice(cfg: MatrixSettings, version: str) -> list[Check]:
+    """Application-service mode: the registration reads, the homeserver loaded it (it
+    knows the ``as_token``), it reaches Switchboard (ping), and it does not rate-limit."""
+    try:
+        registration = Registration.load(cfg.registration, cfg.user.split(":", 1)[1])
+    except MatrixError as exc:
+        return [Check.fail("matrix", str(exc), "write it with `switchboard matrix "
+                           "registration --url URL` and give it to the homeserver")]
+    client = AsyncClient(cfg.homeserver, cfg.user)
+    client.access_token = registration.as_token
+    try:
+        who = await client.whoami()
+        if isinstance(who, WhoamiError):
+            return [Check.fail("matrix", f"{cfg.homeserver} does not know the application "
+                               f"service's token ({who.message}): it has not loaded "
+                               f"{cfg.registration}",
+                               "add the file to the homeserver's app_service_config_files "
+                               "(Synapse) and restart the homeserver")]
+        if who.user_id != cfg.user:
+            return [Check.fail("matrix", f"the registration is for {who.user_id}, not "
+                               f"SWITCHBOARD_MATRIX_USER {cfg.user}",
+                               "set SWITCHBOARD_MATRIX_USER to the registration's "
+                               "sender_localpart on this homeserver")]
+        checks = [Check.ok("matrix", f"{version} at {cfg.homeserver}: Switchboard is its "
+                           f"application service {registration.id!r}, the bot {cfg.user}",
+                           version.split()[-1])]
+        try:
+            took = await ping(client, registration)
+            checks.append(Check.ok("matrix", f"the homeserver reaches Switchboard at "
+                                   f"{registration.url} ({took:.0f} ms)"))
+        except MatrixError as exc:
+            checks.append(Check.warn("matrix", str(exc),
+                                     "start `switchboard run` where the registration's url "
+                                     "points (SWITCHBOARD_HTTP_LISTEN), or correct the url "
+                                     "and give the homeserver the file again"))
+        if registration.rate_limited:
+            checks.append(Check.warn("matrix", "the registration leaves the application "
+                                     "service under the homeserver's rate limits "
+                                     "(rate_limited is not false)",
+                                     "set rate_limited: false in the registration and "
+                                     "restart the homeserver"))
+        else:
+            checks.append(Check.ok("matrix", "the application service and its email senders "
+                                   "are exempt from the homeserver's rate limits"))
+        presence = await presence_enabled(client)
+    finally:
+        await client.close()
+    return checks + _presence(presence)
 
 
 async def presence_enabled(client: AsyncClient) -> bool:

@@ -32,6 +32,7 @@ class Registration:
     sender_localpart: str  # the bot
     server_name: str
     ghost_prefix: str = GHOST_PREFIX
+    rate_limited: bool = False  # as the file says (Switchboard writes false)
 
     @classmethod
     def new(cls, url: str, bot: str, *, id: str = DEFAULT_ID,
@@ -60,7 +61,8 @@ class Registration:
             raise BadRegistration(f"{path} lacks {', '.join(missing)}: write it again with "
                                   "`switchboard matrix registration --url URL`")
         return cls(raw["id"], raw.get("url"), raw["as_token"], raw["hs_token"],
-                   raw["sender_localpart"], server_name, _ghost_prefix(raw))
+                   raw["sender_localpart"], server_name, _ghost_prefix(raw),
+                   raw.get("rate_limited") is not False)
 
     @property
     def bot(self) -> str:
@@ -85,7 +87,7 @@ class Registration:
             "hs_token": self.hs_token,
             "sender_localpart": self.sender_localpart,
             # Posts come from Switchboard's own users: the homeserver's limits are for people.
-            "rate_limited": False,
+            "rate_limited": self.rate_limited,
             "namespaces": {
                 "users": [{"exclusive": True,
                            "regex": f"@{re.escape(self.ghost_prefix)}.*:"

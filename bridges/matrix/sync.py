@@ -67,11 +67,9 @@ def _trust_on_first_use(client: AsyncClient) -> None:
             client.verify_device(device)
 
 
-async def sync_forever(matrix: MatrixNetwork, stop: asyncio.Event, listener: Listener, *,
-                       rooms: bool = True) -> None:
-    """The bot's sync. ``rooms`` false (application-service mode, where the homeserver
-    pushes room events): only what the bot's device alone receives is heard here, the
-    encrypted messages (decrypted with its keys) and their keys."""
+async def sync_forever(matrix: MatrixNetwork, stop: asyncio.Event, listener: Listener
+                       ) -> None:
+    """The bot's sync (bot-account mode: an application service is pushed its events)."""
     client = matrix.client
 
     async def on_invite(room: MatrixRoom, event: InviteMemberEvent) -> None:
@@ -79,12 +77,9 @@ async def sync_forever(matrix: MatrixNetwork, stop: asyncio.Event, listener: Lis
             await listener.invited(room.room_id, event.sender)
 
     async def on_message(room: MatrixRoom, event: RoomMessageText) -> None:
-        if rooms or event.decrypted:
-            await listener.said(room.room_id, room.user_name(event.sender) or event.sender,
-                                event)
+        await listener.said(room.room_id, room.user_name(event.sender) or event.sender, event)
 
-    if rooms:
-        client.add_event_callback(on_invite, InviteMemberEvent)
+    client.add_event_callback(on_invite, InviteMemberEvent)
 
     def hear() -> None:
         client.add_event_callback(on_message, RoomMessageText)

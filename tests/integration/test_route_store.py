@@ -11,6 +11,7 @@ import pytest
 from bot.held import Decision, HeldMail
 from bot.model import Address, Network
 from bot.routes import Origin, Route, RouteBook, RouteError, SenderRule
+from bot.stores import Beat
 from storage.store import Store
 
 pytestmark = pytest.mark.integration
@@ -101,7 +102,9 @@ async def test_a_held_email_is_decided_once(store: Store) -> None:
 
 
 async def test_only_live_processes_report_health(store: Store) -> None:
-    await store.beats.beat("host:1", {"redis": True, "mailbox INBOX": True}, 30)
-    await store.beats.beat("host:2", {"redis": True}, -1)  # its report has run out
+    await store.beats.beat("host:1", Beat(time.time(), {"redis": True, "mailbox INBOX": True},
+                                          {"matrix": 12.5}), 30)
+    await store.beats.beat("host:2", Beat(time.time(), {"redis": True}), -1)  # run out
     beats = await store.beats.beats()
-    assert list(beats) == ["host:1"] and beats["host:1"][1]["mailbox INBOX"] is True
+    assert list(beats) == ["host:1"] and beats["host:1"].checks["mailbox INBOX"] is True
+    assert beats["host:1"].waits == {"matrix": 12.5}
