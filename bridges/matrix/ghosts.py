@@ -45,7 +45,7 @@ def display_name(sender: str) -> str:
     name, address = split_sender(sender)
     cleaned = "".join(" " if unicodedata.category(c) in ("Zs", "Zl", "Zp") or c in "\t\r\n"
                       else c for c in (name or address)
-                      if not unicodedata.category(c).startswith("C"))
+                      if c in "\t\r\n" or not unicodedata.category(c).startswith("C"))
     cleaned = re.sub(r"\s+", " ", cleaned).strip().strip('"').strip()
     if len(cleaned) > NAME_LIMIT:
         cleaned = cleaned[:NAME_LIMIT - 1].rstrip() + "…"

@@ -241,3 +241,33 @@ async def test_a_throttled_bot_account_says_so(
         (limit,) = [c for c in checks if "rate limit" in c.detail]
         assert limit.status is Status.WARN
         assert "override_ratelimit" in limit.fix and "application service" in limit.fix
+
+
+async def test_only_the_homeserver_is_heard_and_each_transaction_once(
+        appservice: Bridge) -> None:
+    """A transaction the homeserver sends again (it got no answer in time) is acted on
+    once; a caller without the hs_token is refused and changes nothing."""
+    services, room = appservice.services, appservice.room
+    url = f"http://127.0.0.1:{services.env['SB_APPSERVICE_PORT']}/_matrix/app/v1/transactions"
+    event = {"type": "m.room.message", "room_id": room, "sender": appservice.alice.user_id,
+             "event_id": f"$pushed{uuid.uuid4().hex}", "origin_server_ts": 1,
+             "content": {"msgtype": "m.text", "body": "!sb help"}}
+    txn = f"t{uuid.uuid4().hex}"
+    http = appservice.alice.http
+    for headers, status in (({}, 401), ({"Authorization": "Bearer forged"}, 403)):
+        async with http.put(f"{url}/{txn}", json={"events": [event]}, headers=headers) as r:
+            assert r.status == status
+            assert (await r.json())["errcode"] in ("M_UNAUTHORIZED", "M_FORBIDDEN")
+    heard = {"Authorization": f"Bearer {registration(services).hs_token}"}
+    for _ in range(3):
+        async with http.put(f"{url}/{txn}", json={"events": [event]}, headers=heard) as r:
+            assert r.status == 200 and await r.json() == {}
+
+    async def answers() -> list[dict[str, Any]]:
+        return [e for e in await appservice.alice.messages(appservice.room)
+                if e["content"].get("msgtype") == "m.notice"
+                and "Switchboard commands" in e["content"].get("body", "")]
+
+    await eventually(answers, what="the answer to the pushed command")
+    await asyncio.sleep(1.0)
+    assert len(await answers()) == 1
