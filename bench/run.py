@@ -783,7 +783,25 @@ async def worker_path(env: dict[str, str], slack: RemoteSlack, report: Report,
 
 # --- main ---------------------------------------------------------------------------
 
-async def main(quick: bool, profile: Path | None = None) -> Report:
+def _limit_steps(env: dict[str, str], slack: RemoteSlack, report: Report, quick: bool
+                 ) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+    """Bursts under the chat servers' own limits (bench/limits.py)."""
+    from bench import limits
+
+    matrix, slack_count = (40, 30) if quick else (100, 60)
+    return [
+        ("Matrix burst, application service", lambda: limits.matrix_burst(
+            env, slack, report, matrix, appservice=True)),
+        ("Matrix burst, bot account", lambda: limits.matrix_burst(
+            env, slack, report, 20 if quick else 40, appservice=False)),
+        ("Slack burst, one channel", lambda: limits.slack_burst(
+            env, slack, report, slack_count, 1)),
+        ("Slack burst, six channels", lambda: limits.slack_burst(
+            env, slack, report, slack_count, 6)),
+    ]
+
+
+async def main(quick: bool, profile: Path | None = None, only: str = "") -> Report:
     env = services_env()
     report = Report()
     report.data["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
@@ -806,7 +824,10 @@ async def main(quick: bool, profile: Path | None = None) -> Report:
                                         [10_000, 100_000] if quick else [10_000, 1_000_000])),
         ("worker path", lambda: worker_path(env, slack, report, 200 if quick else 1000,
                                             [1, 2, 4])),
+        *_limit_steps(env, slack, report, quick),
     ]
+    if only:
+        steps = [s for s in steps if only.lower() in s[0].lower()]
     for name, step in steps[:1] if profile else steps:
         print(f"{name} …", flush=True)
         await step()
@@ -819,8 +840,10 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
     parser.add_argument("--profile", type=Path, metavar="FILE",
                         help="profile the email -> Slack step into FILE, and stop after it")
+    parser.add_argument("--only", default="", metavar="TEXT",
+                        help="run only the steps whose name contains TEXT (like 'burst')")
     args = parser.parse_args()
-    result = asyncio.run(main(args.quick, args.profile))
+    result = asyncio.run(main(args.quick, args.profile, args.only))
     print()
     print(result.table())
     out = ROOT / "bench" / "results"

@@ -36,6 +36,7 @@ async def expire_history(erasure: Erasure, days: int, now: float | None = None,
 class Forgotten:
     addresses: int  # address-book entries removed (the person's linked addresses)
     erased: Erased
+    people: tuple[Address, ...] = ()  # every address of the person that was erased
 
 
 async def forget(person: Address, address_book: AddressBook, erasure: Erasure,
@@ -56,4 +57,4 @@ async def forget(person: Address, address_book: AddressBook, erasure: Erasure,
                                   "history, address book, reply tokens and unfinished "
                                   "deliveries erased"))
     log.info("a person was erased (receipt:%s)", digest)
-    return Forgotten(unlinked, erased)
+    return Forgotten(unlinked, erased, tuple(addresses))

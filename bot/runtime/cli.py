@@ -176,8 +176,10 @@ def cmd_slack(args: argparse.Namespace) -> int:
 
 def cmd_forget(args: argparse.Namespace) -> int:
     """`switchboard forget ADDRESS`: erase a person (see bot/retention.py)."""
-    from bot.model import Address, AddressError
+    from bot.errors import BridgeError
+    from bot.model import Address, AddressError, Network
     from bot.retention import forget
+    from bridges.matrix.ghosts import ERASED_NAME
 
     try:
         person = Address.parse(args.address)
@@ -189,12 +191,40 @@ def cmd_forget(args: argparse.Namespace) -> int:
         done = await forget(person, store.address_book, store.erasure, store.audit,
                             by="operator (switchboard forget)")
         e = done.erased
-        return [f"erased: {e.entries} history entries, {done.addresses} address-book "
+        said = [f"erased: {e.entries} history entries, {done.addresses} address-book "
                 f"entries, {e.reply_tokens} reply tokens, {e.deliveries} unfinished "
                 "deliveries; the audit trail records that an erasure was done (not whose "
                 "data or what). Mail in the mailbox itself is the mail server's to delete."]
+        if settings.matrix is not None and settings.matrix.appservice:
+            try:
+                renamed = await _erase_ghosts(settings, [a.value for a in done.people
+                                                         if a.network is Network.EMAIL])
+            except BridgeError as exc:
+                said.append(f"Matrix: the email sender's user keeps its name for now ({exc}):"
+                            " run `switchboard forget` again when the homeserver answers.")
+            else:
+                said.append(f"Matrix: {renamed} email sender user(s) renamed to "
+                            f"{ERASED_NAME!r} in every room (what they posted stays in the "
+                            "rooms' history, as any chat message does).")
+        return said
 
     return with_store(args, work)
+
+
+async def _erase_ghosts(settings: Settings, emails: list[str]) -> int:
+    from nio import AsyncClient
+
+    from bridges.matrix.ghosts import erase_ghost
+    from bridges.matrix.registration import Registration
+
+    assert settings.matrix is not None
+    registration = Registration.load(settings.matrix.registration,
+                                     settings.matrix.user.split(":", 1)[1])
+    client = AsyncClient(settings.matrix.homeserver, settings.matrix.user)
+    try:
+        return sum([await erase_ghost(client, registration, email) for email in emails])
+    finally:
+        await client.close()
 
 
 def cmd_init(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 NAME_LIMIT = 64  # characters of the sender's name kept, before the email mark
 EMAIL_MARK = " (email)"
+ERASED_NAME = "an erased sender" + EMAIL_MARK
 PING_TRIES = 3
 LIMIT_RETRIES = 5  # a post's tries past M_LIMIT_EXCEEDED (as the bot's client makes)
 
@@ -88,6 +89,16 @@ async def ping(client: AsyncClient, registration: Registration) -> float:
                           f"{registration.url}: {body.get('errcode', status)} "
                           f"{body.get('error', '')}".rstrip(), transient=status >= 500)
     return float(body.get("duration_ms", 0))
+
+
+async def erase_ghost(client: AsyncClient, registration: Registration, email: str) -> bool:
+    """An erased sender's user no longer shows their name (to every room it is in):
+    whether there was one to rename."""
+    ghost = registration.ghost(email)
+    status, _ = await as_service(client, registration, "PUT",
+                                 ["profile", ghost, "displayname"],
+                                 {"displayname": ERASED_NAME}, as_user=ghost)
+    return status == 200
 
 
 class Ghosts:

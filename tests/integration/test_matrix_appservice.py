@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,6 +24,7 @@ import pytest
 from bot.doctor import Status
 from bot.runtime.app import Runtime
 from bot.settings import Settings
+from bridges.matrix.ghosts import ERASED_NAME
 from bridges.matrix.probe import probe_matrix
 from bridges.matrix.registration import Registration
 from tests.bridge import Bridge, bridge_env
@@ -28,6 +32,7 @@ from tests.conftest import Services
 from tests.integration.test_reply_by_email import _text, answer, received
 from tests.integration.test_slack_pacing import burst, conversation_mails
 from tests.mailhelp import MatrixUser, clear_mailbox, eventually, make_mail, send_mail
+from tests.servers import run_cli
 from tests.slackapi.client import SlackControl
 
 pytestmark = pytest.mark.integration
@@ -148,6 +153,22 @@ async def test_an_email_comes_from_its_senders_own_matrix_user(appservice: Bridg
                                what="Dave's answer in the thread")
     assert back["sender"] == ghost
     assert back["content"]["m.relates_to"]["event_id"] == card["event_id"]
+
+    # Dave asks to be forgotten: his user no longer shows his name, in the room or at all.
+    env = services.service_env(**appservice.env)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    code, out, err = await run_cli("forget", dave, env=env)
+    assert code == 0, err
+    assert "1 email sender user(s) renamed" in out
+
+    async def renamed() -> bool:
+        member = await appservice.alice.call("GET",
+                                             f"/rooms/{room}/state/m.room.member/{ghost}")
+        return bool(member["displayname"] == ERASED_NAME)
+
+    await eventually(renamed, what="Dave's user renamed in the room")
+    profile = await appservice.alice.call("GET", f"/profile/{ghost}")
+    assert profile["displayname"] == ERASED_NAME and "Dave" not in str(profile)
 
 
 async def test_a_hostile_name_is_shown_as_a_person_would_read_it(appservice: Bridge) -> None:

@@ -57,7 +57,7 @@ def test_a_bad_registration_says_what_is_wrong(tmp_path: Path, text: str, why: s
 
 
 def test_a_missing_registration_names_the_file(tmp_path: Path) -> None:
-    with pytest.raises(BadRegistration, match="nope.yaml"):
+    with pytest.raises(BadRegistration, match=r"nope\.yaml"):
         Registration.load(tmp_path / "nope.yaml", "example.org")
 
 
