@@ -63,7 +63,11 @@ async def test_a_command_sent_while_stopped_is_answered_after_the_restart(
             help_text = await eventually(answered, what="the answer to the command sent "
                                                         "while the bot was stopped")
             assert "Switchboard commands" in help_text
-            assert await second.store.matrix.sync_token(bot) != token  # moved on
+
+            async def moved_on() -> bool:  # saved once the batch it came in is handled
+                return await second.store.matrix.sync_token(bot) != token
+
+            await eventually(moved_on, what="the sync loop's place saved past the command")
     finally:
         store = Store.open(settings.redis_url, prefix)
         keys = [k async for k in store.redis.scan_iter(match=f"{prefix}:*", count=1000)]
