@@ -801,6 +801,19 @@ def _limit_steps(env: dict[str, str], slack: RemoteSlack, report: Report, quick:
     ]
 
 
+def _many_steps(env: dict[str, str], slack: RemoteSlack, report: Report, quick: bool
+                ) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+    """Past one machine (bench/many.py): a Sentinel failover, two `run` processes."""
+    from bench import many
+
+    return [
+        ("Sentinel failover to first post", lambda: many.failover_to_first_post(
+            env, slack, report)),
+        ("listener throughput, one and two processes", lambda: many.listener_throughput(
+            env, slack, report, 300 if quick else 1000)),
+    ]
+
+
 async def main(quick: bool, profile: Path | None = None, only: str = "") -> Report:
     env = services_env()
     report = Report()
@@ -825,6 +838,7 @@ async def main(quick: bool, profile: Path | None = None, only: str = "") -> Repo
         ("worker path", lambda: worker_path(env, slack, report, 200 if quick else 1000,
                                             [1, 2, 4])),
         *_limit_steps(env, slack, report, quick),
+        *_many_steps(env, slack, report, quick),
     ]
     if only:
         steps = [s for s in steps if only.lower() in s[0].lower()]

@@ -244,6 +244,16 @@ def _hosts(text: str) -> tuple[str, ...]:
     return found
 
 
+def _endpoints(text: str) -> tuple[tuple[str, int], ...]:
+    found = []
+    for item in (i.strip() for i in text.split(",") if i.strip()):
+        host, _, port = item.rpartition(":")
+        if not host or not re.fullmatch(r"[A-Za-z0-9.:\[\]-]+", host):
+            raise ValueError(f"{item!r} is not host:port")
+        found.append((host.strip("[]"), _port(port)))
+    return tuple(found)
+
+
 def _rate_card(text: str) -> RateCard:
     try:
         return RateCard.load(text)
@@ -285,6 +295,15 @@ KEYS: tuple[Key, ...] = (
     Key("redis_url", _url("redis", "rediss", "unix"), "redis://127.0.0.1:6379/0",
         "Redis holding all state and the RQ queues (`rediss://` for TLS).", secret=True),
     Key("redis_prefix", _text, "sb", "Prefix of every Redis key Switchboard writes."),
+    Key("redis_sentinels", _endpoints, "",
+        "Redis Sentinel: the sentinels, `host:port,host:port,…`. Set, the primary is the one "
+        "they name for `redis_sentinel_master` (found again after a failover) and "
+        "`redis_url` gives only the password, database and TLS (`rediss://`)."),
+    Key("redis_sentinel_master", _text, "switchboard",
+        "The Sentinel service name of Switchboard's Redis."),
+    Key("redis_sentinel_password", _text, None,
+        "The sentinels' own password (their `requirepass`), when they have one.",
+        secret=True),
     Key("imap.host", _text, None, "IMAP server to watch; unset disables IMAP ingest."),
     Key("imap.port", _port, None, "IMAP port (default 993 with `implicit` TLS, else 143)."),
     Key("imap.user", _text, None, "IMAP login (required with `imap.host`)."),
@@ -531,6 +550,15 @@ class MatrixSettings:
 
 
 @dataclass(frozen=True)
+class RedisTarget:
+    url: str  # with sentinels: only its password, database and scheme count
+    sentinels: tuple[tuple[str, int], ...] = ()
+    master: str = "switchboard"
+    sentinel_password: str | None = None
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     redis_url: str
     redis_prefix: str
@@ -573,6 +601,15 @@ class Settings:
     bounce_rate: tuple[int, int]
     plain_thread_replies: ThreadReplies
     source: str  # where the values came from, for messages
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = "switchboard"
+    redis_sentinel_password: str | None = None
+
+    @property
+    def redis(self) -> RedisTarget:
+        """Where the store is: a Redis, or the primary a Sentinel set names."""
+        return RedisTarget(self.redis_url, self.redis_sentinels, self.redis_sentinel_master,
+                           self.redis_sentinel_password, self.tls_ca_file)
 
     def nothing_to_run(self) -> str:
         """What `switchboard run` lacks to do anything at all (empty: enough is set): with
@@ -833,5 +870,7 @@ def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings |
         log_level=v["log_level"], require_tls=v["require_tls"],
         tls_ca_file=v["tls_ca_file"], log_format=v["log_format"], permissions=rules,
         bounce_rate=v["bounce_rate"], plain_thread_replies=v["plain_thread_replies"],
-        source=source,
+        source=source, redis_sentinels=v["redis_sentinels"] or (),
+        redis_sentinel_master=v["redis_sentinel_master"],
+        redis_sentinel_password=v["redis_sentinel_password"],
     )

@@ -42,6 +42,11 @@ BOT_MATRIX_USER=switchboard
 APPSERVICE_BOT=sbas
 APPSERVICE_PORT=${SB_APPSERVICE_PORT:-18480}
 THROTTLED_BOT=sbslow
+# Redis as organisations run it: a primary, a replica and three sentinels watching them
+# (Debian's redis-sentinel), for the failover tests; the plain Redis above stays for the rest.
+SENTINEL_NODES="${SB_SENTINEL_NODE_PORTS:-16390 16391}"
+SENTINEL_PORTS="${SB_SENTINEL_PORTS:-26390 26391 26392}"
+SENTINEL_MASTER=switchboard
 VMAIL_USER=sbmail
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/switchboard
 SYNAPSE_VENV=$CACHE/synapse-venv
@@ -62,6 +67,7 @@ as_root() {
 install_packages() {
     local missing=()
     command -v redis-server >/dev/null || missing+=(redis-server redis-tools)
+    command -v redis-sentinel >/dev/null || missing+=(redis-sentinel)
     command -v dovecot >/dev/null || missing+=(dovecot-imapd)
     command -v postfix >/dev/null || missing+=(postfix)
     command -v openssl >/dev/null || missing+=(openssl)
@@ -138,6 +144,80 @@ redis_down() {
     if pid_alive "$STATE/redis/redis.pid"; then
         redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || kill "$(cat "$STATE/redis/redis.pid")"
     fi
+}
+
+# --- redis sentinel: a primary, a replica, three sentinels -----------------------
+
+redis_ping() {
+    local port=$1
+    for _ in $(seq 100); do
+        [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && return
+        sleep 0.1
+    done
+    die "redis on 127.0.0.1:$port did not answer PING (see $STATE/sentinel)"
+}
+
+# Each node and sentinel is started from a file of its own, written once: Sentinel
+# rewrites them as roles change (a failover, a node that comes back as a replica), and
+# a node started again (after a fault test killed it) rejoins with what they say.
+sentinel_set_up() {
+    local dir=$STATE/sentinel first port conf
+    mkdir -p "$dir"
+    first=${SENTINEL_NODES%% *}
+    for port in $SENTINEL_NODES; do
+        conf=$dir/node-$port.conf
+        if [ ! -f "$conf" ]; then
+            mkdir -p "$dir/$port"
+            cat >"$conf" <<EOF
+bind 127.0.0.1
+port $port
+dir $dir/$port
+daemonize yes
+pidfile $dir/node-$port.pid
+logfile $dir/node-$port.log
+appendonly yes
+appendfsync everysec
+save ""
+EOF
+            [ "$port" = "$first" ] || echo "replicaof 127.0.0.1 $first" >>"$conf"
+        fi
+        if ! pid_alive "$dir/node-$port.pid"; then
+            log "starting Redis node 127.0.0.1:$port (Sentinel set)"
+            redis-server "$conf"
+        fi
+    done
+    for port in $SENTINEL_NODES; do redis_ping "$port"; done
+    for port in $SENTINEL_PORTS; do
+        conf=$dir/sentinel-$port.conf
+        if [ ! -f "$conf" ]; then
+            cat >"$conf" <<EOF
+bind 127.0.0.1
+port $port
+dir $dir
+daemonize yes
+pidfile $dir/sentinel-$port.pid
+logfile $dir/sentinel-$port.log
+sentinel monitor $SENTINEL_MASTER 127.0.0.1 $first 2
+sentinel down-after-milliseconds $SENTINEL_MASTER 1000
+sentinel failover-timeout $SENTINEL_MASTER 4000
+sentinel parallel-syncs $SENTINEL_MASTER 1
+EOF
+        fi
+        if ! pid_alive "$dir/sentinel-$port.pid"; then
+            log "starting redis-sentinel on 127.0.0.1:$port"
+            redis-sentinel "$conf"
+        fi
+    done
+    for port in $SENTINEL_PORTS; do redis_ping "$port"; done
+}
+
+sentinel_set_down() {
+    local dir=$STATE/sentinel port pid
+    for port in $SENTINEL_PORTS $SENTINEL_NODES; do
+        for pid in "$dir/sentinel-$port.pid" "$dir/node-$port.pid"; do
+            if pid_alive "$pid"; then kill "$(cat "$pid")" 2>/dev/null || true; fi
+        done
+    done
 }
 
 # --- mail: shared users and Maildirs -----------------------------------------
@@ -569,6 +649,10 @@ export SB_APPSERVICE_REGISTRATION=$STATE/synapse/appservice.yaml
 export SB_APPSERVICE_PORT=$APPSERVICE_PORT
 export SB_APPSERVICE_BOT=@$APPSERVICE_BOT:$MATRIX_SERVER_NAME
 export SB_THROTTLED_BOT=@$THROTTLED_BOT:$MATRIX_SERVER_NAME
+export SB_SENTINELS=$(for p in $SENTINEL_PORTS; do printf '127.0.0.1:%s,' "$p"; done | sed 's/,$//')
+export SB_SENTINEL_MASTER=$SENTINEL_MASTER
+export SB_SENTINEL_NODES="$SENTINEL_NODES"
+export SB_SENTINEL_DIR=$STATE/sentinel
 EOF
 }
 
@@ -588,6 +672,7 @@ case "${1:-}" in
         tls_setup
         mail_users_setup
         redis_up
+        sentinel_set_up
         dovecot_up
         postfix_up
         synapse_up
@@ -596,7 +681,7 @@ case "${1:-}" in
         log "all services ready; settings in $STATE/env"
         ;;
     down)
-        dns_down; synapse_down; postfix_down; dovecot_down; redis_down
+        dns_down; synapse_down; postfix_down; dovecot_down; sentinel_set_down; redis_down
         log "services stopped (state kept in $STATE; remove it for a clean start)"
         ;;
     restart)

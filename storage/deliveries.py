@@ -68,6 +68,9 @@ class RedisDeliveries(RedisBacked):
                 self.keys.deliveries_by_sender(str(delivery.sender)),
                 repr(delivery.created_at), dump_change(first), delivery.id, *pairs)
             stored = await self._load(delivery.id)
+        # A reply the replier was told of: kept through a failover (and each change of
+        # its state, below: a lost "delivered" would deliver it again).
+        await self._durable(f"creating delivery {delivery.id}")
         assert stored is not None
         return stored
 
@@ -99,6 +102,7 @@ class RedisDeliveries(RedisBacked):
             if status == "refused":
                 raise InvalidTransition(delivery_id, current, to.value)
             stored = await self._load(delivery_id)
+        await self._durable(f"updating delivery {delivery_id}")
         assert stored is not None
         return stored
 

@@ -43,11 +43,14 @@ return {ARGV[1], 1}
 class RedisHeld(RedisBacked):
     async def hold(self, held: HeldMail, raw: bytes) -> bool:
         async with self._translated("holding an email for the admins"):
-            return bool(await self.redis.eval(
+            made = bool(await self.redis.eval(
                 _HOLD, 3, self.keys.held(held.id), self.keys.held_waiting(),
                 self.keys.held_in_room(held.network, held.room), held.id,
                 json.dumps(asdict(held)), raw.decode("latin-1"), held.at, HELD_DAYS * 86400,
                 WAITING_KEPT))
+        # Accepted from its sender, it is in the store alone: kept through a failover.
+        await self._durable("holding an email for the admins")
+        return made
 
     async def get(self, held_id: str) -> HeldMail | None:
         async with self._translated("reading a held email"):

@@ -67,6 +67,7 @@ class RedisIngest(RedisBacked):
             pipe.rpush(self.keys.ingest_refusals(), json.dumps(refusal.__dict__))
             pipe.ltrim(self.keys.ingest_refusals(), -REFUSALS_KEPT, -1)
             await pipe.execute()
+        await self._durable("setting an email aside")
 
     async def set_aside_message(self, key: str) -> bytes | None:
         async with self._translated("reading a set-aside email"):

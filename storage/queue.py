@@ -10,11 +10,22 @@ from datetime import UTC, datetime, timedelta
 
 from redis import Redis as SyncRedis
 from redis import exceptions as redis_errors
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry as SyncRetry
+from redis.sentinel import Sentinel as SyncSentinel
 from rq import Queue, Retry, SimpleWorker, Worker
 from rq.job import Job, JobStatus
 
 from bot.errors import StoreUnavailable
-from storage.connection import redacted
+from bot.settings import RedisTarget
+from storage.connection import (
+    FAILOVER_PATIENCE_TRIES,
+    RETRIED,
+    connection_options,
+    describe,
+    sentinel_options,
+    target_of,
+)
 from storage.keys import Keys
 
 RETRY_JOB = "bot.runtime.jobs.retry_delivery"
@@ -22,19 +33,32 @@ REPORTS_JOB = "bot.runtime.jobs.charge_reports"
 log = logging.getLogger(__name__)
 OVERDUE = 5.0  # seconds past its time before a scheduled retry counts as lost
 HEARTBEAT = 5  # seconds between a running job's heartbeats (RQ's job monitoring)
+WORKER_TTL = 60  # seconds a worker's registration lives unrenewed (its dequeue: 45 s)
 
 
-def sync_client(url: str) -> SyncRedis:
-    # RQ stores pickled job data: it needs a client that does not decode responses.
-    return SyncRedis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
+def sync_client(where: RedisTarget | str) -> SyncRedis:
+    """RQ's connection, to the same Redis as the store's (through the same sentinels).
+    RQ stores pickled job data: it needs a client that does not decode responses."""
+    target = target_of(where)
+    options = connection_options(target, decode=False)
+    if not target.sentinels:
+        return SyncRedis.from_url(target.url, **options)
+    # redis-py's synchronous Sentinel is untyped.
+    sentinel = SyncSentinel(list(target.sentinels),  # type: ignore[no-untyped-call]
+                            sentinel_kwargs=sentinel_options(target))
+    client: SyncRedis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        target.master, redis_class=SyncRedis,
+        retry=SyncRetry(ExponentialBackoff(cap=1.0, base=0.05), FAILOVER_PATIENCE_TRIES),
+        retry_on_error=RETRIED, **options)
+    return client
 
 
 class RqScheduler:
     """Schedules delivery retries on an RQ queue (workers run them with RQ's scheduler)."""
 
-    def __init__(self, url: str, keys: Keys) -> None:
-        self.url = url
-        self.queue = Queue(keys.queue_name(), connection=sync_client(url))
+    def __init__(self, where: RedisTarget | str, keys: Keys) -> None:
+        self.where = describe(where)
+        self.queue = Queue(keys.queue_name(), connection=sync_client(where))
         self._warned = -60.0
 
     def capacity(self) -> tuple[int, int]:
@@ -67,7 +91,7 @@ class RqScheduler:
                                   retry=Retry(max=3, interval=[10, 30, 60]),
                                   result_ttl=3600, failure_ttl=7 * 86400)
         except (OSError, redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-            raise StoreUnavailable(f"Redis at {redacted(self.url)} is unreachable while "
+            raise StoreUnavailable(f"{self.where} is unreachable while "
                                    f"scheduling a retry: {exc}") from exc
 
     def schedule_reports(self, period: str, at: datetime | None = None,
@@ -87,7 +111,7 @@ class RqScheduler:
                                       result_ttl=30 * 86400, failure_ttl=30 * 86400,
                                       job_timeout=3600)
         except (OSError, redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-            raise StoreUnavailable(f"Redis at {redacted(self.url)} is unreachable while "
+            raise StoreUnavailable(f"{self.where} is unreachable while "
                                    f"scheduling charge reports: {exc}") from exc
         return job_id
 
@@ -122,9 +146,8 @@ class RqWorkerPool:
     """`switchboard worker`: RQ workers with RQ's scheduler, plus a sweep that gives every
     queued delivery a pending retry job, so a worker killed mid-job loses nothing."""
 
-    def __init__(self, url: str, keys: Keys) -> None:
-        self.url = url
-        self.connection = sync_client(url)
+    def __init__(self, where: RedisTarget | str, keys: Keys) -> None:
+        self.connection = sync_client(where)
         self.queue = Queue(keys.queue_name(), connection=self.connection)
 
     def sweep(self, queued: list[tuple[str, int]]) -> int:
@@ -149,7 +172,10 @@ class RqWorkerPool:
         return int(Worker.count(queue=self.queue))
 
     def work(self, name: str | None = None, burst: bool = False) -> None:
-        worker = KeepingWorker([self.queue], connection=self.connection, name=name)
+        # The blocking dequeue stays well within a socket timeout (RQ sets it to the
+        # dequeue's plus 10 s): a primary lost without a word is noticed within a minute.
+        worker = KeepingWorker([self.queue], connection=self.connection, name=name,
+                               worker_ttl=WORKER_TTL)
         worker.work(with_scheduler=True, burst=burst, logging_level="INFO")
 
 

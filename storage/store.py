@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot.settings import RedisTarget
 from bot.stores import Stores
 from storage.accounts import RedisCustomers
 from storage.address_book import RedisAddressBook
@@ -11,7 +12,7 @@ from storage.appservice import RedisAppService
 from storage.arrivals import RedisArrivals
 from storage.audit import RedisAudit
 from storage.beats import RedisBeats
-from storage.connection import Redis, connect, translated
+from storage.connection import Redis, connect, target_of, translated, where_of
 from storage.conversations import RedisConversations
 from storage.deliveries import RedisDeliveries
 from storage.erasure import RedisErasure
@@ -63,12 +64,17 @@ class Store:
     logins: RedisLogins
     pacer: RedisPacer
     appservice: RedisAppService
+    target: RedisTarget | None = None  # where it is (None: at ``url``)
 
     @classmethod
-    def open(cls, url: str, prefix: str = "sb", ca_file: str | None = None) -> Store:
-        client = connect(url, ca_file)
+    def open(cls, where: RedisTarget | str, prefix: str = "sb", ca_file: str | None = None
+             ) -> Store:
+        """The store at ``where``: a Redis URL, or a target (through Sentinel)."""
+        target = target_of(where, ca_file)
+        client = connect(target)
         keys = Keys(prefix)
-        return cls(client, keys, url, RedisAddressBook(client, keys), RedisHistory(client, keys),
+        return cls(client, keys, target.url, RedisAddressBook(client, keys),
+                   RedisHistory(client, keys),
                    RedisDeliveries(client, keys), RedisConversations(client, keys),
                    RedisIngest(client, keys), RedisMatrixState(client, keys),
                    RedisTokens(client, keys), RedisVerifications(client, keys),
@@ -78,11 +84,11 @@ class Store:
                    RedisErasure(client, keys), RedisRoutes(client, keys),
                    RedisHeld(client, keys), RedisBeats(client, keys),
                    RedisLogins(client, keys), RedisPacer(client, keys),
-                   RedisAppService(client, keys))
+                   RedisAppService(client, keys), target)
 
     async def server_info(self) -> ServerInfo:
         """Version and persistence of the Redis server; raises StoreUnavailable."""
-        async with translated(self.url, "asking Redis for its version"):
+        async with translated(where_of(self.redis), "asking Redis for its version"):
             info = await self.redis.info()
         return ServerInfo(version=str(info.get("redis_version", "?")),
                           aof_enabled=bool(int(info.get("aof_enabled", 0))),

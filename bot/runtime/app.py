@@ -84,7 +84,7 @@ async def probe_mail(settings: Settings) -> list[Check]:
     """IMAP and SMTP with one OAuth2 login, the one `switchboard run` shares through the
     store: a running deployment's token is used, or one fetched for all (never two
     refreshes racing for a refresh token the provider rotates)."""
-    store = Store.open(settings.redis_url, settings.redis_prefix, settings.tls_ca_file)
+    store = Store.open(settings.redis, settings.redis_prefix)
     try:
         oauth = oauth_login(settings, store.logins)
         # Side by side, each in its own time (a slow login on one delays not the other);
@@ -129,7 +129,7 @@ class Runtime:
         """Everything wired. ``holds_matrix_keys``: this process may open the Matrix bot's
         key store, if no other process holds it (a lease in Redis): the holder runs the
         sync loop; the others hand their encrypted posts over to it."""
-        store = Store.open(settings.redis_url, settings.redis_prefix, settings.tls_ca_file)
+        store = Store.open(settings.redis, settings.redis_prefix)
         networks: dict[Network, ChatNetwork] = {}
         slack = matrix = None
         installs = None
@@ -214,7 +214,7 @@ class Runtime:
             return usage, (await reports.charges(customer, period)
                            if settings.rate_card else None)
 
-        scheduler = RqScheduler(settings.redis_url, store.keys)
+        scheduler = RqScheduler(settings.redis, store.keys)
         shared = Lifecycle(
             networks=networks, address_book=store.address_book, history=store.history,
             deliveries=store.deliveries, conversations=store.conversations,

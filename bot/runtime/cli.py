@@ -89,7 +89,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from storage.store import Store
 
     settings = load_settings(args)
-    pool = RqWorkerPool(settings.redis_url, Store.open(settings.redis_url,
+    pool = RqWorkerPool(settings.redis, Store.open(settings.redis_url,
                                                        settings.redis_prefix).keys)
     from bot.runtime import jobs
 
@@ -102,7 +102,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return 0
 
     async def queued() -> list[tuple[str, int]]:
-        store = Store.open(settings.redis_url, settings.redis_prefix)
+        store = Store.open(settings.redis, settings.redis_prefix)
         try:
             found = await store.deliveries.in_state(DeliveryState.QUEUED, 10_000)
             return [(d.id, len(d.changes)) for d in found]

@@ -100,7 +100,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         from storage.queue import RqScheduler
 
         settings = load_settings(args)
-        scheduler = RqScheduler(settings.redis_url, Keys(settings.redis_prefix))
+        scheduler = RqScheduler(settings.redis, Keys(settings.redis_prefix))
         job = scheduler.schedule_reports(period, job_id=f"reports-{period}-manual-"
                                                         f"{uuid.uuid4().hex[:8]}")
         print(f"charge reports for {period} queued as job {job}")

@@ -30,7 +30,7 @@ def with_store(args: argparse.Namespace,
     settings = load_settings(args)
 
     async def run() -> list[str]:
-        store = Store.open(settings.redis_url, settings.redis_prefix, settings.tls_ca_file)
+        store = Store.open(settings.redis, settings.redis_prefix)
         try:
             return await work(settings, store)
         finally:

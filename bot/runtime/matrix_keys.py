@@ -25,7 +25,7 @@ async def probe_matrix_keys(settings: Settings) -> list[Check]:
                                           "and DMs are not read",
                            "set SWITCHBOARD_MATRIX_ENCRYPTION=true")]
     folder = Path(cfg.key_store)
-    store = Store.open(settings.redis_url, settings.redis_prefix, settings.tls_ca_file)
+    store = Store.open(settings.redis, settings.redis_prefix)
     try:
         device = await store.matrix.keys_device(cfg.user)
     except StoreError as exc:

@@ -37,7 +37,7 @@ def run_pool(settings: Settings, pool: RqWorkerPool, config: str | None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    scheduler = RqScheduler(settings.redis_url, Keys(settings.redis_prefix))
+    scheduler = RqScheduler(settings.redis, Keys(settings.redis_prefix))
     period = current_month()
     scheduler.schedule_reports(period, report_time(period))  # once per period, by its id
     members: list[subprocess.Popen[bytes]] = []

@@ -170,3 +170,20 @@ def test_a_warning_said_again_and_again_is_said_once_then_counted() -> None:
     again = said("Redis is down", 61.0)
     assert again is not None and again.getMessage() == (
         "Redis is down (and 59 more times in the last 60 s)")
+
+
+def test_redis_through_sentinel(tmp_path: Path) -> None:
+    secret = tmp_path / "sentinel_password"
+    secret.write_text("s3cret\n")
+    s = Settings.load(FULL | {"SWITCHBOARD_REDIS_URL": "rediss://:pw@ignored/2",
+                              "SWITCHBOARD_REDIS_SENTINELS": "10.0.0.1:26379, sentinel-b:26380",
+                              "SWITCHBOARD_REDIS_SENTINEL_MASTER": "mail",
+                              "SWITCHBOARD_REDIS_SENTINEL_PASSWORD_FILE": str(secret)})
+    target = s.redis
+    assert target.sentinels == (("10.0.0.1", 26379), ("sentinel-b", 26380))
+    assert target.master == "mail" and target.sentinel_password == "s3cret"
+    assert target.url == "rediss://:pw@ignored/2"
+    assert Settings.load(FULL).redis.sentinels == ()
+    with pytest.raises(SettingsError) as raised:
+        Settings.load(FULL | {"SWITCHBOARD_REDIS_SENTINELS": "10.0.0.1,host:notaport"})
+    assert "SWITCHBOARD_REDIS_SENTINELS" in str(raised.value)
