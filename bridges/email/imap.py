@@ -136,7 +136,11 @@ class ImapIngest:
             while not stop.is_set():
                 if renew.done():
                     raise MailError("lost the mailbox lease to another process")
-                await self._catch_up(client, uidvalidity, stop)
+                # Mail that came while the catch-up worked was announced then, between
+                # commands, and IDLE will not announce it again: catch up until nothing is
+                # new, and only then wait.
+                while await self._catch_up(client, uidvalidity, stop) and not stop.is_set():
+                    pass
                 self.caught_up.set()
                 await self._idle(client, stop)
         finally:
@@ -151,13 +155,14 @@ class ImapIngest:
                 return
 
     async def _catch_up(self, client: aioimaplib.IMAP4, uidvalidity: int,
-                        stop: asyncio.Event) -> None:
+                        stop: asyncio.Event) -> int:
         """Bridge what arrived since the checkpoint. Emails of different conversations
         are bridged side by side (at most ``concurrency`` at a time), those of one
         conversation in UID order. The checkpoint moves only past a run of UIDs that are
         all done, so a crash or a failure re-reads whatever was not (the de-duplication
         downstream makes a re-read harmless). A stop takes effect between two messages:
-        those in hand are finished and checkpointed, no new one is started."""
+        those in hand are finished and checkpointed, no new one is started. How many
+        new messages there were."""
         saved = await self.ingest.checkpoint(self.account, self.mailbox)
         last = saved.last_uid if saved and saved.uidvalidity == uidvalidity else 0
         if saved and saved.uidvalidity != uidvalidity:
@@ -196,6 +201,7 @@ class ImapIngest:
             await self._save(uidvalidity, progress)
         if failures:
             raise failures[0]
+        return len(uids)
 
     @staticmethod
     def _settled(progress: _Progress, failures: list[BaseException], uid: int,

@@ -91,16 +91,15 @@ async def reply_from_slack(bridge: Bridge, card: dict[str, Any], text: str) -> N
     assert status == 200 and body == ""
 
 
-async def bob_told(bridge: Bridge, words: str) -> dict[str, Any]:
+async def bob_told(bridge: Bridge, words: str, earlier: int = 0) -> dict[str, Any]:
+    """The notice to Bob saying ``words`` (after ``earlier`` others saying it)."""
     async def notice() -> dict[str, Any] | None:
         state = await bridge.slack.state()
-        for m in state["messages"]:
-            if m["ephemeral_to"] == BOB and words in str(m["blocks"]):
-                return m  # type: ignore[no-any-return]
-        for r in state["responses"]:
-            if words in str(r.get("blocks", "")) or words in r.get("text", ""):
-                return r  # type: ignore[no-any-return]
-        return None
+        found = [m for m in state["messages"]
+                 if m["ephemeral_to"] == BOB and words in str(m["blocks"])]
+        found += [r for r in state["responses"]
+                  if words in str(r.get("blocks", "")) or words in r.get("text", "")]
+        return found[earlier] if len(found) > earlier else None
 
     return await eventually(notice, what=f"Bob to be told {words!r}")
 
@@ -129,14 +128,15 @@ async def matrix_dm(user: MatrixUser, containing: str) -> list[dict[str, Any]]:
     return found
 
 
-async def queued_while_away(bridge: Bridge, subject: str, text: str) -> str:
+async def queued_while_away(bridge: Bridge, subject: str, text: str, earlier: int = 0
+                            ) -> str:
     """Alice is away on Slack; Bob answers her email in chat and chooses *Queue and
-    retry*. The delivery's id."""
+    retry*. The delivery's id. ``earlier``: how many such notices Bob was given before."""
     await bridge.slack.add_user(SLACK_PEOPLE["alice"], "alice", bridge.services.email("alice"),
                                 "away")
     card = await email_card(bridge, bridge.services.email("alice"), subject)
     await reply_from_slack(bridge, card, text)
-    notice = await bob_told(bridge, "is away on Slack")
+    notice = await bob_told(bridge, "is away on Slack", earlier)
     delivery_id = button(notice, "delivery_queue")
     await sender(bridge).block_action(BOB, "bob", SLACK_CHANNEL, notice, "delivery_queue",
                                       delivery_id, ephemeral=True)
