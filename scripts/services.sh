@@ -133,11 +133,7 @@ redis_up() {
         --daemonize yes --pidfile "$STATE/redis/redis.pid" --logfile "$STATE/redis/redis.log" \
         --appendonly yes --appendfsync everysec --save ''
     wait_for_banner redis "$REDIS_PORT"
-    for _ in $(seq 100); do
-        [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] && return
-        sleep 0.1
-    done
-    die "redis-server did not answer PING on 127.0.0.1:$REDIS_PORT"
+    redis_ping "$REDIS_PORT"
 }
 
 redis_down() {
@@ -154,7 +150,7 @@ redis_ping() {
         [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && return
         sleep 0.1
     done
-    die "redis on 127.0.0.1:$port did not answer PING (see $STATE/sentinel)"
+    die "redis on 127.0.0.1:$port did not answer PING (see its log under $STATE)"
 }
 
 # Each node and sentinel is started from a file of its own, written once: Sentinel

@@ -85,12 +85,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import threading
 
     from bot.model import DeliveryState
+    from storage.keys import Keys
     from storage.queue import RqWorkerPool
     from storage.store import Store
 
     settings = load_settings(args)
-    pool = RqWorkerPool(settings.redis, Store.open(settings.redis_url,
-                                                       settings.redis_prefix).keys)
+    pool = RqWorkerPool(settings.redis, Keys(settings.redis_prefix))
     from bot.runtime import jobs
 
     jobs.configure(args.config)
@@ -179,7 +179,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
     from bot.errors import BridgeError
     from bot.model import Address, AddressError, Network
     from bot.retention import forget
-    from bridges.matrix.ghosts import ERASED_NAME
+    from bridges.matrix.ghosts import ERASED_NAME, erase_ghosts
 
     try:
         person = Address.parse(args.address)
@@ -197,8 +197,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
                 "data or what). Mail in the mailbox itself is the mail server's to delete."]
         if settings.matrix is not None and settings.matrix.appservice:
             try:
-                renamed = await _erase_ghosts(settings, [a.value for a in done.people
-                                                         if a.network is Network.EMAIL])
+                renamed = await erase_ghosts(settings.matrix, [
+                    a.value for a in done.people if a.network is Network.EMAIL])
             except BridgeError as exc:
                 said.append(f"Matrix: the email sender's user keeps its name for now ({exc}):"
                             " run `switchboard forget` again when the homeserver answers.")
@@ -209,22 +209,6 @@ def cmd_forget(args: argparse.Namespace) -> int:
         return said
 
     return with_store(args, work)
-
-
-async def _erase_ghosts(settings: Settings, emails: list[str]) -> int:
-    from nio import AsyncClient
-
-    from bridges.matrix.ghosts import erase_ghost
-    from bridges.matrix.registration import Registration
-
-    assert settings.matrix is not None
-    registration = Registration.load(settings.matrix.registration,
-                                     settings.matrix.user.split(":", 1)[1])
-    client = AsyncClient(settings.matrix.homeserver, settings.matrix.user)
-    try:
-        return sum([await erase_ghost(client, registration, email) for email in emails])
-    finally:
-        await client.close()
 
 
 def cmd_init(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from nio import Api, AsyncClient
 from nio.api import MATRIX_API_PATH_V1, MATRIX_API_PATH_V3
 
 from bot.errors import StoreError
+from bot.settings import MatrixSettings
 from bot.stores import AppServiceState
 from bridges.errors import MatrixError
 from bridges.matrix.registration import Registration
@@ -91,14 +92,22 @@ async def ping(client: AsyncClient, registration: Registration) -> float:
     return float(body.get("duration_ms", 0))
 
 
-async def erase_ghost(client: AsyncClient, registration: Registration, email: str) -> bool:
-    """An erased sender's user no longer shows their name (to every room it is in):
-    whether there was one to rename."""
-    ghost = registration.ghost(email)
-    status, _ = await as_service(client, registration, "PUT",
-                                 ["profile", ghost, "displayname"],
-                                 {"displayname": ERASED_NAME}, as_user=ghost)
-    return status == 200
+async def erase_ghosts(settings: MatrixSettings, emails: list[str]) -> int:
+    """Erased senders' users no longer show their names (in every room they are in):
+    how many there were to rename."""
+    registration = Registration.load(settings.registration, settings.user.split(":", 1)[1])
+    client = AsyncClient(settings.homeserver, settings.user)
+    renamed = 0
+    try:
+        for email in emails:
+            ghost = registration.ghost(email)
+            status, _ = await as_service(client, registration, "PUT",
+                                         ["profile", ghost, "displayname"],
+                                         {"displayname": ERASED_NAME}, as_user=ghost)
+            renamed += status == 200
+    finally:
+        await client.close()
+    return renamed
 
 
 class Ghosts:
