@@ -25,6 +25,7 @@ class AuditAction(enum.StrEnum):
     ERASED = "erased"  # a person's data was erased on request (not what it was)
     ROUTE_CHANGED = "route_changed"  # a route was added, changed or removed from chat
     HELD_DECIDED = "held_decided"  # an admin posted, discarded or allowed held mail
+    BLOCK_CHANGED = "block_changed"  # a sender or domain was blocked or unblocked
 
 
 @dataclass(frozen=True)

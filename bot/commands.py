@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 
 from bot.errors import AddressTaken, BridgeError
-from bot.flows.outcomes import choices_for, notice_for
+from bot.flows.outcomes import CannotReply, choices_for, notice_for
 from bot.flows.outgoing import MARKER, marker
 from bot.flows.reply_by_email import ReplyByEmail
 from bot.flows.reply_in_chat import ReplyInChat
@@ -105,11 +105,14 @@ class Commands:
         verb, _, rest = text.strip().partition(" ")
         verb, rest = verb.lower(), rest.strip()
         handler = {
-            "im": self._im, "email": self._email, "link": self._link, "unlink": self._unlink,
+            "im": self._im, "email": self._email, "reply-all": self._reply_all,
+            "replyall": self._reply_all, "forward": self._forward,
+            "link": self._link, "unlink": self._unlink,
             "whois": self._whois, "history": self._history, "pending": self._pending,
             "queue": self._choice, "cancel": self._choice, "sendmail": self._choice,
             "usage": self._usage, "route": self._rooms, "status": self._rooms,
             "post": self._rooms, "discard": self._rooms, "allow": self._rooms,
+            "block": self._block, "unblock": self._block,
         }.get(verb)
         if self.permissions is not None:
             refused = await self.permissions.may_use(ctx.user, f"command {verb or 'help'}")
@@ -128,6 +131,22 @@ class Commands:
         if self.rooms is None:
             raise CommandError(f"`{verb}` is not available here.")
         return await self.rooms.run(verb, rest, Where(ctx.user, ctx.user.network, ctx.room))
+
+    async def _block(self, verb: str, rest: str, ctx: CommandContext) -> Notice:
+        """`block` in an email's thread blocks its (latest) sender, `block domain` their
+        domain; elsewhere it takes the address or domain, as the room's admins type it."""
+        words = rest.split()
+        if ctx.shows is not None and verb == "block" and (
+                not words or words[0].lower() in ("sender", "domain")):
+            answered = await self.emails.answered(*ctx.shows, latest=True)
+            if answered is None or answered.sender.network is not Network.EMAIL:
+                raise CommandError("this thread's message did not come by email; "
+                                   "`block <address|@domain>` blocks one")
+            domain = bool(words) and words[0].lower() == "domain"
+            who = "@" + answered.sender.value.rpartition("@")[2] if domain \
+                else answered.sender.value
+            rest = " ".join([who, *words[1:]])
+        return await self._rooms(verb, rest, ctx)
 
     async def _usage(self, verb: str, rest: str, ctx: CommandContext) -> Notice:
         customer = customer_of(ctx.user)
@@ -196,7 +215,38 @@ class Commands:
         cid, eid = ctx.shows
         return notice_for(await self.emails.start(
             replier=ctx.user, replier_name=ctx.user_name, conversation_id=cid, entry_id=eid,
-            text=rest, request=ctx.request))
+            text=rest, request=ctx.request, latest=True))
+
+    async def _reply_all(self, verb: str, rest: str, ctx: CommandContext) -> Notice:
+        if ctx.shows is None:
+            raise CommandError("`reply-all <text>` answers an email and everyone it was "
+                               "written to; type it in the email's thread.")
+        cid, eid = ctx.shows
+        if not rest:
+            # Who it would reach, before anything is sent.
+            answered = await self.emails.answered(cid, eid, latest=True)
+            if answered is None:
+                raise CommandError("that thread's email is not one Switchboard knows")
+            chosen = await self.emails.recipients(ctx.user, answered, reply_all=True)
+            if isinstance(chosen, CannotReply):
+                return notice_for(chosen)
+            return Notice(f"`reply-all <text>` would go to {chosen.to.value}"
+                          + (f", copied to {', '.join(a.value for a in chosen.cc)}"
+                             if chosen.cc else " (nobody else was on it)") + ".")
+        return notice_for(await self.emails.start(
+            replier=ctx.user, replier_name=ctx.user_name, conversation_id=cid, entry_id=eid,
+            text=rest, request=ctx.request, reply_all=True, latest=True))
+
+    async def _forward(self, verb: str, rest: str, ctx: CommandContext) -> Notice:
+        first, _, note = rest.partition(" ")
+        if ctx.shows is None or not _looks_like_address(first):
+            raise CommandError("`forward <address> [note]`, in an email's thread, forwards "
+                               "the email to that address with your note above it.")
+        to = self._email_address(first, ctx)
+        cid, eid = ctx.shows
+        return notice_for(await self.emails.forward(
+            replier=ctx.user, replier_name=ctx.user_name, conversation_id=cid, entry_id=eid,
+            to=to, note=note, request=ctx.request, latest=True))
 
     async def _choice(self, verb: str, rest: str, ctx: CommandContext) -> Notice:
         if not rest:

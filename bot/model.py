@@ -283,6 +283,7 @@ class Answering(enum.StrEnum):
     CHAT = "chat"  # a reply delivered in chat, answered back
     NEW = "new"  # nothing: a new message (`im`, `email`)
     BY_EMAIL = "by_email"  # an email answer held for a chat person who was away
+    FORWARD = "forward"  # an email forwarded to someone new, with a note
 
 
 @dataclass(frozen=True)
@@ -298,6 +299,7 @@ class ReplyContext:
     replier_name: str = ""  # the replier's display name
     subject: str = ""  # of what it answers
     where: ChatRef | None = None  # where the replier acted: notices go there
+    cc: tuple[Address, ...] = ()  # copied by email (a reply to all), beside the recipient
 
 
 @dataclass(frozen=True)

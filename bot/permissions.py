@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from bot.audit import AuditEvent, AuditLog, record_or_log
@@ -115,7 +115,8 @@ class Permissions:
         return False
 
     async def may_mail(self, sender: Address, to: Address, answering: HistoryEntry | None,
-                       event: str, *, own_address: bool = False) -> str | None:
+                       event: str, *, own_address: bool = False,
+                       copies: Sequence[Address] = ()) -> str | None:
         """None when ``sender`` may send this email now, else why not. Answering an email
         its sender wrote is always allowed to users, and so is a code to an address the
         sender says is their own (``own_address``); starting mail to an outsider follows
@@ -125,12 +126,17 @@ class Permissions:
         refusal = await self.may_use(sender, what)
         if refusal is not None:
             return refusal
-        answers = own_address or (answering is not None and answering.kind is EntryKind.EMAIL
-                                  and answering.sender == to)
-        if self.rules.is_outsider(to) and not answers:
-            reason = await self._outside_refusal(sender, to)
-            if reason is not None:
-                return await self.refuse(sender, what, reason)
+        # Answering an email reaches its sender and, with a reply to all, the people it
+        # was written to: they are in the conversation already.
+        present = {answering.sender.value, *answering.meta.get("to", "").split(),
+                   *answering.meta.get("cc", "").split()} \
+            if answering is not None and answering.kind is EntryKind.EMAIL else set()
+        for person in (to, *copies):
+            answers = (own_address and person is to) or person.value in present
+            if self.rules.is_outsider(person) and not answers:
+                reason = await self._outside_refusal(sender, person)
+                if reason is not None:
+                    return await self.refuse(sender, f"email to {person.value}", reason)
         if self.rates is not None:
             limit, window = self.rules.user_mail_rate
             if not await self.rates.hit(f"mail:user:{sender}", limit, window, event):

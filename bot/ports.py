@@ -27,6 +27,9 @@ class EmailCard:
     auth: str = ""  # what the sender checks found, shown when not verified
     identity: tuple[Address, ...] = ()  # the verified sender's chat accounts
     mailbox: str = ""  # the shared mailbox it came to, by its route's name ("Support <…>")
+    to: tuple[str, ...] = ()  # its To and Cc as written (the mailbox by its name), bounded
+    cc: tuple[str, ...] = ()
+    tag: str = ""  # the +tag of the address it came to (support+billing@: "billing")
 
     def identity_on(self, network: Network) -> Address | None:
         return next((a for a in self.identity if a.network is network), None)

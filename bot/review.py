@@ -192,5 +192,7 @@ def held_notice(held: HeldMail, *, allow: bool) -> Notice:
                Choice("discard", "Discard", held.id, "held")]
     if allow:
         choices.append(Choice("allow", "Allow this sender", held.id, "held"))
+    if held.sender:
+        choices.append(Choice("block", "Block sender", held.id, "held"))
     return Notice(render("chat/held.txt.j2", held=held, place=place(held.network, held.room),
                          allow=allow), tuple(choices))

@@ -10,16 +10,18 @@ import time
 from dataclasses import dataclass
 
 from bot.audit import AuditAction, AuditEvent, AuditLog, record_or_log
+from bot.blocks import EVERYWHERE, BlockError, BlockList, blocked_form
 from bot.errors import BridgeError, StoreError
 from bot.held import Decision
 from bot.model import Address, DeliveryState, EntryKind, Network
 from bot.ports import Notice
 from bot.review import Review, RoomAdmins, place
-from bot.routes import OPTION_NAMES, Route, RouteBook, RouteError, route_option
+from bot.routes import OPTION_NAMES, TEXT_OPTIONS, Route, RouteBook, RouteError, route_option
 from bot.stores import Beats, Conversations, Deliveries, History
 from bot.text import unlinked
 
 log = logging.getLogger(__name__)
+_HELD_ID = re.compile(r"h[0-9a-f]{16}")
 _OPTION = re.compile(rf"^({'|'.join(OPTION_NAMES)})=(.*)$", re.IGNORECASE)
 ROUTE_HELP = ("`route add <address> [display name] [replies=email|internal] "
               "[attachments=post|names|hold] [senders=any|verified]` connects an address "
@@ -48,6 +50,7 @@ class RoomCommands:
     deliveries: Deliveries | None = None
     beats: Beats | None = None
     audit: AuditLog | None = None
+    blocks: BlockList | None = None
 
     async def run(self, verb: str, rest: str, where: Where) -> Notice:
         try:
@@ -55,8 +58,10 @@ class RoomCommands:
                 return await self._route(rest, where)
             if verb == "status":
                 return await self._status(where)
+            if verb in ("block", "unblock"):
+                return await self._block(verb, rest, where)
             return await self._decide(verb, rest, where)
-        except (RoomCommandError, RouteError) as exc:
+        except (RoomCommandError, RouteError, BlockError) as exc:
             return Notice(str(exc))
         except BridgeError as exc:
             return Notice(f"Switchboard could not ask {where.network.value.title()} about "
@@ -154,6 +159,13 @@ class RoomCommands:
             lines.append(f"Replies waiting for their recipient (all rooms): "
                          f"{counts.get(DeliveryState.QUEUED, 0)} queued, "
                          f"{counts.get(DeliveryState.FAILED, 0)} failed")
+        if self.blocks is not None:
+            blocked = await self.blocks.listed([EVERYWHERE, *(r.address for r in routes)])
+            stopped = sum(b.count for b in blocked)
+            lines.append(f"Blocked senders and domains here: {len(blocked)}, "
+                         f"{stopped} email{'s' if stopped != 1 else ''} stopped"
+                         + (" (`block list` names them)" if blocked else ""))
+            lines += [f"  {b.describe()}" for b in blocked[:5]]
         lines += await self._health()
         return Notice("\n".join(lines))
 
@@ -194,6 +206,105 @@ class RoomCommands:
                 f"  from {len(beats)} running process(es): {running}",
                 *_waits(waited)]
 
+    # --- blocks ----------------------------------------------------------------------
+
+    async def _block(self, verb: str, rest: str, where: Where) -> Notice:
+        words = rest.split()
+        if self.blocks is None:
+            raise RoomCommandError("Blocking is not available here.")
+        if verb == "block" and (not words or words[0].lower() == "list"):
+            return await self._block_list(where)
+        if not words:
+            raise RoomCommandError("`unblock <address|@domain> [everywhere]` lifts a block.")
+        everywhere = any(w.lower() == "everywhere" for w in words[1:])
+        if self.review is not None and _HELD_ID.fullmatch(words[0]):
+            return await self._block_held(words[0], domain="domain" in words[1:], where=where)
+        who = blocked_form(unlinked(words[0]))
+        scopes = await self._block_scopes(where, everywhere, f"{verb} senders")
+        changed = 0
+        for scope in scopes:
+            if verb == "block":
+                changed += await self.blocks.add(scope, who, where.user, time.time())
+            else:
+                changed += await self.blocks.remove(scope, who)
+        await record_or_log(self.audit, AuditEvent(
+            AuditAction.BLOCK_CHANGED, str(where.user), " ".join(scopes), f"{verb} {who}"))
+        on = "everywhere" if everywhere else ", ".join(scopes)
+        if verb == "unblock":
+            return Notice(f"Unblocked: mail from {who} to {on} is bridged again." if changed
+                          else f"{who} was not blocked on {on}.")
+        return Notice(f"Blocked: mail from {who} to {on} is no longer posted (nor answered); "
+                      f"it is counted in `status`. `unblock {who}"
+                      f"{' everywhere' if everywhere else ''}` lifts it." if changed else
+                      f"{who} was blocked on {on} already.")
+
+    async def _block_scopes(self, where: Where, everywhere: bool, what: str) -> list[str]:
+        """The route addresses a block typed here holds for: this room's, or (for
+        Switchboard's admins) the whole deployment."""
+        if everywhere:
+            if self.admins.permissions is not None \
+                    and not self.admins.permissions.is_admin(where.user):
+                raise RoomCommandError("Not allowed: only Switchboard's administrators block "
+                                       "everywhere; a room's admins block on its routes "
+                                       "(without `everywhere`).")
+            return [EVERYWHERE]
+        room = self._room(where, what)
+        refused = await self.admins.refusal(where.user, where.network, room, what)
+        if refused is not None:
+            raise RoomCommandError(f"Not allowed: {refused}.")
+        scopes = [r.address for r in self.routes.in_room(where.network, room)]
+        if not scopes:
+            raise RoomCommandError("This room has no route to block mail on; Switchboard's "
+                                   "administrators can block a sender everywhere (add "
+                                   "`everywhere`).")
+        return scopes
+
+    async def _block_held(self, held_id: str, *, domain: bool, where: Where) -> Notice:
+        """*Block sender* on a held email: its sender is blocked on the route it was held
+        for, and the email discarded."""
+        assert self.review is not None and self.blocks is not None
+        held = await self.review.held.get(held_id)
+        if held is None or not held.sender:
+            raise RoomCommandError(f"No held email {held_id} with a sender to block.")
+        refused = await self.admins.refusal(where.user, Network(held.network), held.room,
+                                            "block senders")
+        if refused is not None:
+            raise RoomCommandError(f"Not allowed: {refused}.")
+        who = blocked_form("@" + held.sender.rpartition("@")[2] if domain else held.sender)
+        scope = held.route or EVERYWHERE
+        if scope == EVERYWHERE and self.admins.permissions is not None \
+                and not self.admins.permissions.is_admin(where.user):
+            raise RoomCommandError("Not allowed: this email came to no route; only "
+                                   "Switchboard's administrators block everywhere.")
+        await self.blocks.add(scope, who, where.user, time.time())
+        await record_or_log(self.audit, AuditEvent(
+            AuditAction.BLOCK_CHANGED, str(where.user), scope, f"block {who} (held {held_id})"))
+        decided = await self.review.decide(held_id, Decision.DISCARDED, where.user)
+        return Notice(f"Blocked {who} on {'every route' if scope == EVERYWHERE else scope}. "
+                      + decided.text)
+
+    async def _block_list(self, where: Where) -> Notice:
+        assert self.blocks is not None
+        admin = self.admins.permissions is None or self.admins.permissions.is_admin(where.user)
+        if where.room is None and not admin:
+            raise RoomCommandError("`block list` shows a room's blocks: type it in the room.")
+        if where.room is None:
+            scopes = [EVERYWHERE, *(r.address for r in self.routes.all())]
+        else:
+            refused = await self.admins.refusal(where.user, where.network, where.room,
+                                                "see this room's blocks")
+            if refused is not None:
+                raise RoomCommandError(f"Not allowed: {refused}.")
+            scopes = [EVERYWHERE, *(r.address for r in self.routes.in_room(where.network,
+                                                                           where.room))]
+        listed = await self.blocks.listed(scopes)
+        if not listed:
+            return Notice("Nothing is blocked here. `block <address|@domain>` blocks a sender "
+                          "or a domain on this room's routes.")
+        more = [f"  … and {len(listed) - 50} more"] if len(listed) > 50 else []
+        return Notice("\n".join(["Blocked:", *(f"  {b.describe()}" for b in listed[:50]),
+                                 *more]))
+
     # --- held mail -------------------------------------------------------------------
 
     async def _decide(self, verb: str, rest: str, where: Where) -> Notice:
@@ -218,27 +329,27 @@ class RoomCommands:
 def _options(words: list[str], *, naming: bool) -> dict[str, object]:
     """``key=value`` options, and (for ``route add``) the other words as the name."""
     chosen: dict[str, object] = {}
-    name: list[str] = []
-    naming_now = False
+    texts: dict[str, list[str]] = {}  # name=… and autoreply=… run on over the next words
+    current = "name" if naming else ""
     for word in words:
         found = _OPTION.match(word)
-        if found and found.group(1).lower() == "name":
-            naming_now = True
-            name.append(found.group(2))
+        if found and found.group(1).lower() in TEXT_OPTIONS:
+            current = found.group(1).lower()
+            texts.setdefault(current, []).append(found.group(2))
             continue
         if found:
-            naming_now = False
+            current = "name" if naming else ""
             try:
                 chosen.update(route_option(found.group(1), found.group(2)))
             except ValueError as exc:
                 raise RoomCommandError(str(exc)) from None
             continue
-        if not naming and not naming_now:
+        if not current:
             raise RoomCommandError(f"{word!r} is not an option ({', '.join(OPTION_NAMES)}=…)")
-        name.append(word)
-    if name:
+        texts.setdefault(current, []).append(word)
+    for option, typed in texts.items():
         try:
-            chosen.update(route_option("name", " ".join(name)))
+            chosen.update(route_option(option, " ".join(typed)))
         except ValueError as exc:
             raise RoomCommandError(str(exc)) from None
     return chosen

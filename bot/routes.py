@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 FOLLOW_INTERVAL = 1.0  # seconds between looks at the stored routes' version
 MAX_ALLOWED_SENDERS = 1000  # per route: past it, the oldest allowance goes
 NAME_LIMIT = 80
+CATCH_ALL = "*"  # the local part of a domain's catch-all route: *@example.com
+OWN_PREFIXES = ("reply+", "bounce+")  # Switchboard's reply and return addresses
 
 
 class AttachmentRule(enum.StrEnum):
@@ -67,6 +69,7 @@ class Route:
     added_by: str = ""  # the chat address of the admin who added or last changed it
     added_at: float = 0.0
     allowed: tuple[str, ...] = ()  # senders an admin allowed past this route's holds
+    autoreply: str = ""  # the automatic reply to a new conversation's sender ("": none)
 
     @property
     def target(self) -> ChatTarget:
@@ -75,10 +78,13 @@ class Route:
     def options_text(self) -> str:
         """The options as ``route set`` takes them."""
         return (f"replies={self.replies.value if self.replies else 'default'} "
-                f"attachments={self.attachments.value} senders={self.senders.value}")
+                f"attachments={self.attachments.value} senders={self.senders.value}"
+                + (" autoreply=on" if self.autoreply else ""))
 
 
-OPTION_NAMES = ("replies", "attachments", "senders", "name")
+OPTION_NAMES = ("replies", "attachments", "senders", "name", "autoreply")
+TEXT_OPTIONS = ("name", "autoreply")  # their values run on over the words that follow
+AUTOREPLY_LIMIT = 1000
 
 
 def route_option(name: str, value: str) -> dict[str, object]:
@@ -103,6 +109,13 @@ def route_option(name: str, value: str) -> dict[str, object]:
             raise ValueError(f"senders={value!r}: use any or verified") from None
     if name == "name":
         return {"name": display_name(value)}
+    if name == "autoreply":
+        if value.lower() in ("", "off", "none"):
+            return {"autoreply": ""}
+        text = " ".join("".join(c if c.isprintable() else " " for c in value).split())
+        if len(text) > AUTOREPLY_LIMIT:
+            raise ValueError(f"an automatic reply has at most {AUTOREPLY_LIMIT} characters")
+        return {"autoreply": text}
     raise ValueError(f"{name!r} is not a route option (they are {', '.join(OPTION_NAMES)})")
 
 
@@ -113,6 +126,15 @@ def display_name(text: str) -> str:
     if len(cleaned) > NAME_LIMIT:
         raise ValueError(f"a display name has at most {NAME_LIMIT} characters")
     return cleaned
+
+
+def address_tag(address: str) -> str:
+    """The tag of a plus-address (``support+billing@``: ``billing``), else ""."""
+    local = address.rpartition("@")[0]
+    if local.startswith(OWN_PREFIXES):
+        return ""
+    base, plus, tag = local.partition("+")
+    return tag if plus and base else ""
 
 
 def receiving_domain(address: str, domains: Iterable[str]) -> bool:
@@ -166,6 +188,22 @@ class RouteBook:
         self._effective, self._rooms = effective, rooms
 
     def get(self, address: str) -> Route | None:
+        """The route of ``address``: its own, else its plus-address's base
+        (``support+billing@`` goes by ``support@``), else its domain's catch-all
+        (``*@domain``). Reply and return addresses never fall through."""
+        found = self._effective.get(address)
+        if found is not None:
+            return found
+        local, _, domain = address.rpartition("@")
+        if local.startswith(OWN_PREFIXES):
+            return None
+        base, plus, _ = local.partition("+")
+        if plus and base:
+            found = self._effective.get(f"{base}@{domain}")
+        return found or self._effective.get(f"{CATCH_ALL}@{domain}")
+
+    def exact(self, address: str) -> Route | None:
+        """The route of exactly ``address`` (no plus-address or catch-all)."""
         return self._effective.get(address)
 
     def all(self) -> list[Route]:
@@ -221,6 +259,10 @@ class RouteBook:
     def _check_address(self, text: str) -> str:
         try:
             address = Address.email(text).value
+            if "+" in address.partition("@")[0] and not address.startswith(OWN_PREFIXES):
+                raise RouteError(f"{address} is a plus-address: route "
+                                 f"{address.partition('+')[0]}@{address.partition('@')[2]}, "
+                                 "and its tags come along (shown on each card)")
         except AddressError as exc:
             raise RouteError(f"not a usable email address: {exc}") from None
         if not receiving_domain(address, self.domains):
@@ -228,7 +270,7 @@ class RouteBook:
                              f"(it receives mail for {', '.join(self.domains) or 'no domain'})"
                              "; ask the operator to add the domain to `receive_domains` and "
                              "have its mail delivered to Switchboard's mailbox")
-        if address.partition("@")[0].startswith(("reply+", "bounce+")):
+        if address.partition("@")[0].startswith(OWN_PREFIXES):
             raise RouteError(f"{address} is one of Switchboard's own reply or return "
                              "addresses; choose another")
         if address in self._base:

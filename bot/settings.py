@@ -14,13 +14,16 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from bot.metering import RateCard, RateCardError
 from bot.model import Address, AddressError
 from bot.permissions import Level, OutsideMail, PermissionRules, ThreadReplies, parse_levels
 from bot.routes import Route, route_option
+
+if TYPE_CHECKING:
+    from bot.settings_mailboxes import MailboxSettings
 
 ENV_PREFIX = "SWITCHBOARD_"
 CONFIG_FILE_KEY = "SWITCHBOARD_CONFIG"
@@ -380,7 +383,9 @@ KEYS: tuple[Key, ...] = (
     Key("routes", _routes, "",
         "Shared mailboxes: `addr=slack:CHANNEL,addr2=matrix:!room:server` (comma-separated), "
         "each with options after `;`: `replies=email|internal`, `attachments=post|names|hold`, "
-        "`senders=any|verified`, `name=Display name`. Read-only from chat, where admins add "
+        "`senders=any|verified`, `name=Display name`, `autoreply=Text` (no commas). The "
+        "address may be a catch-all, `*@domain`; plus-addresses (`support+billing@`) go by "
+        "their base. Read-only from chat, where admins add "
         "more (`route add`)."),
     Key("receive_domains", _domains, "",
         "Domains whose mail reaches Switchboard (comma-separated; subdomains included): "
@@ -446,6 +451,9 @@ KEYS: tuple[Key, ...] = (
     Key("history.retention_days", _positive_int, None,
         "Days history is kept: older entries (bodies, attachment references, their "
         "indexes) are removed hourly, in bounded batches; unset: kept."),
+    Key("autoreply_every", _positive_int, "86400",
+        "Seconds between two automatic replies of one route to one sender (a route's "
+        "`autoreply=` text; never to automatic mail, lists or unauthenticated senders)."),
     Key("reply_token_ttl", _positive_int, "2592000",
         "Seconds a reply address (`reply+TOKEN@…`) stays valid (default 30 days)."),
     Key("http.listen", _listen, "127.0.0.1:8080",
@@ -604,6 +612,10 @@ class Settings:
     redis_sentinels: tuple[tuple[str, int], ...] = ()
     redis_sentinel_master: str = "switchboard"
     redis_sentinel_password: str | None = None
+    # Every watched IMAP account: the environment form's (``imap``) first, then the
+    # file's [[mailboxes]].
+    mailboxes: tuple[MailboxSettings, ...] = ()
+    autoreply_every: int = 86400
 
     @property
     def redis(self) -> RedisTarget:
@@ -620,7 +632,7 @@ class Settings:
             lacking.append("no chat network (set SWITCHBOARD_SLACK_BOT_TOKEN, or "
                            "SWITCHBOARD_SLACK_CLIENT_ID for installs, or "
                            "SWITCHBOARD_MATRIX_HOMESERVER and _USER)")
-        if self.imap is None and self.smtp_listen is None:
+        if not self.mailboxes and self.smtp_listen is None:
             lacking.append("no way in for mail (set SWITCHBOARD_IMAP_HOST, or "
                            "SWITCHBOARD_SMTP_LISTEN)")
         return "; ".join(lacking) if len(lacking) == 2 else ""
@@ -633,8 +645,9 @@ class Settings:
         raw: dict[str, str] = {}
         problems: list[str] = []
         path = config_file or env.get(CONFIG_FILE_KEY)
+        tables: list[object] = []
         if path:
-            raw.update(_read_toml(Path(path), problems))
+            raw.update(_read_toml(Path(path), problems, tables))
         for key in KEYS:
             given = env.get(key.env, "") != ""
             if key.secret and env.get(key.env_file):
@@ -651,8 +664,16 @@ class Settings:
                          and k not in known)
         problems += [f"{k}: unknown setting (see the README's configuration reference)"
                      for k in unknown]
+        mailboxes: tuple[MailboxSettings, ...] = ()
+        if tables:
+            from bot.settings_mailboxes import mailbox_tables
+
+            mailboxes, routed = mailbox_tables(tables[0], Path(str(path)), problems)
+            if routed:
+                raw["routes"] = ",".join(r for r in (raw.get("routes", ""), *routed) if r)
         values = _parse_all(raw, problems)
-        settings = _assemble(values, problems, source=f"{path or 'environment'}")
+        settings = _assemble(values, problems, source=f"{path or 'environment'}",
+                             mailboxes=mailboxes)
         if problems or settings is None:
             raise SettingsError(problems)
         return settings
@@ -672,7 +693,9 @@ def _read_secret(where: str, path: Path, problems: list[str]) -> str | None:
     return text
 
 
-def _read_toml(path: Path, problems: list[str]) -> dict[str, str]:
+def _read_toml(path: Path, problems: list[str], tables: list[object]) -> dict[str, str]:
+    """The file's keys as the environment gives them; its ``[[mailboxes]]`` go to
+    ``tables`` (they are read whole, by bot.settings_mailboxes)."""
     try:
         data = tomllib.loads(path.read_text())
     except OSError as exc:
@@ -682,6 +705,8 @@ def _read_toml(path: Path, problems: list[str]) -> dict[str, str]:
         problems.append(f"{CONFIG_FILE_KEY}: {path} is not valid TOML: {exc}")
         return {}
     flat: dict[str, str] = {}
+    if "mailboxes" in data:
+        tables.append(data.pop("mailboxes"))
     for name, value in data.items():
         if isinstance(value, dict):
             flat.update({f"{name}.{k}": v for k, v in value.items()})
@@ -770,7 +795,8 @@ def _slack(v: dict[str, Any], problems: list[str]) -> SlackSettings | None:
                          v["slack.post_interval"])
 
 
-def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings | None:
+def _assemble(v: dict[str, Any], problems: list[str], source: str,
+              mailboxes: tuple[MailboxSettings, ...] = ()) -> Settings | None:
     imap = smtp = slack = matrix = None
     oauth2 = None
     if v["oauth2.token_url"] and _require(v, problems, "oauth2.token_url", "oauth2.client_id"):
@@ -786,6 +812,14 @@ def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings |
         port = v["imap.port"] or _default_port(v["imap.tls"], 993, 143)
         imap = ImapSettings(v["imap.host"], port, v["imap.user"], v["imap.password"] or "",
                             v["imap.tls"], v["imap.mailboxes"])
+    if imap is not None:
+        from bot.settings_mailboxes import MailboxSettings
+
+        # Its address is not assumed: mail for many addresses may land in one account.
+        mailboxes = (MailboxSettings(imap.user, imap, oauth2), *mailboxes)
+    if len({m.name for m in mailboxes}) < len(mailboxes):
+        problems.append(f"{KEYS_BY_NAME['imap.user'].env}: a [[mailboxes]] table has the "
+                        "same name; name it otherwise")
     if v["smtp.user"] and v["smtp.password"] is None and oauth2 is None:
         problems.append(f"{KEYS_BY_NAME['smtp.password'].env}: required when "
                         f"{KEYS_BY_NAME['smtp.user'].env} is set")
@@ -872,5 +906,6 @@ def _assemble(v: dict[str, Any], problems: list[str], source: str) -> Settings |
         bounce_rate=v["bounce_rate"], plain_thread_replies=v["plain_thread_replies"],
         source=source, redis_sentinels=v["redis_sentinels"] or (),
         redis_sentinel_master=v["redis_sentinel_master"],
-        redis_sentinel_password=v["redis_sentinel_password"],
+        redis_sentinel_password=v["redis_sentinel_password"], mailboxes=mailboxes,
+        autoreply_every=v["autoreply_every"],
     )

@@ -39,6 +39,10 @@ class Metrics:
                                "Seconds posts have waited for a chat network's rate limits "
                                "(Slack's pace per channel, a homeserver's throttling)",
                                ["network"], registry=self.registry)
+        self.mailbox_up = Gauge("switchboard_mailbox_connected",
+                                "1 while this process reads the mailbox, 0 while it fails to "
+                                "(absent: another process reads it)", ["mailbox"],
+                                registry=self.registry)
 
     # The core's Observer.
     def bridged(self, direction: str, network: str) -> None:
@@ -54,8 +58,12 @@ class Metrics:
         self.lag.observe(seconds)
 
     async def scrape(self, deliveries: Deliveries, queue: QueueDepth | None,
-                     waits: Mapping[str, float] | None = None) -> bytes:
+                     waits: Mapping[str, float] | None = None,
+                     mailboxes: Mapping[str, bool] | None = None) -> bytes:
         """The Prometheus exposition, with the gauges read from the store now."""
+        self.mailbox_up.clear()  # a mailbox another process took over is not this one's
+        for mailbox, up in (mailboxes or {}).items():
+            self.mailbox_up.labels(mailbox).set(1 if up else 0)
         for network, seconds in (waits or {}).items():
             self.post_wait.labels(network).set(seconds)
         try:

@@ -89,6 +89,8 @@ def dump_context(ctx: ReplyContext) -> str:
     record = {"by": ctx.carrier.value, "answering": ctx.answering.value, "entry": ctx.entry,
               "email": ctx.email.value if ctx.email else "", "person": ctx.person,
               "replier_name": ctx.replier_name, "subject": ctx.subject}
+    if ctx.cc:
+        record["cc"] = " ".join(a.value for a in ctx.cc)
     if ctx.where is not None:
         record.update(where_network=ctx.where.network.value, where_room=ctx.where.room,
                       where_thread=ctx.where.thread)
@@ -106,7 +108,8 @@ def load_context(text: str) -> ReplyContext:
         carrier=Carrier(d.get("by") or "chat"), answering=Answering(answering),
         entry=d.get("entry", ""), email=Address.email(d["email"]) if d.get("email") else None,
         person=d.get("person", ""), replier_name=d.get("replier_name", ""),
-        subject=d.get("subject", ""), where=where)
+        subject=d.get("subject", ""), where=where,
+        cc=tuple(Address.email(a) for a in d.get("cc", "").split()))
 
 
 def load_delivery(fields: dict[str, str], log: list[str]) -> Delivery:

@@ -245,4 +245,4 @@ def _context_people(meta: str | None) -> set[str]:
     if context is None:
         return set()
     return {v for v in (context.email.value if context.email else "",
-                        context.person.lower()) if v}
+                        context.person.lower(), *(a.value for a in context.cc)) if v}

@@ -271,6 +271,18 @@ class Keys:
         """counter: changes with every route change; each process compares it each second."""
         return self._k("routes-version")
 
+    def blocks(self) -> str:
+        """hash: "scope|who" (a route address or *, an address or @domain) -> block record."""
+        return self._k("blocks")
+
+    def blocks_stopped(self) -> str:
+        """hash: "scope|who" -> how many emails the block stopped."""
+        return self._k("blocks-stopped")
+
+    def blocks_version(self) -> str:
+        """counter: changes when a block is made or lifted; each process compares it."""
+        return self._k("blocks-version")
+
     def held(self, held_id: str) -> str:
         """hash with expiry: a held email's record, decision and bytes."""
         return self._k("held", held_id)

@@ -185,6 +185,10 @@ class KeepingWorker(SimpleWorker):
     heartbeats the running job as RQ's forking worker would, so the sweep can tell a
     long job from one lost with a killed worker."""
 
+    # RQ waits up to a minute between tries to reach a Redis it lost; a failover is over
+    # in seconds, and the deliveries waiting in the queue should not wait on the worker.
+    max_connection_wait_time = 5.0
+
     def execute_job(self, job: Job, queue: Queue) -> None:
         done = threading.Event()
 

@@ -57,7 +57,8 @@ def load_route(record: str) -> Route:
                  senders=SenderRule(data.get("senders", "any")),
                  origin=Origin(data.get("origin", "chat")),
                  added_by=str(data.get("added_by", "")),
-                 added_at=float(data.get("added_at", 0)))
+                 added_at=float(data.get("added_at", 0)),
+                 autoreply=str(data.get("autoreply", "")))
 
 
 class RedisRoutes(RedisBacked):

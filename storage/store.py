@@ -12,6 +12,7 @@ from storage.appservice import RedisAppService
 from storage.arrivals import RedisArrivals
 from storage.audit import RedisAudit
 from storage.beats import RedisBeats
+from storage.blocks import RedisBlocks
 from storage.connection import Redis, connect, target_of, translated, where_of
 from storage.conversations import RedisConversations
 from storage.deliveries import RedisDeliveries
@@ -64,6 +65,7 @@ class Store:
     logins: RedisLogins
     pacer: RedisPacer
     appservice: RedisAppService
+    blocks: RedisBlocks
     target: RedisTarget | None = None  # where it is (None: at ``url``)
 
     @classmethod
@@ -84,7 +86,7 @@ class Store:
                    RedisErasure(client, keys), RedisRoutes(client, keys),
                    RedisHeld(client, keys), RedisBeats(client, keys),
                    RedisLogins(client, keys), RedisPacer(client, keys),
-                   RedisAppService(client, keys), target)
+                   RedisAppService(client, keys), RedisBlocks(client, keys), target)
 
     async def server_info(self) -> ServerInfo:
         """Version and persistence of the Redis server; raises StoreUnavailable."""

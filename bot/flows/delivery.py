@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from bot.errors import AddressTaken, BridgeError, InvalidTransition, StoreError
@@ -32,7 +32,7 @@ from bot.flows.outcomes import (
     choices_for,
     notice_for,
 )
-from bot.flows.outgoing import bounce_token_for, compose_reply
+from bot.flows.outgoing import bounce_token_for, compose_forward, compose_reply
 from bot.ids import delivery_id_for, retry_chain
 from bot.logs import log_context
 from bot.metering import Meter, Service, customer_of, entry_size, message_size
@@ -246,9 +246,14 @@ class Lifecycle:
         ctx = delivery.context
         answered = await self.history.entry(delivery.conversation_id, ctx.entry) \
             if ctx.entry else None
-        refused = await self.refused_mail(delivery.sender, to, answered, delivery.id)
+        forwarding = ctx.answering is Answering.FORWARD
+        # A forward starts mail to someone new: the outside-mail rule holds as for `email`.
+        refused = await self.refused_mail(delivery.sender, to, None if forwarding else answered,
+                                          delivery.id, copies=ctx.cc)
         if refused is not None:
             return refused
+        if forwarding and answered is None:
+            return CannotReply("the email to forward is no longer in the history")
         measure = self.meter.start()
         page = await self.history.conversation(delivery.conversation_id, 0, HISTORY_SHOWN)
         token = await self.tokens.issue(delivery.conversation_id, to,
@@ -257,11 +262,20 @@ class Lifecycle:
         # token is ours, issued for it).
         bounce = await self.tokens.issue(bounce_token_for(delivery.id), to,
                                          self.policy.reply_token_ttl)
-        message = compose_reply(
-            bot_email=self.policy.bot_email, reply_domain=self.policy.reply_domain,
-            sender_name=delivery.sender_name, sender=delivery.sender, to=to,
-            text=delivery.text, subject=ctx.subject, token=token, message_key=delivery.id,
-            answering=answered, history=tuple(reversed(page.entries)), bounce_token=bounce)
+        if forwarding:
+            assert answered is not None
+            message = compose_forward(
+                bot_email=self.policy.bot_email, reply_domain=self.policy.reply_domain,
+                sender_name=delivery.sender_name, sender=delivery.sender, to=to,
+                note=delivery.text, token=token, message_key=delivery.id, original=answered,
+                bounce_token=bounce)
+        else:
+            message = compose_reply(
+                bot_email=self.policy.bot_email, reply_domain=self.policy.reply_domain,
+                sender_name=delivery.sender_name, sender=delivery.sender, to=to,
+                text=delivery.text, subject=ctx.subject, token=token,
+                message_key=delivery.id, answering=answered,
+                history=tuple(reversed(page.entries)), bounce_token=bounce, cc=ctx.cc)
         try:
             await self.mailer.send(message)
         except BridgeError as exc:
@@ -269,15 +283,18 @@ class Lifecycle:
         message_id = str(message["Message-ID"])
         entry = HistoryEntry(
             id=delivery.id, conversation_id=delivery.conversation_id, kind=EntryKind.EMAIL,
-            sender=delivery.sender, recipients=(to,), at=time.time(), text=delivery.text,
-            subject=str(message["Subject"]),
+            sender=delivery.sender, recipients=(to, *ctx.cc), at=time.time(),
+            text=delivery.text, subject=str(message["Subject"]),
             meta={"delivery": delivery.id, "message_id": message_id,
-                  "name": delivery.sender_name})
+                  "name": delivery.sender_name,
+                  **({"forwarded": ctx.entry} if forwarding else {})})
         stored = entry_size(entry) if await self.history.append(entry) else 0
         await self.conversations.remember_message(message_id, delivery.conversation_id)
         try:
             await self.deliveries.transition(delivery.id, DeliveryState.EMAILED,
-                                             f"sent by email to {to.value}",
+                                             ("forwarded" if forwarding else "sent")
+                                             + f" by email to {to.value}"
+                                             + "".join(f", cc {a.value}" for a in ctx.cc),
                                              context=replace(ctx, carrier=Carrier.EMAIL))
         except InvalidTransition as exc:
             return AlreadyHandled(delivery.id, DeliveryState(exc.current))
@@ -286,7 +303,7 @@ class Lifecycle:
                                 bytes_in=len(delivery.text.encode()),
                                 bytes_out=message_size(message), bytes_stored=stored,
                                 by=ctx.carrier.value)
-        return Emailed(delivery.id, to)
+        return Emailed(delivery.id, to, ctx.cc, forwarded=forwarding)
 
     async def _email_failed(self, delivery: Delivery, to: Address, exc: BridgeError
                             ) -> EmailQueued | CannotReply:
@@ -455,9 +472,10 @@ class Lifecycle:
         return CannotReply(reason) if reason is not None else None
 
     async def refused_mail(self, sender: Address, to: Address,
-                           answering: HistoryEntry | None, event: str) -> CannotReply | None:
+                           answering: HistoryEntry | None, event: str,
+                           copies: Sequence[Address] = ()) -> CannotReply | None:
         if self.permissions is None:
             return None
-        reason = await self.permissions.may_mail(sender, to, answering, event)
+        reason = await self.permissions.may_mail(sender, to, answering, event, copies=copies)
         return CannotReply(reason) if reason is not None else None
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from bot.attachments import AttachmentPolicy
+from bot.autoreply import compose_autoreply, no_autoreply
+from bot.blocks import Block, BlockList
 from bot.bounces import read_bounce
 from bot.errors import BridgeError, StoreError, TransientFailure
 from bot.flows.outgoing import (
@@ -59,7 +61,15 @@ from bot.ports import (
     SenderChecks,
     Unobserved,
 )
-from bot.routes import AttachmentRule, Hold, Route, RouteBook, hold_for, receiving_domain
+from bot.routes import (
+    AttachmentRule,
+    Hold,
+    Route,
+    RouteBook,
+    address_tag,
+    hold_for,
+    receiving_domain,
+)
 from bot.stores import (
     AddressBook,
     Arrival,
@@ -144,8 +154,12 @@ class InboundEmailFlow:
                  attachments: AttachmentPolicy | None = None,
                  reader: MailReader | None = None, checks: SenderChecks | None = None,
                  meter: Meter | None = None, observer: Observer | None = None,
-                 arrivals: Arrivals) -> None:
+                 arrivals: Arrivals, blocks: BlockList | None = None,
+                 autoreply_every: int = 86400, reply_token_ttl: int = 30 * 86400) -> None:
         self.arrivals = arrivals
+        self.autoreply_every = autoreply_every
+        self.reply_token_ttl = reply_token_ttl
+        self.blocks = blocks or BlockList()
         self.reader = reader
         self.checks = checks  # None: sender checks are off, every From is believed
         self.meter = meter or Meter()
@@ -326,6 +340,9 @@ class InboundEmailFlow:
         automatic = automatic_reason(mail, self.bot_email)
         if automatic is not None:
             return await self._refuse(mail, source, f"not bridged: {automatic}")
+        everywhere = None if release else self.blocks.blocked(mail.sender, ())
+        if everywhere is not None:
+            return await self._blocked(mail, [everywhere])
         blocked = [a.filename for a in mail.attachments
                    if self.attachment_policy.is_blocked(a)]
         mail = self.attachment_policy.screen(mail)
@@ -344,7 +361,8 @@ class InboundEmailFlow:
         if release is not None:
             places = [release.target.key]
         else:
-            places = [key for key in routed if key not in holds]
+            places = [key for key, (target, _) in routed.items()
+                      if key not in holds and self._block_for(mail, target) is None]
         arrival = await self.arrivals.arrive(
             message_id=mail.message_id, answers=mail.thread_ids, conversation=known,
             new_conversation=new_conversation_id(mail.message_id), sender=mail.sender,
@@ -360,11 +378,63 @@ class InboundEmailFlow:
                 "rate", f"rate limit: more than {limit} emails from {mail.sender.value} in "
                 f"{window} s"))
         with log_context(conversation=arrival.conversation_id):
-            return await self._handle(mail, source, arrival, measure, raw=raw, holds=holds,
-                                      release=release, blocked=blocked)
+            outcome = await self._handle(mail, source, arrival, measure, raw=raw, holds=holds,
+                                         release=release, blocked=blocked)
+            if isinstance(outcome, Posted) and not arrival.existing and release is None:
+                await self._auto_reply(mail, outcome, routed)
+            return outcome
+
+    async def _auto_reply(self, mail: InboundMail, outcome: Posted,
+                          routed: Mapping[str, tuple[ChatTarget, Route]]) -> None:
+        """The automatic reply of a route the email started a conversation on, once per
+        sender and route per period. Never fails the email: it is posted already."""
+        posted = {(ref.network.value, ref.room) for ref in outcome.refs}
+        route = next((r for _, r in routed.values()
+                      if r.autoreply and (r.network, r.room) in posted), None)
+        if route is None or self.mailer is None or mail.sender is None:
+            return
+        why = no_autoreply(mail)
+        if why is not None:
+            log.info("no automatic reply to %s: %s", mail.sender, why)
+            return
+        try:
+            if not await self._within(f"autoreply:{route.address}:{mail.sender.value}",
+                                      (1, self.autoreply_every), mail.message_id):
+                return
+            token = await self.tokens.issue(outcome.conversation_id, mail.sender,
+                                            self.reply_token_ttl)
+            await self.mailer.send(compose_autoreply(
+                mail=mail, text=route.autoreply, mailbox=route.name or route.address,
+                bot_email=self.bot_email, reply_domain=self.reply_domain, token=token))
+            log.info("automatic reply of %s sent to %s", route.address, mail.sender)
+        except (BridgeError, StoreError) as exc:
+            log.warning("the automatic reply to %s was not sent: %s", mail.sender, exc)
+
+    def _block_for(self, mail: InboundMail, target: ChatTarget) -> Block | None:
+        """The block of one of ``target``'s routes that stops ``mail`` (a room's, or a
+        thread's in it), or None; a person's DM follows only deployment-wide blocks."""
+        if target.user is not None:
+            return None
+        return self.blocks.blocked(mail.sender, [
+            r.address for r in self.routes.in_room(target.network, target.room or "")])
+
+    async def _blocked(self, mail: InboundMail, blocks: Sequence[Block]) -> Refused:
+        """Neither posted nor bounced (a blocked sender learns nothing): counted, once
+        per block."""
+        for block in {(b.scope, b.who): b for b in blocks}.values():
+            await self.blocks.stopped(block)
+        reason = f"blocked: {blocks[0].describe().partition(':')[0]}"
+        log.info("email %s not bridged, %s", mail.message_id, reason)
+        return Refused(reason)
+
+    def _address_of(self, address: str) -> str:
+        """The address of the route ``address`` goes by ("" for none)."""
+        route = self._route(address)
+        return route.address if route is not None else ""
 
     def _route(self, address: str) -> Route | None:
-        return self.routes.get(address)
+        # Switchboard's own addresses are routed only by name: a catch-all takes not them.
+        return self.routes.exact(address) if address in self.own else self.routes.get(address)
 
     def _routed(self, mail: InboundMail) -> dict[str, tuple[ChatTarget, Route]]:
         """The places the email's routes give, by target key: where it goes when it
@@ -388,10 +458,18 @@ class InboundEmailFlow:
             # No bounce: the From may be forged, and the real owner never wrote.
             return await self._refuse(mail, source, "a reply address works only for mail "
                                       f"whose sender is authenticated ({mail.auth.summary})")
-        if mail.sender != bound[1]:
+        if mail.sender != bound[1] and not await self._copied(bound[0], mail.sender):
             return await self._refuse(mail, source, "the reply address was given to another "
                                       "sender", bounce=True)
         return None
+
+    async def _copied(self, conversation: str, sender: Address | None) -> bool:
+        """Whether ``sender`` was sent this conversation's reply address too: copied on
+        a reply to all (the address is the same for everyone an email went to)."""
+        if sender is None:
+            return False
+        page = await self.history.conversation(conversation, 0, 50)
+        return any(sender in e.recipients for e in page.entries if "delivery" in e.meta)
 
     async def _within(self, key: str, rate: tuple[int, int], event: str) -> bool:
         return self.rates is None or await self.rates.hit(key, *rate, event)
@@ -420,8 +498,14 @@ class InboundEmailFlow:
                                                          arrival.identities)
         held: list[str] = []
         kept_back: list[str] = []  # why targets were not posted to (held, or refused)
+        stopped: list[Block] = []
         for target in list(targets):
             if release is not None or target.user is not None:
+                continue
+            block = self._block_for(mail, target)
+            if block is not None:
+                targets.remove(target)
+                stopped.append(block)
                 continue
             route_hold = holds.get(target.key)
             if route_hold is None:  # a thread in a room: its strictest route's rules hold
@@ -434,6 +518,10 @@ class InboundEmailFlow:
                 if await self._hold(mail, source, raw, target, route_hold[0].address,
                                     route_hold[1]):
                     held.append(route_hold[1].reason)
+        if stopped and not targets:
+            return await self._blocked(mail, stopped)
+        if stopped:
+            await self._blocked(mail, stopped)
         if not targets and held:
             return Held((), held[0])
         if not targets and kept_back:
@@ -457,7 +545,8 @@ class InboundEmailFlow:
             quoted_lines=len(mail.quoted.splitlines()) if mail.quoted else 0,
             notes=mail.notes, attachments=mail.attachments, is_reply=existing is not None,
             verified=mail.auth.may_act, auth=mail.auth.summary,
-            identity=self._identity(mail, arrival.identities))
+            identity=self._identity(mail, arrival.identities),
+            to=_shown(mail.to), cc=_shown(mail.cc))
         refs: list[ChatRef] = []
         fresh = queued = 0
         last: tuple[str, ChatRef] | None = None  # recorded with the rest, in one step
@@ -470,7 +559,7 @@ class InboundEmailFlow:
                     and await self.people.held_back(mail, cid, eid, target.user):
                 queued += 1  # not there: the retry job delivers it when they are back
                 continue
-            card = self._card_for(general, target)
+            card = self._card_for(general, target, mail)
             if last is not None:  # another place follows: the post before is kept now
                 await self.conversations.record_post(key, last[0], last[1], cid,
                                                      mail.message_id, eid)
@@ -502,16 +591,24 @@ class InboundEmailFlow:
         log.info("email %s posted to %d place(s) in conversation %s", eid, fresh, cid)
         return Posted(cid, tuple(refs))
 
-    def _card_for(self, card: EmailCard, target: ChatTarget) -> EmailCard:
-        """The card as ``target``'s route shows it: its mailbox's name, its files rule."""
+    def _card_for(self, card: EmailCard, target: ChatTarget, mail: InboundMail) -> EmailCard:
+        """The card as ``target``'s route shows it: its mailbox's name and the tag of
+        the address it came to, its files rule."""
         if target.user is not None:
             return card
         routes = self.routes.in_room(target.network, target.room or "")
         if not routes:
             return card
-        route = routes[0]
+        mine = {r.address for r in routes}
+        came_to = next((r.value for r in mail.recipients
+                        if self._address_of(r.value) in mine), "")
+        route = next((r for r in routes if r.address == self._address_of(came_to)), routes[0])
         if route.name:
-            card = replace(card, mailbox=f"{route.name} <{route.address}>")
+            named = f"{route.name} <{route.address}>"
+            card = replace(card, mailbox=named, to=tuple(
+                named if shown in (route.address, came_to) else shown for shown in card.to))
+        if address_tag(came_to):
+            card = replace(card, tag=address_tag(came_to))
         if any(r.attachments is AttachmentRule.NAMES for r in routes) and card.attachments:
             card = replace(card, attachments=tuple(replace(a, content=b"")
                                                    for a in card.attachments),
@@ -653,6 +750,11 @@ class InboundEmailFlow:
             meta["quoted"] = kept_text(mail.quoted)
         if mail.references:
             meta["references"] = " ".join(mail.references)
+        # As written (what a reply to all answers), not where the servers delivered it.
+        if mail.to:
+            meta["to"] = " ".join(a.value for a in mail.to[:SHOWN_RECIPIENTS])
+        if mail.cc:
+            meta["cc"] = " ".join(a.value for a in mail.cc[:SHOWN_RECIPIENTS])
         sender = mail.sender or Address.email("unknown@switchboard.invalid")
         return HistoryEntry(
             id=eid, conversation_id=cid, kind=EntryKind.EMAIL, sender=sender,
@@ -666,6 +768,7 @@ class InboundEmailFlow:
 
 
 HISTORY_TEXT_LIMIT = 64 * 1024  # characters of a body kept in history
+SHOWN_RECIPIENTS = 50  # of an email's To, and of its Cc, kept and shown
 
 
 def kept_text(text: str) -> str:
@@ -675,6 +778,15 @@ def kept_text(text: str) -> str:
         return text
     return (text[:HISTORY_TEXT_LIMIT] + f"\n\n[… {len(text) - HISTORY_TEXT_LIMIT:,} more "
             "characters are not kept in history; the whole email is in the mailbox]")
+
+
+CARD_RECIPIENTS = 10  # of To, and of Cc, named on a card; the rest are counted
+
+
+def _shown(addresses: Sequence[Address]) -> tuple[str, ...]:
+    shown = tuple(a.value for a in addresses[:CARD_RECIPIENTS])
+    more = len(addresses) - len(shown)
+    return (*shown, f"and {more} more") if more > 0 else shown
 
 
 def _target_of(key: str, ref: ChatRef) -> ChatTarget:

@@ -49,6 +49,8 @@ class Cancelled:
 class Emailed:
     delivery_id: str
     to: Address
+    cc: tuple[Address, ...] = ()
+    forwarded: bool = False
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ def reply_subject(subject: str, token: str, is_reply: bool = True) -> str:
 def compose_reply(*, bot_email: str, reply_domain: str, sender_name: str, to: Address,
                   text: str, subject: str, token: str, message_key: str,
                   answering: HistoryEntry | None, history: Sequence[HistoryEntry],
-                  sender: Address | None = None, bounce_token: str = "") -> EmailMessage:
+                  sender: Address | None = None, bounce_token: str = "",
+                  cc: Sequence[Address] = ()) -> EmailMessage:
     """The email: From the bot in the replier's name, Reply-To the conversation's reply
     address, In-Reply-To/References onto what it answers, text and HTML parts.
 
@@ -43,6 +44,8 @@ def compose_reply(*, bot_email: str, reply_domain: str, sender_name: str, to: Ad
     msg = EmailMessage()
     msg["From"] = Address.email(bot_email).header_form(f"{sender_name} via Switchboard")
     msg["To"] = to.header_form()
+    if cc:
+        msg["Cc"] = ", ".join(a.header_form() for a in cc)
     msg["Reply-To"] = Address.email(f"reply+{token}@{reply_domain}").header_form(sender_name)
     msg["Subject"] = reply_subject(subject, token, is_reply=answering is not None)
     msg["Date"] = format_datetime(datetime.now(UTC))
@@ -65,6 +68,72 @@ def compose_reply(*, bot_email: str, reply_domain: str, sender_name: str, to: Ad
     msg.set_content(render("mail/reply.txt.j2", **context))
     msg.add_alternative(render("mail/reply.html.j2", **context), subtype="html")
     return msg
+
+
+def compose_forward(*, bot_email: str, reply_domain: str, sender_name: str, to: Address,
+                    note: str, token: str, message_key: str, original: HistoryEntry,
+                    sender: Address | None = None, bounce_token: str = "") -> EmailMessage:
+    """An email forwarded to someone new: the note above the original quoted inline, and
+    the original attached (``message/rfc822``) as a mail client forwards it. Replies come
+    back to the conversation's reply address, like a reply's."""
+    sender_name = header_text(sender_name, limit=80) or (sender.value if sender else "")
+    msg = EmailMessage()
+    msg["From"] = Address.email(bot_email).header_form(f"{sender_name} via Switchboard")
+    msg["To"] = to.header_form()
+    msg["Reply-To"] = Address.email(f"reply+{token}@{reply_domain}").header_form(sender_name)
+    subject = header_text(original.subject, limit=200) or "an email"
+    if not subject.lower().startswith(("fwd:", "fw:")):
+        subject = f"Fwd: {subject}"
+    msg["Subject"] = " ".join(f"{subject} [sb:{token}]".split())
+    msg["Date"] = format_datetime(datetime.now(UTC))
+    msg["Message-ID"] = make_msgid(idstring=message_key, domain=reply_domain)
+    original_id = original.meta.get("message_id", "")
+    if original_id:
+        msg["References"] = original_id  # as mail clients do: it names what it forwards
+    msg[MARKER] = marker(message_key, bot_email)
+    if bounce_token:
+        msg["Return-Path"] = f"<{bounce_address(bounce_token, reply_domain)}>"
+    account = ""
+    if sender is not None:
+        account = f"{sender.value} on {sender.network.value.title()}"
+        msg[SENDER_HEADER] = str(sender)
+    to_list, cc_list = original.meta.get("to", "").split(), original.meta.get("cc", "").split()
+    context = {"name": sender_name, "account": account, "note": note, "original": original,
+               "to": to_list, "cc": cc_list}
+    msg.set_content(render("mail/forward.txt.j2", **context))
+    msg.add_alternative(render("mail/forward.html.j2", **context), subtype="html")
+    msg.add_attachment(_original_message(original, to_list, cc_list),
+                       filename=_eml_name(original.subject))
+    return msg
+
+
+def _original_message(original: HistoryEntry, to: Sequence[str], cc: Sequence[str]
+                      ) -> EmailMessage:
+    """The forwarded email as an attachment: its headers and text as history keeps them
+    (the raw bytes stay in the mailbox; attachments are named, not carried)."""
+    inner = EmailMessage()
+    inner["From"] = original.sender.header_form()
+    if to:
+        inner["To"] = ", ".join(to)
+    if cc:
+        inner["Cc"] = ", ".join(cc)
+    inner["Subject"] = header_text(original.subject, limit=200) or "(no subject)"
+    inner["Date"] = format_datetime(datetime.fromtimestamp(original.at, UTC))
+    if original.meta.get("message_id"):
+        inner["Message-ID"] = original.meta["message_id"]
+    text = original.text
+    if original.meta.get("quoted"):
+        text += "\n\n" + original.meta["quoted"]
+    if original.attachments:
+        text += "\n\n[attachments, not forwarded: " + ", ".join(
+            a.filename for a in original.attachments) + "]"
+    inner.set_content(text)
+    return inner
+
+
+def _eml_name(subject: str) -> str:
+    stem = re.sub(r"[^\w .-]+", "", header_text(subject, limit=60)).strip() or "email"
+    return f"{stem}.eml"
 
 
 BOUNCE_PREFIX = "bounce+"

@@ -9,6 +9,7 @@ conversation's chat threads (see inbound_email).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.flows.delivery import Lifecycle
@@ -31,8 +32,28 @@ log = logging.getLogger(__name__)
 EmailOutcome = Emailed | EmailQueued | AlreadyHandled | CannotReply
 
 
+MAX_COPIES = 50  # recipients of a reply to all beside the author (a mail client's own bound)
+
+
+def _nobody(_: str) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Recipients:
+    """Who a reply by email goes to: the author, and with a reply to all the others the
+    email was written to (To and Cc), as the replier saw them on the card."""
+
+    to: Address
+    cc: tuple[Address, ...] = ()
+
+
 @dataclass(kw_only=True)
 class ReplyByEmail(Lifecycle):
+    # Whether an address is Switchboard's own (its From, mailboxes, routed addresses,
+    # reply and return addresses): never copied on a reply to all.
+    ours: Callable[[str], bool] = _nobody
+
     async def answerable(self, *, network: Network, room: str, message: str,
                          author: Address, text: str, at: float, thread: str = ""
                          ) -> tuple[str, str]:
@@ -63,26 +84,80 @@ class ReplyByEmail(Lifecycle):
                                 text=text.strip(), request=request,
                                 subject=_first_line(text))
 
-    async def start(self, *, replier: Address, replier_name: str, conversation_id: str,
-                    entry_id: str, text: str, request: str) -> EmailOutcome:
-        text = text.strip()
-        if not text:
-            return CannotReply("the email is empty; type what you want to say")
-        answered = await self.history.entry(conversation_id, entry_id)
-        if answered is None:
-            return CannotReply("that message is not one Switchboard knows")
+    async def answered(self, conversation_id: str, entry_id: str, *, latest: bool = False
+                       ) -> HistoryEntry | None:
+        """What a reply answers: the entry, or with ``latest`` (a reply typed in the
+        thread, not on one card) the thread's newest email that came in, so a Cc'd
+        person's answer is answered to them rather than to the first author."""
+        entry = await self.history.entry(conversation_id, entry_id)
+        if latest and entry is not None and entry.kind is EntryKind.EMAIL:
+            page = await self.history.conversation(conversation_id, 0, 20)
+            return next((e for e in page.entries if e.kind is EntryKind.EMAIL
+                         and "delivery" not in e.meta and e.sender.network is Network.EMAIL),
+                        entry)
+        return entry
+
+    async def recipients(self, replier: Address, answered: HistoryEntry, *,
+                         reply_all: bool = False) -> Recipients | CannotReply:
         to = await self.email_of(answered.sender)
         if to is None:
             return CannotReply(f"{answered.sender.value} has no email address Switchboard "
                                "knows; they can add one with the `link` command")
+        if not reply_all:
+            return Recipients(to)
+        mine = await self.email_of(replier)
+        skip = {to.value, mine.value if mine else ""}
+        cc: list[Address] = []
+        for value in (*answered.meta.get("to", "").split(), *answered.meta.get("cc", "").split()):
+            if value in skip or self.ours(value):
+                continue
+            skip.add(value)
+            cc.append(Address.email(value))
+        return Recipients(to, tuple(cc[:MAX_COPIES]))
+
+    async def start(self, *, replier: Address, replier_name: str, conversation_id: str,
+                    entry_id: str, text: str, request: str, reply_all: bool = False,
+                    latest: bool = False) -> EmailOutcome:
+        text = text.strip()
+        if not text:
+            return CannotReply("the email is empty; type what you want to say")
+        answered = await self.answered(conversation_id, entry_id, latest=latest)
+        if answered is None:
+            return CannotReply("that message is not one Switchboard knows")
+        chosen = await self.recipients(replier, answered, reply_all=reply_all)
+        if isinstance(chosen, CannotReply):
+            return chosen
         return await self._send(replier=replier, replier_name=replier_name,
-                                cid=conversation_id, answered=answered, to=to, text=text,
-                                request=request,
+                                cid=conversation_id, answered=answered, to=chosen.to,
+                                text=text, request=request, cc=chosen.cc,
                                 subject=answered.subject or _first_line(answered.text))
+
+    async def forward(self, *, replier: Address, replier_name: str, conversation_id: str,
+                      entry_id: str, to: Address, note: str, request: str,
+                      latest: bool = False) -> EmailOutcome:
+        """The email, forwarded to ``to`` with a note above it: recorded in the
+        conversation, and an answer to it comes back into the thread."""
+        original = await self.answered(conversation_id, entry_id, latest=latest)
+        if original is None or original.kind is not EntryKind.EMAIL:
+            return CannotReply("only an email can be forwarded, and that message is not one")
+        if self.ours(to.value):
+            return CannotReply(f"{to.value} is one of Switchboard's own addresses")
+        if self.mailer is None:
+            return CannotReply("Switchboard has no SMTP server configured, so it cannot "
+                               "send email; ask the administrator to set SWITCHBOARD_SMTP_HOST")
+        made = await self.create(
+            request=request, conversation_id=conversation_id, sender=replier, recipient=to,
+            text=note.strip(), context=ReplyContext(
+                carrier=Carrier.EMAIL, answering=Answering.FORWARD, entry=original.id,
+                email=to, person=to.value, replier_name=replier_name,
+                subject=original.subject))
+        if isinstance(made, AlreadyHandled):
+            return made
+        return await self.send_by_email(made)
 
     async def _send(self, *, replier: Address, replier_name: str, cid: str,
                     answered: HistoryEntry | None, to: Address, text: str, request: str,
-                    subject: str) -> EmailOutcome:
+                    subject: str, cc: tuple[Address, ...] = ()) -> EmailOutcome:
         if self.mailer is None:
             return CannotReply("Switchboard has no SMTP server configured, so it cannot "
                                "send email; ask the administrator to set SWITCHBOARD_SMTP_HOST")
@@ -93,7 +168,7 @@ class ReplyByEmail(Lifecycle):
                 answering=Answering.NEW if answered is None else
                 Answering.CHAT if answered.kind is EntryKind.CHAT else Answering.EMAIL,
                 entry=answered.id if answered else "", email=to, person=to.value,
-                replier_name=replier_name, subject=subject))
+                replier_name=replier_name, subject=subject, cc=cc))
         if isinstance(made, AlreadyHandled):
             return made
         return await self.send_by_email(made)

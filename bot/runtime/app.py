@@ -11,10 +11,12 @@ import secrets
 import socket
 import time
 import tracemalloc
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from bot.attachments import AttachmentPolicy
 from bot.audit import AuditedMailer
+from bot.blocks import BlockList
 from bot.commands import Commands
 from bot.doctor import PROBE_TIMEOUT, Check, Probe, in_time
 from bot.errors import BridgeError, StoreError
@@ -24,21 +26,21 @@ from bot.flows.outgoing import MARKER
 from bot.flows.reply_by_email import ReplyByEmail
 from bot.flows.reply_in_chat import ReplyInChat
 from bot.metering import Charges, Meter, Usage
-from bot.model import ChatTarget, Network
+from bot.model import Address, ChatTarget, Network
 from bot.permissions import Permissions
 from bot.ports import ChatNetwork
 from bot.reports import ChargeReports, current_month
 from bot.retention import expire_history
 from bot.review import Review, RoomAdmins
 from bot.room_commands import RoomCommands
-from bot.routes import RouteBook
+from bot.routes import OWN_PREFIXES, RouteBook
 from bot.settings import Settings
 from bot.stores import Beat
 from bridges.email.auth import SenderAuthenticator, use_dns_server
 from bridges.email.imap import ImapIngest
 from bridges.email.listener import BridgeHandler, start_listener
 from bridges.email.mime import MimeReader
-from bridges.email.oauth import OAuthLogin, oauth_login
+from bridges.email.oauth import OAuthLogin, mailbox_login, oauth_login
 from bridges.email.probe import probe_imap, probe_smtp
 from bridges.email.smtp import smtp_sender
 from bridges.http import HttpServer
@@ -74,6 +76,19 @@ def keys_lease(user: str) -> str:
     return f"matrix-keys:{user}"
 
 
+def owned_by(routes: RouteBook, own: Sequence[str], reply_domain: str | None
+             ) -> Callable[[str], bool]:
+    """Whether an address is Switchboard's: its From and mailboxes, a routed address
+    (catch-alls and plus-addresses included), a reply or return address."""
+    mine = {a.lower() for a in own}
+
+    def ours(address: str) -> bool:
+        local, _, domain = address.lower().rpartition("@")
+        return address.lower() in mine or routes.get(address.lower()) is not None or (
+            domain == reply_domain and local.startswith(OWN_PREFIXES))
+    return ours
+
+
 def doctor_probes() -> list[Probe]:
     from bot.runtime.matrix_keys import probe_matrix_keys
 
@@ -90,7 +105,7 @@ async def probe_mail(settings: Settings) -> list[Check]:
         # Side by side, each in its own time (a slow login on one delays not the other);
         # the login's own lock still makes it one token fetch.
         imap, smtp = await asyncio.gather(
-            in_time("imap", probe_imap(settings, oauth), PROBE_TIMEOUT - 1),
+            in_time("imap", probe_imap(settings, oauth, store.logins), PROBE_TIMEOUT - 1),
             in_time("smtp", probe_smtp(settings, oauth), PROBE_TIMEOUT - 1))
         return [*imap, *smtp]
     finally:
@@ -164,8 +179,9 @@ class Runtime:
                 await store.close()
                 raise
             networks[Network.MATRIX] = matrix
-        own = [a for a in (settings.bot_email, settings.imap.user if settings.imap else None)
-               if a]
+        own = [a for a in (settings.bot_email,
+                           *(m.imap.user for m in settings.mailboxes),
+                           *(m.address for m in settings.mailboxes)) if a]
         oauth = oauth_login(settings, store.logins)
         sender = smtp_sender(settings, oauth)
         mailer = AuditedMailer(sender, store.audit, MARKER) if sender else None
@@ -183,10 +199,15 @@ class Runtime:
         else:
             log.warning("sender checks are off: every From address is believed")
         routes = RouteBook(settings.routes, store.routes, settings.receive_domains)
+        blocks = BlockList(store.blocks)
         try:
             await routes.refresh(force=True)
         except StoreError as exc:  # mail waits for Redis anyway; the routes follow it back
             log.warning("the routes added from chat are not read yet: %s", exc)
+        try:
+            await blocks.refresh(force=True)
+        except StoreError as exc:
+            log.warning("the blocked senders are not read yet: %s", exc)
         inbound = InboundEmailFlow(
             routes=routes, networks=networks, address_book=store.address_book,
             history=store.history, conversations=store.conversations, ingest=store.ingest,
@@ -197,7 +218,8 @@ class Runtime:
             attachments=AttachmentPolicy(max_count=settings.max_attachments,
                                          blocked=settings.blocked_attachments),
             reader=MimeReader(settings.max_attachment_bytes), checks=authenticator,
-            meter=meter, observer=metrics, arrivals=store.arrivals)
+            meter=meter, observer=metrics, arrivals=store.arrivals, blocks=blocks,
+            autoreply_every=settings.autoreply_every, reply_token_ttl=settings.reply_token_ttl)
         policy = Policy(retry_interval=settings.retry_interval,
                         retry_deadline=settings.retry_deadline,
                         unknown_counts_as_present=settings.presence_unknown == "available",
@@ -230,9 +252,9 @@ class Runtime:
             inbound.review_room = ChatTarget(Network(settings.review_room[0]),
                                              room=settings.review_room[1])
         rooms = RoomCommands(routes, admins, review, store.conversations, store.history,
-                             store.deliveries, store.beats, store.audit)
+                             store.deliveries, store.beats, store.audit, blocks)
         replies_in = routes.replies_rule(settings.plain_thread_replies)
-        emails = ReplyByEmail(**vars(shared))
+        emails = ReplyByEmail(**vars(shared), ours=owned_by(routes, own, settings.reply_domain))
         commands = Commands(replies=replies, emails=emails, address_book=store.address_book,
                             history=store.history, deliveries=store.deliveries,
                             verifications=store.verifications, mailer=mailer,
@@ -275,16 +297,23 @@ class Runtime:
         """Run every loop this process is configured for until ``stop`` is set."""
         s = self.settings
         tasks: list[asyncio.Task[None]] = []
-        if s.imap is not None:
-            for mailbox in s.imap.mailboxes:
-                ingest = ImapIngest(s.imap, mailbox, self.inbound.receive, self.store.ingest,
+        for box in s.mailboxes:
+            # Each account logs in its own way; the environment form's grant is the one
+            # SMTP shares.
+            login = mailbox_login(s, box, self.store.logins) if box.own_login else self.oauth
+            for folder in box.imap.mailboxes:
+                ingest = ImapIngest(box.imap, folder, self.inbound.receive, self.store.ingest,
                                     ca_file=s.tls_ca_file, require_tls=s.require_tls,
-                                    concurrency=s.ingest_concurrency, oauth=self.oauth)
+                                    concurrency=s.ingest_concurrency, oauth=login,
+                                    name=box.name, address=Address.email(box.address)
+                                    if box.address else None)
                 self.ingests.append(ingest)
-                tasks.append(asyncio.create_task(ingest.run(stop), name=f"imap {mailbox}"))
+                tasks.append(asyncio.create_task(ingest.run(stop),
+                                                 name=f"imap {ingest.name}"))
         if self.matrix is not None:
             tasks.append(asyncio.create_task(self._matrix_loops(stop), name="matrix"))
         tasks.append(asyncio.create_task(self.inbound.routes.follow(stop), name="routes"))
+        tasks.append(asyncio.create_task(self.inbound.blocks.follow(stop), name="blocks"))
         tasks.append(asyncio.create_task(self._beat(stop), name="health beat"))
         if s.history_retention_days:
             tasks.append(asyncio.create_task(
@@ -297,8 +326,9 @@ class Runtime:
                                             s.reply_domain or "switchboard")
             log.info("SMTP listener on %s:%d", *s.smtp_listen)
         http = HttpServer(*s.http_listen, readiness=self.readiness,
-                          metrics=lambda: self.metrics.scrape(self.store.deliveries,
-                                                              self.scheduler, self.post_waits()))
+                          metrics=lambda: self.metrics.scrape(
+                              self.store.deliveries, self.scheduler, self.post_waits(),
+                              {i.name: i.connected for i in self.ingests if not i.standing_by}))
         if self.slack_app is not None and s.slack is not None:
             if s.slack.app_token is not None:
                 self.socket = SocketMode(self.slack_app, s.slack.app_token,
@@ -454,10 +484,9 @@ class Runtime:
         seen: collections.deque[tuple[float, dict[str, float]]] = collections.deque()
         while not stop.is_set():
             checks = await self.readiness()
-            checks.pop("imap", None)
             for ingest in self.ingests:
-                if not ingest.standing_by:  # the one reading it (or failing to) says
-                    checks[f"mailbox {ingest.mailbox}"] = ingest.connected
+                if ingest.standing_by:  # the one reading it (or failing to) says
+                    checks.pop(f"mailbox {ingest.name}", None)
             now, waits = time.time(), self.post_waits()
             seen.append((now, waits))
             while seen[0][0] < now - WAITS_WINDOW:
@@ -486,9 +515,9 @@ class Runtime:
             await self.store.redis.ping()
         except Exception:
             checks["redis"] = False
-        if self.ingests:
+        for ingest in self.ingests:
             # A process waiting for a mailbox another one reads is ready all the same.
-            checks["imap"] = all(i.connected or i.standing_by for i in self.ingests)
+            checks[f"mailbox {ingest.name}"] = ingest.connected or ingest.standing_by
         if self.matrix is not None:
             checks["matrix"] = self.matrix.client.logged_in
         if self.socket is not None:

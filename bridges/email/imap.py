@@ -24,6 +24,7 @@ import aioimaplib
 from bot.errors import StoreError, TransientFailure
 from bot.lanes import LaneBlocked, Lanes
 from bot.mail import Envelope
+from bot.model import Address
 from bot.settings import ImapSettings
 from bot.stores import Checkpoint, MailboxState
 from bridges.email.connect import imap_connect, imap_login
@@ -51,8 +52,15 @@ class ImapIngest:
     def __init__(self, cfg: ImapSettings, mailbox: str, deliver: Deliver, ingest: MailboxState,
                  *, holder: str | None = None, ca_file: str | None = None,
                  require_tls: bool = False, concurrency: int = 32,
-                 oauth: OAuthLogin | None = None) -> None:
+                 oauth: OAuthLogin | None = None, name: str = "",
+                 address: Address | None = None) -> None:
         self.concurrency = concurrency
+        # How status and metrics call it: the account's name, and the folder when it is
+        # not the inbox.
+        self.name = (name or cfg.user) + ("" if mailbox.upper() == "INBOX" else f"/{mailbox}")
+        # Mail in this mailbox was delivered to this address (the envelope recipient a
+        # mailbox of its own stands for), whatever its To says.
+        self.address = address
         self.oauth = oauth
         self.cfg = cfg
         self.ca_file = ca_file
@@ -225,9 +233,9 @@ class ImapIngest:
         """Bridge one message. One that fails for a reason that is not an outage is
         tried again (the session restarts) and, after MAX_FAILURES, set aside with the
         reason so that the messages after it are bridged."""
-        source = f"imap:{self.mailbox}"
+        source = f"imap:{self.name}"
         try:
-            await self.deliver(raw, Envelope(source))
+            await self.deliver(raw, Envelope(source, (self.address,) if self.address else ()))
         except TransientFailure:
             raise
         except Exception as exc:

@@ -36,7 +36,8 @@ _DAMAGE = (email_errors.StartBoundaryNotFoundDefect, email_errors.CloseBoundaryN
            email_errors.InvalidBase64LengthDefect)
 # Headers the loop and trust rules read later; kept lowercased.
 _KEPT_HEADERS = ("auto-submitted", "precedence", "list-id", "return-path", "x-switchboard",
-                 "authentication-results", "x-auto-response-suppress")
+                 "authentication-results", "x-auto-response-suppress", "list-unsubscribe",
+                 "list-post", "x-autoreply", "x-autorespond")
 MAX_NESTING = 20
 MAX_PARTS = 200
 MAX_FORWARD_DEPTH = 3  # forwarded messages inside forwarded messages read this deep

@@ -28,6 +28,7 @@ from Crypto.Cipher import AES
 
 from bot.errors import StoreError
 from bot.settings import OAuth2Settings, Settings
+from bot.settings_mailboxes import MailboxSettings
 from bot.stores import LoginStore
 from bridges.email.connect import tls_context
 from bridges.errors import MailError
@@ -84,12 +85,14 @@ class OAuthLogin:
     under a lock in the store, the newest refresh token kept there (sealed)."""
 
     def __init__(self, cfg: OAuth2Settings, ca_file: str | None = None,
-                 store: LoginStore | None = None) -> None:
+                 store: LoginStore | None = None, account: str = "") -> None:
         self.cfg = cfg
         self.ca_file = ca_file
         self.store = store
+        # A mailbox of the [[mailboxes]] tables keeps its own token (``account``), even
+        # where another mailbox uses the same client: their refresh tokens differ.
         self.name = _fingerprint("|".join((cfg.token_url, cfg.client_id, cfg.grant,
-                                           cfg.scope or "")))
+                                           cfg.scope or "", *((account,) if account else ()))))
         self._sealed = Sealed(cfg)
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
         self._token = ""
@@ -235,6 +238,14 @@ def oauth_login(settings: Settings, store: LoginStore | None = None) -> OAuthLog
     with ``store`` by every process."""
     return OAuthLogin(settings.oauth2, settings.tls_ca_file, store) if settings.oauth2 \
         else None
+
+
+def mailbox_login(settings: Settings, mailbox: MailboxSettings,
+                  store: LoginStore | None = None) -> OAuthLogin | None:
+    """The OAuth2 login of one mailbox of the [[mailboxes]] tables, its own."""
+    return OAuthLogin(mailbox.oauth2, settings.tls_ca_file, store,
+                      account=f"{mailbox.imap.user}@{mailbox.imap.host}") \
+        if mailbox.oauth2 else None
 
 
 def _refusal(error: str, description: str, rotated: float | None = None) -> str:

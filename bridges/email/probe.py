@@ -3,6 +3,7 @@ log in, read versions."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import ssl
 
@@ -11,8 +12,10 @@ import aiosmtplib
 
 from bot.doctor import Check
 from bot.settings import Settings, TlsMode
+from bot.settings_mailboxes import MailboxSettings
+from bot.stores import LoginStore
 from bridges.email.connect import imap_connect, imap_login, smtp_client, smtp_login
-from bridges.email.oauth import OAuthLogin, oauth_login
+from bridges.email.oauth import OAuthLogin, mailbox_login, oauth_login
 from bridges.errors import MailError
 
 _CERT_FIX = ("renew the server's certificate, or point SWITCHBOARD_TLS_CA_FILE at the "
@@ -34,49 +37,70 @@ def _tls_failure(name: str, where: str, exc: BaseException) -> Check | None:
     return None
 
 
-async def probe_imap(settings: Settings, oauth: OAuthLogin | None = None) -> list[Check]:
-    cfg = settings.imap
-    if cfg is None:
+async def probe_imap(settings: Settings, oauth: OAuthLogin | None = None,
+                     store: LoginStore | None = None) -> list[Check]:
+    """Every watched mailbox, each on its own: one that fails says so and the others are
+    still looked at. With one mailbox its checks are called ``imap``; with several,
+    ``imap <name>``."""
+    if not settings.mailboxes:
         return [Check.warn("imap", "not configured: no mailbox is watched over IMAP",
                            "set SWITCHBOARD_IMAP_HOST, _USER and _PASSWORD")]
+    several = len(settings.mailboxes) > 1
+    found = await asyncio.gather(*(
+        _probe_mailbox(settings, box, (mailbox_login(settings, box, store) if box.own_login
+                                       else oauth or oauth_login(settings)),
+                       f"imap {box.name}" if several else "imap",
+                       f"its [[mailboxes]] table ({box.name})" if box.table else "")
+        for box in settings.mailboxes))
+    return [check for checks in found for check in checks]
+
+
+async def _probe_mailbox(settings: Settings, box: MailboxSettings, oauth: OAuthLogin | None,
+                         name: str, table: str) -> list[Check]:
+    cfg = box.imap
     where = f"{cfg.host}:{cfg.port}"
+    fix_tls = f"set tls = \"implicit\" in {table}" if table else \
+        "use SWITCHBOARD_IMAP_TLS=implicit with its IMAPS port"
     try:
         client, protection = await imap_connect(cfg, ca_file=settings.tls_ca_file,
                                                 require_tls=settings.require_tls)
     except MailError as exc:
-        return [Check.fail("imap", str(exc), "enable TLS on the IMAP server, or use "
-                           "SWITCHBOARD_IMAP_TLS=implicit with its IMAPS port")]
+        return [Check.fail(name, str(exc), f"enable TLS on the IMAP server, or {fix_tls}")]
     except (OSError, TimeoutError, ssl.SSLError) as exc:
-        return [_tls_failure("imap", where, exc) or Check.fail(
-            "imap", f"cannot reach {where}: {exc}",
+        return [_tls_failure(name, where, exc) or Check.fail(
+            name, f"cannot reach {where}: {exc}",
+            f"start the IMAP server or correct host and port in {table}" if table else
             "start the IMAP server or correct SWITCHBOARD_IMAP_HOST/PORT")]
     try:
         ident = await client.id(name="switchboard")
         version = _imap_version(ident.lines) if ident.result == "OK" else ""
-        oauth = oauth or oauth_login(settings)
         try:
             await imap_login(client, cfg, oauth)
         except MailError as exc:
-            fix = ("check the SWITCHBOARD_OAUTH2_* settings" if oauth else
+            fix = (f"check user and [mailboxes.oauth2] in {table}" if table and oauth else
+                   f"check user and password in {table}" if table else
+                   "check the SWITCHBOARD_OAUTH2_* settings" if oauth else
                    "check SWITCHBOARD_IMAP_USER and SWITCHBOARD_IMAP_PASSWORD")
-            return [Check.fail("imap", str(exc), fix)]
+            return [Check.fail(name, str(exc), fix)]
         how = oauth.describe if oauth else "password"
-        checks = [Check.ok("imap", f"{version or 'IMAP server'} at {where} ({protection}), "
-                                   f"logged in as {cfg.user} ({how})", version)]
+        checks = [Check.ok(name, f"{version or 'IMAP server'} at {where} ({protection}), "
+                                 f"logged in as {cfg.user} ({how})", version)]
         for mailbox in cfg.mailboxes:
             status = await client.select(mailbox)
             if status.result != "OK":
-                checks.append(Check.fail("imap", f"mailbox {mailbox!r} cannot be opened",
+                checks.append(Check.fail(name, f"mailbox {mailbox!r} cannot be opened",
+                                         f"create it or fix folders in {table}" if table else
                                          "create it or fix SWITCHBOARD_IMAP_MAILBOXES"))
         if protection.startswith("plain"):
-            checks.append(Check.warn("imap", "the link is not encrypted: the password "
+            checks.append(Check.warn(name, "the link is not encrypted: the password "
                                      "crosses the network in clear",
-                                     "enable TLS on the server and set SWITCHBOARD_IMAP_TLS "
-                                     "to auto, starttls or implicit"))
+                                     "enable TLS on the server and set "
+                                     + (f"tls in {table}" if table else "SWITCHBOARD_IMAP_TLS")
+                                     + " to auto, starttls or implicit"))
         await client.logout()
         return checks
     except (aioimaplib.AioImapException, OSError, TimeoutError) as exc:
-        return [Check.fail("imap", f"{where} broke off the conversation: {exc!r}",
+        return [Check.fail(name, f"{where} broke off the conversation: {exc!r}",
                            "check the IMAP server's log")]
 
 

@@ -24,12 +24,23 @@ from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.commands import CommandContext, Commands
-from bot.flows.outcomes import notice_for
+from bot.errors import BridgeError
+from bot.flows.outcomes import CannotReply, notice_for
 from bot.flows.reply_by_email import ReplyByEmail
 from bot.flows.reply_in_chat import ReplyInChat
-from bot.model import Address, ChatRef, Network
+from bot.model import Address, AddressError, ChatRef, Network
 from bot.ports import Notice
-from bridges.slack.blocks import REPLY_BY_EMAIL, REPLY_IN_CHAT, notice_message, reply_modal
+from bridges.slack.blocks import (
+    BLOCK_DOMAIN,
+    BLOCK_SENDER,
+    FORWARD,
+    REPLY_ALL,
+    REPLY_BY_EMAIL,
+    REPLY_IN_CHAT,
+    forward_modal,
+    notice_message,
+    reply_modal,
+)
 from bridges.slack.installs import InstallationStore, StateStore
 from bridges.slack.manifest import (
     BOT_SCOPES,
@@ -55,6 +66,7 @@ class Submission:
     text: str
     request: str
     where: ChatRef | None
+    reply_all: bool = False  # *Reply all*: the author and everyone on the email's To and Cc
 
 
 def _team(body: dict[str, Any]) -> str:
@@ -112,9 +124,13 @@ class SlackApp:
         self.bolt.action(REPLY_IN_CHAT)(self.open_reply)
         self.bolt.view("reply_in_chat_modal")(self.submit_reply)
         self.bolt.action(re.compile(r"^delivery_(queue|cancel|sendmail)$"))(self.choose)
-        self.bolt.action(re.compile(r"^held_(post|discard|allow)$"))(self.decide)
+        self.bolt.action(re.compile(r"^held_(post|discard|allow|block)$"))(self.decide)
+        self.bolt.action(re.compile(rf"^({BLOCK_SENDER}|{BLOCK_DOMAIN})$"))(self.block_from_card)
         self.bolt.action(REPLY_BY_EMAIL)(self.open_email)
         self.bolt.view("reply_by_email_modal")(self.submit_email)
+        self.bolt.action(REPLY_ALL)(self.open_reply_all)
+        self.bolt.action(FORWARD)(self.open_forward)
+        self.bolt.view("forward_modal")(self.submit_forward)
         self.bolt.shortcut(SHORTCUT)(self.open_email_shortcut)
         self.bolt.command(SLASH_COMMAND)(self.slash_command)
 
@@ -215,20 +231,76 @@ class SlackApp:
             return
         await self.network.notify(user, notice, where)
 
+    def _compose_meta(self, body: dict[str, Any], **more: object) -> tuple[str, str, str, str]:
+        """(conversation, entry, the modal's metadata, the subject line) of a button on
+        one of our posts: the modal carries what the button stood for and where it was
+        pressed."""
+        cid, _, eid = str(body["actions"][0]["value"]).partition("/")
+        where = self._where(body)
+        meta = json.dumps({"c": cid, "e": eid, "w": [where.room, where.message, where.thread]
+                           if where else None, **more})
+        # The message's text as Slack holds it is mrkdwn-escaped; the modal escapes once.
+        text = html.unescape(str((body.get("message") or {}).get("text", ""))
+                             ).removeprefix("Email from ")
+        return cid, eid, meta, text
+
     async def _open_compose(self, body: dict[str, Any], client: AsyncWebClient,
                             by_email: bool) -> None:
-        """The compose modal of a button on one of our posts; the modal carries what the
-        button stood for and where it was pressed."""
         with self._working():
-            cid, _, eid = str(body["actions"][0]["value"]).partition("/")
-            where = self._where(body)
-            meta = json.dumps({"c": cid, "e": eid, "w": [where.room, where.message, where.thread]
-                               if where else None})
-            # The message's text as Slack holds it is mrkdwn-escaped; the modal escapes once.
-            text = html.unescape(str((body.get("message") or {}).get("text", ""))
-                                 ).removeprefix("Email from ")
+            _, _, meta, text = self._compose_meta(body)
             await client.views_open(trigger_id=body["trigger_id"],
                                     view=reply_modal(meta, text, by_email=by_email))
+
+    async def open_reply_all(self, ack: AsyncAck, body: dict[str, Any],
+                             client: AsyncWebClient) -> None:
+        """*Reply all*: the modal shows who the email will reach before it is sent."""
+        await ack()
+        with self._working():
+            cid, eid, meta, text = self._compose_meta(body, all=True)
+            user, _ = _user(body)
+            answered = await self.emails.answered(cid, eid)
+            chosen = await self.emails.recipients(user, answered, reply_all=True) \
+                if answered is not None else CannotReply("that email is not one Switchboard "
+                                                         "knows")
+            if isinstance(chosen, CannotReply):
+                await self._tell(user, notice_for(chosen), self._where(body))
+                return
+            shown = f"*To:* {chosen.to.value}" + (
+                f"\n*Cc:* {', '.join(a.value for a in chosen.cc)}" if chosen.cc
+                else "\n(nobody else was on this email)")
+            await client.views_open(trigger_id=body["trigger_id"], view=reply_modal(
+                meta, text, by_email=True, recipients=shown, title="Reply all by email"))
+
+    async def open_forward(self, ack: AsyncAck, body: dict[str, Any],
+                           client: AsyncWebClient) -> None:
+        await ack()
+        with self._working():
+            _, _, meta, text = self._compose_meta(body)
+            await client.views_open(trigger_id=body["trigger_id"],
+                                    view=forward_modal(meta, text))
+
+    async def submit_forward(self, ack: AsyncAck, body: dict[str, Any],
+                             view: dict[str, Any]) -> None:
+        values = view["state"]["values"]
+        typed = (values.get("to", {}).get("text", {}).get("value") or "").strip()
+        try:
+            to = Address.email(typed)
+        except AddressError as exc:
+            await ack(response_action="errors", errors={"to": f"{exc}; type one address"})
+            return
+        await ack()
+        meta = json.loads(view["private_metadata"])
+        user, name = _user(body)
+        where = ChatRef(Network.SLACK, *meta["w"]) if meta.get("w") else None
+        note = values.get("reply", {}).get("text", {}).get("value") or ""
+        with self._working():
+            try:
+                outcome = await self.emails.forward(
+                    replier=user, replier_name=name, conversation_id=meta["c"],
+                    entry_id=meta["e"], to=to, note=note, request=f"slack-view:{view['id']}")
+            except BridgeError as exc:
+                outcome = CannotReply(str(exc))
+            await self._tell(user, notice_for(outcome), where)
 
     async def open_reply(self, ack: AsyncAck, body: dict[str, Any],
                          client: AsyncWebClient) -> None:
@@ -247,7 +319,7 @@ class SlackApp:
         user, name = _user(body)
         where = ChatRef(Network.SLACK, *meta["w"]) if meta.get("w") else None
         return Submission(user, name, meta["c"], meta["e"], text, f"slack-view:{view['id']}",
-                          where)
+                          where, bool(meta.get("all")))
 
     async def submit_reply(self, ack: AsyncAck, body: dict[str, Any],
                            view: dict[str, Any]) -> None:
@@ -285,6 +357,27 @@ class SlackApp:
             blocks, text = notice_message(notice)
             await respond(text=text, blocks=blocks, replace_original=True)
 
+    async def block_from_card(self, ack: AsyncAck, body: dict[str, Any],
+                              action: dict[str, Any]) -> None:
+        """*Block sender* / *Block domain* on an email's card: `block` with its sender's
+        address or domain, typed in the card's channel (its admins may)."""
+        await ack()
+        with self._working():
+            user, name = _user(body)
+            where = self._where(body)
+            cid, _, eid = str(action["value"]).partition("/")
+            entry = await self.emails.answered(cid, eid)
+            if entry is None or entry.sender.network is not Network.EMAIL:
+                await self._tell(user, Notice("That email is no longer in the history."), where)
+                return
+            sender = entry.sender.value
+            who = "@" + sender.rpartition("@")[2] if action["action_id"] == BLOCK_DOMAIN \
+                else sender
+            ctx = CommandContext(user=user, user_name=name, where=None, shows=None,
+                                 request=f"slack-action:{body.get('trigger_id', '')}",
+                                 room=where.room if where else None)
+            await self._tell(user, await self.commands.run(f"block {who}", ctx), where)
+
     async def open_email(self, ack: AsyncAck, body: dict[str, Any],
                          client: AsyncWebClient) -> None:
         await ack()
@@ -320,7 +413,7 @@ class SlackApp:
         with self._working():
             outcome = await self.emails.start(
                 replier=s.user, replier_name=s.name, conversation_id=s.conversation,
-                entry_id=s.entry, text=s.text, request=s.request)
+                entry_id=s.entry, text=s.text, request=s.request, reply_all=s.reply_all)
             await self._tell(s.user, notice_for(outcome), s.where)
 
     async def slash_command(self, ack: AsyncAck, command: dict[str, Any],

@@ -22,6 +22,10 @@ Block = dict[str, Any]
 BODY_SECTIONS = 10  # beyond ~30,000 characters the full text goes in the thread as a file
 REPLY_IN_CHAT = "reply_in_chat"
 REPLY_BY_EMAIL = "reply_by_email"
+REPLY_ALL = "reply_all"
+FORWARD = "forward_email"
+BLOCK_SENDER = "block_sender"
+BLOCK_DOMAIN = "block_domain"
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,17 @@ def _button(label: str, action_id: str, value: str, primary: bool = False) -> Bl
               "action_id": action_id, "value": value}
     if primary:
         button["style"] = "primary"
+    return button
+
+
+def _confirmed(button: Block, title: str, text: str) -> Block:
+    """A button Slack asks about before it acts (the channel's admins may; others are
+    told they may not)."""
+    button["style"] = "danger"
+    button["confirm"] = {"title": {"type": "plain_text", "text": title},
+                         "text": {"type": "mrkdwn", "text": text},
+                         "confirm": {"type": "plain_text", "text": "Block"},
+                         "deny": {"type": "plain_text", "text": "Cancel"}, "style": "danger"}
     return button
 
 
@@ -89,8 +104,16 @@ def email_card(card: EmailCard) -> RenderedCard:
     if footer:
         blocks.append({"type": "context", "elements": [
             {"type": "mrkdwn", "text": shorten(footer, SECTION_LIMIT), "verbatim": True}]})
-    blocks += [{"type": "divider"},
-               _reply_buttons("switchboard_email", f"{card.conversation_id}/{card.entry_id}")]
+    value = f"{card.conversation_id}/{card.entry_id}"
+    buttons = _reply_buttons("switchboard_email", value)
+    buttons["elements"] += [
+        _button("Reply all", REPLY_ALL, value), _button("Forward", FORWARD, value),
+        _confirmed(_button("Block sender", BLOCK_SENDER, value), "Block this sender?",
+                   "Their mail to this channel's addresses will no longer be posted."),
+        _confirmed(_button("Block domain", BLOCK_DOMAIN, value), "Block their domain?",
+                   "Mail from everyone at that domain to this channel's addresses will no "
+                   "longer be posted.")]
+    blocks += [{"type": "divider"}, buttons]
     fallback = shorten(f"Email from {card.sender}: {card.subject or '(no subject)'}", 300)
     return RenderedCard(_checked(blocks), mrkdwn(fallback), card.body if truncated else None)
 
@@ -114,22 +137,48 @@ def notice_message(notice: Notice) -> tuple[list[dict[str, Any]], str]:
     return _checked(blocks), mrkdwn(shorten(notice.text, 300))
 
 
-def reply_modal(private_metadata: str, subject: str, *, by_email: bool = False
-                ) -> dict[str, Any]:
-    """The compose step of *Reply in chat* (or, ``by_email``, of *Reply by email*)."""
+def reply_modal(private_metadata: str, subject: str, *, by_email: bool = False,
+                recipients: str = "", title: str = "") -> dict[str, Any]:
+    """The compose step of *Reply in chat* (or, ``by_email``, of *Reply by email*);
+    ``recipients``: who the email goes to, shown before it is sent."""
+    context = [{"type": "mrkdwn", "text": shorten(
+        f"Replying to: {mrkdwn(subject or '(no subject)')}", 300)}]
+    if recipients:
+        context.append({"type": "mrkdwn", "text": shorten(mrkdwn(recipients), 2000)})
     return {
         "type": "modal",
         "callback_id": "reply_by_email_modal" if by_email else "reply_in_chat_modal",
-        "title": {"type": "plain_text", "text": "Reply by email" if by_email
-                  else "Reply in chat"},
+        "title": {"type": "plain_text", "text": title or ("Reply by email" if by_email
+                                                          else "Reply in chat")},
         "submit": {"type": "plain_text", "text": "Send"},
         "close": {"type": "plain_text", "text": "Cancel"},
         "private_metadata": private_metadata,
         "blocks": [
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": shorten(
-                f"Replying to: {mrkdwn(subject or '(no subject)')}", 300)}]},
+            {"type": "context", "elements": context},
             {"type": "input", "block_id": "reply", "label": {"type": "plain_text",
                                                              "text": "Your reply"},
+             "element": {"type": "plain_text_input", "action_id": "text", "multiline": True,
+                         "max_length": 3000}},
+        ],
+    }
+
+
+def forward_modal(private_metadata: str, subject: str) -> dict[str, Any]:
+    """*Forward*: to whom, and the note above the forwarded email."""
+    return {
+        "type": "modal", "callback_id": "forward_modal",
+        "title": {"type": "plain_text", "text": "Forward by email"},
+        "submit": {"type": "plain_text", "text": "Forward"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "private_metadata": private_metadata,
+        "blocks": [
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": shorten(
+                f"Forwarding: {mrkdwn(subject or '(no subject)')}", 300)}]},
+            {"type": "input", "block_id": "to", "label": {"type": "plain_text",
+                                                          "text": "To (email address)"},
+             "element": {"type": "plain_text_input", "action_id": "text", "max_length": 254}},
+            {"type": "input", "block_id": "reply", "optional": True,
+             "label": {"type": "plain_text", "text": "Your note"},
              "element": {"type": "plain_text_input", "action_id": "text", "multiline": True,
                          "max_length": 3000}},
         ],

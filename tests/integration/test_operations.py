@@ -36,7 +36,7 @@ async def test_readiness_and_metrics_after_a_bridged_email(
         async with http.get(f"{base}/readyz") as r:
             ready = await r.json()
         assert r.status == 200 and ready == {"ready": True, "checks": {
-            "redis": True, "imap": True, "matrix": True}}
+            "redis": True, f"mailbox {services.email('switchboard')}": True, "matrix": True}}
         await send_mail(services, make_mail("alice@partner.test", services.email("support"),
                                             "counted", "one"))
         await send_mail(services, make_mail("alice@partner.test", services.email("sales"),

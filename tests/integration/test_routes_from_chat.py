@@ -304,7 +304,7 @@ async def test_held_mail_is_offered_to_the_admins(runs: TwoRuns, services: Servi
     async def healthy() -> str | None:
         # Each process reports its links every few seconds: the mailbox's reader too.
         status = await slack_command(runs, "first", DANA, "status")
-        return status if "mailbox INBOX ok" in status else None
+        return status if f"mailbox {services.email('switchboard')} ok" in status else None
 
     status = await eventually(healthy, what="the mailbox reported healthy")
     assert billing in status and "senders=verified" in status

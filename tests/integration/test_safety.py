@@ -258,7 +258,7 @@ async def test_a_message_that_keeps_failing_is_set_aside(services: Services,
         stop.set()
         await running
     (refusal,) = await store.ingest.refusals()
-    assert refusal.subject == "poison" and refusal.source == "imap:INBOX"
+    assert refusal.subject == "poison" and refusal.source == f"imap:{ingest.name}"
     assert refusal.reason.startswith("set aside after 3 failed attempts (ValueError")
     checkpoint = await store.ingest.checkpoint(ingest.account, "INBOX")
     assert checkpoint is not None

@@ -187,3 +187,79 @@ def test_redis_through_sentinel(tmp_path: Path) -> None:
     with pytest.raises(SettingsError) as raised:
         Settings.load(FULL | {"SWITCHBOARD_REDIS_SENTINELS": "10.0.0.1,host:notaport"})
     assert "SWITCHBOARD_REDIS_SENTINELS" in str(raised.value)
+
+
+def test_several_mailboxes_each_with_its_own_login_folders_and_route(tmp_path: Path) -> None:
+    secret = tmp_path / "desk-refresh"
+    secret.write_text("rt-desk\n")
+    config = tmp_path / "switchboard.toml"
+    config.write_text(f'''
+bot_email = "bot@example.com"
+[slack]
+bot_token = "xoxb-1"
+signing_secret = "s"
+[[mailboxes]]
+name = "Support desk"
+host = "imap.example.com"
+user = "support@example.com"
+password = "pw"
+tls = "implicit"
+folders = ["INBOX", "Escalations"]
+route = "slack:C0SUPPORT;replies=email"
+[[mailboxes]]
+host = "outlook.office365.com"
+user = "billing@example.com"
+tls = "implicit"
+route = "slack:C0BILLING"
+[mailboxes.oauth2]
+token_url = "https://login.example.com/token"
+client_id = "app"
+refresh_token_file = "{secret}"
+''')
+    s = Settings.load({**FULL, "SWITCHBOARD_CONFIG": str(config)})
+    env_form, desk, billing = s.mailboxes
+    # The environment form is one mailbox of them, with the password and no address.
+    assert env_form.imap == s.imap and env_form.name == "bot@example.com"
+    assert env_form.address is None and not env_form.table
+    assert desk.name == "Support desk" and desk.imap.port == 993 and desk.oauth2 is None
+    assert desk.imap.mailboxes == ("INBOX", "Escalations") and desk.login == "password"
+    assert desk.address == "support@example.com"
+    assert billing.name == "billing@example.com" and billing.own_login
+    assert billing.oauth2 is not None and billing.oauth2.refresh_token == "rt-desk"
+    assert billing.login == "OAuth2 (refresh_token grant)"
+    # Their routes are routes like the others, named after the mailbox.
+    by_address = {r.address: r for r in s.routes}
+    assert by_address["support@example.com"].room == "C0SUPPORT"
+    assert by_address["support@example.com"].name == "Support desk"
+    assert by_address["support@example.com"].replies is not None
+    assert by_address["billing@example.com"].room == "C0BILLING"
+
+
+def test_a_bad_mailbox_table_is_named_with_what_to_fix(tmp_path: Path) -> None:
+    config = tmp_path / "switchboard.toml"
+    config.write_text('''
+[[mailboxes]]
+host = "imap.example.com"
+user = "a@example.com"
+pasword = "pw"
+[[mailboxes]]
+name = "b"
+user = "b@example.com"
+password = "pw"
+port = 70000
+route = "slack:nowhere"
+[[mailboxes]]
+name = "b"
+host = "imap.example.com"
+user = "c@example.com"
+[mailboxes.oauth2]
+client_id = "app"
+''')
+    with pytest.raises(SettingsError) as raised:
+        Settings.load({"SWITCHBOARD_CONFIG": str(config)})
+    text = str(raised.value)
+    assert "mailboxes #1: unknown key 'pasword'" in text
+    assert "mailboxes #1: password is required" in text
+    assert "mailboxes #2: port: 70000 is not a TCP port" in text
+    assert "mailboxes #2: host is required" in text
+    assert "mailboxes #3 oauth2: token_url is required" in text
