@@ -814,6 +814,14 @@ def _many_steps(env: dict[str, str], slack: RemoteSlack, report: Report, quick: 
     ]
 
 
+def _search_steps(env: dict[str, str], slack: RemoteSlack, report: Report, quick: bool
+                  ) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+    """Search (bench/search.py): latency at a large history, indexing's CPU."""
+    from bench import search
+
+    return search.main_steps(env, slack, report, quick)
+
+
 async def main(quick: bool, profile: Path | None = None, only: str = "") -> Report:
     env = services_env()
     report = Report()
@@ -839,6 +847,7 @@ async def main(quick: bool, profile: Path | None = None, only: str = "") -> Repo
                                             [1, 2, 4])),
         *_limit_steps(env, slack, report, quick),
         *_many_steps(env, slack, report, quick),
+        *_search_steps(env, slack, report, quick),
     ]
     if only:
         steps = [s for s in steps if only.lower() in s[0].lower()]

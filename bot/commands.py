@@ -34,6 +34,7 @@ from bot.permissions import Permissions, ThreadReplies
 from bot.ports import Choice, MailSender, Notice
 from bot.render import render
 from bot.room_commands import RoomCommands, Where
+from bot.search import Search
 from bot.stores import AddressBook, Conversations, Deliveries, History, Verifications
 from bot.text import unlinked
 
@@ -81,6 +82,7 @@ class Commands:
     # What a plain message in an email's thread does, by room (None: the default rule).
     thread_replies: Callable[[ChatRef], ThreadReplies] | None = None
     rooms: RoomCommands | None = None  # routes, status, held mail (admins)
+    search: Search | None = None  # `search`: everything said, as the asker may read it
 
     async def run_plain(self, text: str, ctx: CommandContext) -> Notice | None:
         """A plain message in the thread of a post: the answer by email when the room's
@@ -112,7 +114,7 @@ class Commands:
             "queue": self._choice, "cancel": self._choice, "sendmail": self._choice,
             "usage": self._usage, "route": self._rooms, "status": self._rooms,
             "post": self._rooms, "discard": self._rooms, "allow": self._rooms,
-            "block": self._block, "unblock": self._block,
+            "block": self._block, "unblock": self._block, "search": self._search,
         }.get(verb)
         if self.permissions is not None:
             refused = await self.permissions.may_use(ctx.user, f"command {verb or 'help'}")
@@ -147,6 +149,11 @@ class Commands:
                 else answered.sender.value
             rest = " ".join([who, *words[1:]])
         return await self._rooms(verb, rest, ctx)
+
+    async def _search(self, verb: str, rest: str, ctx: CommandContext) -> Notice:
+        if self.search is None:
+            raise CommandError("Search is not available here.")
+        return await self.search.run(ctx.user, rest)
 
     async def _usage(self, verb: str, rest: str, ctx: CommandContext) -> Notice:
         customer = customer_of(ctx.user)

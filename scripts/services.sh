@@ -47,6 +47,8 @@ THROTTLED_BOT=sbslow
 SENTINEL_NODES="${SB_SENTINEL_NODE_PORTS:-16390 16391}"
 SENTINEL_PORTS="${SB_SENTINEL_PORTS:-26390 26391 26392}"
 SENTINEL_MASTER=switchboard
+# Redis's query engine (search): Debian's RediSearch module, loaded by every Redis here.
+REDISEARCH=/usr/lib/redis/modules/redisearch.so
 VMAIL_USER=sbmail
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/switchboard
 SYNAPSE_VENV=$CACHE/synapse-venv
@@ -68,6 +70,7 @@ install_packages() {
     local missing=()
     command -v redis-server >/dev/null || missing+=(redis-server redis-tools)
     command -v redis-sentinel >/dev/null || missing+=(redis-sentinel)
+    [ -f "$REDISEARCH" ] || missing+=(redis-redisearch)
     command -v dovecot >/dev/null || missing+=(dovecot-imapd)
     command -v postfix >/dev/null || missing+=(postfix)
     command -v openssl >/dev/null || missing+=(openssl)
@@ -131,7 +134,7 @@ redis_up() {
     log "starting redis-server on 127.0.0.1:$REDIS_PORT"
     redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$STATE/redis" \
         --daemonize yes --pidfile "$STATE/redis/redis.pid" --logfile "$STATE/redis/redis.log" \
-        --appendonly yes --appendfsync everysec --save ''
+        --appendonly yes --appendfsync everysec --save '' --loadmodule "$REDISEARCH"
     wait_for_banner redis "$REDIS_PORT"
     redis_ping "$REDIS_PORT"
 }
@@ -177,6 +180,8 @@ save ""
 EOF
             [ "$port" = "$first" ] || echo "replicaof 127.0.0.1 $first" >>"$conf"
         fi
+        # The query engine, on every node: the index fails over with the data.
+        grep -q '^loadmodule' "$conf" || echo "loadmodule $REDISEARCH" >>"$conf"
         if ! pid_alive "$dir/node-$port.pid"; then
             log "starting Redis node 127.0.0.1:$port (Sentinel set)"
             redis-server "$conf"

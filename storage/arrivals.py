@@ -17,6 +17,7 @@ from storage.conversations import BEGIN_FUNCTION, RECORD_POST, chat_key, dump_re
 from storage.history import APPEND_ENTRY, check_id, entry_keys
 from storage.keys import Keys
 from storage.ratelimit import HIT_FUNCTION
+from storage.search import RedisSearch
 from storage.usage import add_usage
 
 # KEYS: message index, address index, sender rate counter (unused without a sender),
@@ -75,8 +76,9 @@ def _split(keyed: str, marker: str) -> tuple[str, str]:
 
 
 class RedisArrivals(RedisBacked):
-    def __init__(self, client: Redis, keys: Keys) -> None:
+    def __init__(self, client: Redis, keys: Keys, search: RedisSearch | None = None) -> None:
         super().__init__(client, keys)
+        self.search = search  # an email's document is written with its entry
         # By its SHA (EVALSHA): the script's text is sent once, not with every email.
         self._arrive = client.register_script(_ARRIVE)
 
@@ -131,6 +133,7 @@ class RedisArrivals(RedisBacked):
         message_id = entry.meta.get("message_id", "")
         k = self.keys
         history_keys = entry_keys(k, entry)
+        mode = await self.search.mode() if self.search is not None else ""
         async with (self._translated(f"recording an email of conversation {cid}"),
                     self.redis.pipeline(transaction=True) as pipe):
             if ref is not None:
@@ -145,5 +148,7 @@ class RedisArrivals(RedisBacked):
                       repr(entry.at), f"{cid}/{entry.id}", repr(time.time()))
             for tx in usage:
                 add_usage(pipe, k, tx)
+            if self.search is not None:
+                self.search.index(pipe, entry, mode)
             answers = await pipe.execute()
-        return bool(answers[-1 - len(usage)])
+        return bool(answers[-1 - len(usage) - (1 if self.search is not None and mode else 0)])

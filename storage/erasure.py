@@ -15,9 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bot.model import Address, AddressError, DeliveryState, HistoryEntry
+from bot.search import viewer_token
 from bot.stores import Erased
 from storage.codec import load_context, load_entry
-from storage.connection import RedisBacked, text
+from storage.connection import Redis, RedisBacked, text
+from storage.keys import Keys
+from storage.search import RedisSearch
 
 _SEP = "/"
 REDACTED = "[erased]"
@@ -91,6 +94,10 @@ class _Found:
 
 
 class RedisErasure(RedisBacked):
+    def __init__(self, client: Redis, keys: Keys, search: RedisSearch | None = None) -> None:
+        super().__init__(client, keys)
+        self.search = search  # an entry's document goes with it, in the same step
+
     async def expire_history(self, before: float, batch: int) -> int:
         """Remove up to ``batch`` of the oldest entries written before ``before`` (with
         their places in every timeline and their Message-ID's index); how many went."""
@@ -114,11 +121,14 @@ class RedisErasure(RedisBacked):
 
     async def _remove(self, found: Sequence[_Found]) -> None:
         conversations: set[str] = set()
+        mode = await self.search.mode() if self.search is not None else ""
         async with self._translated("removing history"), \
                 self.redis.pipeline(transaction=True) as pipe:
             for item in found:
                 cid, _, eid = item.member.partition(_SEP)
                 conversations.add(cid)
+                if self.search is not None:
+                    self.search.remove(pipe, cid, eid, mode)
                 pipe.hdel(self.keys.conversation_entries(cid), eid)
                 pipe.zrem(self.keys.conversation_timeline(cid), eid)
                 pipe.zrem(self.keys.history_index(), item.member)
@@ -137,12 +147,14 @@ class RedisErasure(RedisBacked):
                 if int(count) == 0:
                     pipe.delete(self.keys.conversation_entries(cid),
                                 self.keys.conversation_timeline(cid),
-                                self.keys.conversation_threads(cid))
+                                self.keys.conversation_threads(cid),
+                                self.keys.conversation_viewers(cid))
             await pipe.execute()
 
     async def forget(self, addresses: Sequence[Address]) -> Erased:
         """Erase what is kept of the person known by ``addresses``."""
         entries = 0
+        conversations: set[str] = set()
         for address in addresses:
             while True:
                 async with self._translated("reading a person's history"):
@@ -150,6 +162,7 @@ class RedisErasure(RedisBacked):
                         self.keys.person_history(str(address)), 0, 499)]
                 if not members:
                     break
+                conversations |= {m.partition(_SEP)[0] for m in members}
                 await self._remove(await self._read(members))
                 entries += len(members)
                 async with self._translated("emptying a person's timeline"):
@@ -163,6 +176,9 @@ class RedisErasure(RedisBacked):
                     tokens += int(await self.redis.delete(
                         *(self.keys.reply_token(t) for t in issued)))
                 await self.redis.delete(key)
+        if self.search is not None:
+            await self.search.drop_viewers(sorted(conversations),
+                                           [viewer_token(a) for a in addresses])
         deliveries = await self._forget_deliveries(addresses)
         await self._forget_pseudonyms(addresses)
         await self._sweep(addresses)

@@ -21,6 +21,7 @@ async def probe_redis(settings: Settings) -> list[Check]:
         where += f" (now {sentinel.primary})"
     try:
         info = await store.server_info()
+        engine = await store.search.mode()
     except StoreError as exc:
         return [Check.fail("redis", str(exc).split(". Check")[0],
                            "start redis-server, or set SWITCHBOARD_REDIS_URL to a reachable one"),
@@ -36,6 +37,16 @@ async def probe_redis(settings: Settings) -> list[Check]:
         checks.append(Check.warn("redis", "append-only file (AOF) is off: a crash can lose "
                                  "the last changes to deliveries and history",
                                  "set 'appendonly yes' in redis.conf"))
+    if engine:
+        checks.append(Check.ok("search", "Redis's query engine (RediSearch) is loaded: "
+                               "`search` works in chat" + (" (the 1.x module)"
+                                                           if engine == "addhash" else "")))
+    else:
+        checks.append(Check.warn(
+            "search", "the Redis has no query engine: `search` is off",
+            "use Redis 8 or Redis Stack, or load RediSearch (Debian: apt-get install "
+            "redis-redisearch, then `loadmodule /usr/lib/redis/modules/redisearch.so` in "
+            "redis.conf of every node), then `switchboard search reindex`"))
     return checks + (_sentinel_checks(sentinel) if sentinel is not None else [])
 
 

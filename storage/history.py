@@ -9,11 +9,13 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from bot.model import Address, HistoryEntry, HistoryPage
 from storage.codec import dump_entry, load_entry
 from storage.connection import RedisBacked, text
 from storage.keys import Keys
+from storage.search import RedisSearch
 
 # KEYS: entries hash, timeline, the all-entries index, participant timelines...
 # ARGV: entry id, record, score (the entry's time), conversation/entry, arrival time (the
@@ -43,16 +45,24 @@ def check_id(kind: str, value: str) -> None:
 
 
 class RedisHistory(RedisBacked):
+    def __init__(self, client: Any, keys: Keys, search: RedisSearch | None = None) -> None:
+        super().__init__(client, keys)
+        self.search = search  # its documents are written with the entries
+
     async def append(self, entry: HistoryEntry, arrived: float | None = None) -> bool:
         check_id("conversation", entry.conversation_id)
         check_id("entry", entry.id)
         cid = entry.conversation_id
         keys = entry_keys(self.keys, entry)
-        async with self._translated(f"recording history of conversation {cid}"):
-            added = await self.redis.eval(APPEND_ENTRY, len(keys), *keys, entry.id,
-                                          dump_entry(entry), repr(entry.at),
-                                          f"{cid}{_SEP}{entry.id}",
-                                          repr(time.time() if arrived is None else arrived))
+        mode = await self.search.mode() if self.search is not None else ""
+        async with self._translated(f"recording history of conversation {cid}"), \
+                self.redis.pipeline(transaction=True) as pipe:
+            pipe.eval(APPEND_ENTRY, len(keys), *keys, entry.id, dump_entry(entry),
+                      repr(entry.at), f"{cid}{_SEP}{entry.id}",
+                      repr(time.time() if arrived is None else arrived))
+            if self.search is not None:
+                self.search.index(pipe, entry, mode)
+            added = (await pipe.execute())[0]
         return bool(added)
 
     async def entry(self, conversation_id: str, entry_id: str) -> HistoryEntry | None:

@@ -271,6 +271,22 @@ class Keys:
         """counter: changes with every route change; each process compares it each second."""
         return self._k("routes-version")
 
+    def search_index(self) -> str:
+        """the RediSearch index of every history entry's document."""
+        return self._k("search")
+
+    def search_doc_prefix(self) -> str:
+        return self._k("sdoc") + ":"
+
+    def search_doc(self, conversation_id: str, entry_id: str) -> str:
+        """hash: an entry's search document (its words, filters and viewer tokens);
+        ``entry_id`` "" gives the conversation's prefix of them."""
+        return f"{self.search_doc_prefix()}{conversation_id}/{entry_id}"
+
+    def conversation_viewers(self, conversation_id: str) -> str:
+        """set: the viewer tokens of a conversation (its people, its rooms)."""
+        return self._k("conv", conversation_id, "viewers")
+
     def blocks(self) -> str:
         """hash: "scope|who" (a route address or *, an address or @domain) -> block record."""
         return self._k("blocks")

@@ -26,6 +26,7 @@ from storage.matrix_state import RedisMatrixState
 from storage.pacing import RedisPacer
 from storage.ratelimit import RedisRateLimits
 from storage.routes import RedisRoutes
+from storage.search import RedisSearch
 from storage.tokens import RedisTokens
 from storage.usage import RedisUsage
 from storage.verification import RedisVerifications
@@ -66,6 +67,7 @@ class Store:
     pacer: RedisPacer
     appservice: RedisAppService
     blocks: RedisBlocks
+    search: RedisSearch
     target: RedisTarget | None = None  # where it is (None: at ``url``)
 
     @classmethod
@@ -75,18 +77,19 @@ class Store:
         target = target_of(where, ca_file)
         client = connect(target)
         keys = Keys(prefix)
+        search = RedisSearch(client, keys)
         return cls(client, keys, target.url, RedisAddressBook(client, keys),
-                   RedisHistory(client, keys),
+                   RedisHistory(client, keys, search),
                    RedisDeliveries(client, keys), RedisConversations(client, keys),
                    RedisIngest(client, keys), RedisMatrixState(client, keys),
                    RedisTokens(client, keys), RedisVerifications(client, keys),
                    RedisRateLimits(client, keys), RedisUsage(client, keys),
                    RedisCustomers(client, keys), RedisAudit(client, keys),
-                   RedisArrivals(client, keys), RedisWorkspaces(client, keys),
-                   RedisErasure(client, keys), RedisRoutes(client, keys),
+                   RedisArrivals(client, keys, search), RedisWorkspaces(client, keys),
+                   RedisErasure(client, keys, search), RedisRoutes(client, keys),
                    RedisHeld(client, keys), RedisBeats(client, keys),
                    RedisLogins(client, keys), RedisPacer(client, keys),
-                   RedisAppService(client, keys), RedisBlocks(client, keys), target)
+                   RedisAppService(client, keys), RedisBlocks(client, keys), search, target)
 
     async def server_info(self) -> ServerInfo:
         """Version and persistence of the Redis server; raises StoreUnavailable."""

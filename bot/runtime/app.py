@@ -34,6 +34,7 @@ from bot.retention import expire_history
 from bot.review import Review, RoomAdmins
 from bot.room_commands import RoomCommands
 from bot.routes import OWN_PREFIXES, RouteBook
+from bot.search import Search
 from bot.settings import Settings
 from bot.stores import Beat
 from bridges.email.auth import SenderAuthenticator, use_dns_server
@@ -87,6 +88,11 @@ def owned_by(routes: RouteBook, own: Sequence[str], reply_domain: str | None
         return address.lower() in mine or routes.get(address.lower()) is not None or (
             domain == reply_domain and local.startswith(OWN_PREFIXES))
     return ours
+
+
+def searched_rooms(routes: RouteBook, review_room: ChatTarget | None) -> list[ChatTarget]:
+    """The rooms a search may find posts in: every route's, and the review room."""
+    return [*(r.target for r in routes.all()), *((review_room,) if review_room else ())]
 
 
 def doctor_probes() -> list[Probe]:
@@ -263,7 +269,11 @@ class Runtime:
                             usage=usage_view, permissions=permissions,
                             conversations=store.conversations,
                             thread_replies=lambda where: replies_in(where.room),
-                            rooms=rooms)
+                            rooms=rooms, search=Search(
+                                store.search, store.address_book, networks,
+                                rooms=lambda: searched_rooms(routes, inbound.review_room),
+                                is_admin=permissions.is_admin,
+                                threads=store.conversations.threads))
         slack_app = None
         if slack is not None and settings.slack is not None:
             cfg = settings.slack

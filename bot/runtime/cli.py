@@ -211,6 +211,15 @@ def cmd_forget(args: argparse.Namespace) -> int:
     return with_store(args, work)
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    """`switchboard search reindex`: the search index built again from history."""
+    async def work(settings: Settings, store: Store) -> list[str]:
+        count = await store.search.reindex()
+        return [f"search index rebuilt: {count} history entries indexed"]
+
+    return with_store(args, work)
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     """`switchboard init [PATH]`: a commented settings file with every key (needs none)."""
     from pathlib import Path
@@ -284,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     matrix_sub.add_parser("new-device", help="forget the bot's device: the next start logs in "
                                              "as a new one, with new encryption keys")
     add_registration_command(matrix_sub)
+    search = sub.add_parser("search", help="the search index")
+    search_sub = search.add_subparsers(dest="search_command", required=True)
+    search_sub.add_parser("reindex", help="build the index again from history (same answers)")
     init = sub.add_parser("init", help="write a commented settings file with every key")
     init.add_argument("path", nargs="?", default="switchboard.toml",
                       help="where to write it (default: switchboard.toml)")
@@ -308,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"doctor": cmd_doctor, "run": cmd_run, "demo": cmd_demo,
                 "pending": cmd_pending, "audit": cmd_audit, "slack": cmd_slack,
                 "init": cmd_init, "matrix": cmd_matrix, "forget": cmd_forget,
-                "worker": cmd_worker,
+                "worker": cmd_worker, "search": cmd_search,
                 **BILLING_COMMANDS}
     return commands[args.command](args)
 

@@ -128,6 +128,7 @@ class SlackApp:
         self.bolt.action(re.compile(rf"^({BLOCK_SENDER}|{BLOCK_DOMAIN})$"))(self.block_from_card)
         self.bolt.action(REPLY_BY_EMAIL)(self.open_email)
         self.bolt.view("reply_by_email_modal")(self.submit_email)
+        self.bolt.action("query_search")(self.next_page)
         self.bolt.action(REPLY_ALL)(self.open_reply_all)
         self.bolt.action(FORWARD)(self.open_forward)
         self.bolt.view("forward_modal")(self.submit_forward)
@@ -377,6 +378,18 @@ class SlackApp:
                                  request=f"slack-action:{body.get('trigger_id', '')}",
                                  room=where.room if where else None)
             await self._tell(user, await self.commands.run(f"block {who}", ctx), where)
+
+    async def next_page(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
+                        respond: AsyncRespond) -> None:
+        """*More results* under a search's answer: the next page, in its place."""
+        await ack()
+        with self._working():
+            user, name = _user(body)
+            ctx = CommandContext(user=user, user_name=name, where=None, shows=None,
+                                 request=f"slack-action:{body.get('trigger_id', '')}")
+            notice = await self.commands.run(f"search {action['value']}", ctx)
+            blocks, text = notice_message(notice)
+            await respond(text=text, blocks=blocks, replace_original=True)
 
     async def open_email(self, ack: AsyncAck, body: dict[str, Any],
                          client: AsyncWebClient) -> None:

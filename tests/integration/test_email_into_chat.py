@@ -63,7 +63,8 @@ async def test_email_appears_in_slack_with_attachments_and_actions(bridge: Bridg
     assert "*Subject:* Quarterly numbers" in text
     assert "please check the report." in text
     assert "report.pdf (1.0 kB)" in text
-    assert set(buttons(post)) == {"reply_in_chat", "reply_by_email"}
+    assert set(buttons(post)) == {"reply_in_chat", "reply_by_email", "reply_all",
+                                  "forward_email", "block_sender", "block_domain"}
     (upload,) = await eventually(bridge.slack_files, what="the attachment in the thread")
     assert upload["thread_ts"] == post["ts"]
     assert upload["files"][0]["name"] == "report.pdf"
