@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from storage.store import Store
+from tests.oauthserver import AuthServer
 from tests.slackapi.client import SlackControl
 from tests.slackapi.server import SlackServer
 
@@ -73,6 +74,15 @@ def services() -> Services:
     path = subprocess.run(["bash", str(SERVICES), "env"], check=True, capture_output=True,
                           text=True).stdout.strip()
     return Services(read_env_file(Path(path)))
+
+
+@pytest.fixture
+async def auth(services: Services) -> AsyncIterator[AuthServer]:
+    """The mail provider's OAuth2 server (tokens, and their introspection for Dovecot)."""
+    server = AuthServer(app_user=services.email("switchboard"))
+    await server.start(int(services.env["SB_OAUTH_PORT"]))
+    yield server
+    await server.stop()
 
 
 @contextlib.asynccontextmanager

@@ -48,26 +48,35 @@ def compose_reply(*, bot_email: str, reply_domain: str, sender_name: str, to: Ad
         msg["Cc"] = ", ".join(a.header_form() for a in cc)
     msg["Reply-To"] = Address.email(f"reply+{token}@{reply_domain}").header_form(sender_name)
     msg["Subject"] = reply_subject(subject, token, is_reply=answering is not None)
-    msg["Date"] = format_datetime(datetime.now(UTC))
-    msg["Message-ID"] = make_msgid(idstring=message_key, domain=reply_domain)
     if original:
         msg["In-Reply-To"] = original
     if references:
         msg["References"] = " ".join(references[-20:])
-    msg[MARKER] = marker(message_key, bot_email)
-    if bounce_token:
-        # The envelope sender (VERP): a bounce comes back to an address naming this
-        # delivery. seal() takes it as MAIL FROM and drops the header.
-        msg["Return-Path"] = f"<{bounce_address(bounce_token, reply_domain)}>"
-    account = ""
-    if sender is not None:
-        account = f"{sender.value} on {sender.network.value.title()}"
-        msg[SENDER_HEADER] = str(sender)
+    account = _relayed(msg, bot_email=bot_email, reply_domain=reply_domain,
+                       message_key=message_key, bounce_token=bounce_token, sender=sender)
     context = {"name": sender_name, "account": account, "text": text,
                "history": list(history), "answering": answering, "to": to.value}
     msg.set_content(render("mail/reply.txt.j2", **context))
     msg.add_alternative(render("mail/reply.html.j2", **context), subtype="html")
     return msg
+
+
+def _relayed(msg: EmailMessage, *, bot_email: str, reply_domain: str, message_key: str,
+             bounce_token: str, sender: Address | None) -> str:
+    """The headers every email sent on someone's behalf carries: its date and our own
+    Message-ID, the marker, the return path, who really wrote it. Returns that account
+    as the text says it ("" for none)."""
+    msg["Date"] = format_datetime(datetime.now(UTC))
+    msg["Message-ID"] = make_msgid(idstring=message_key, domain=reply_domain)
+    msg[MARKER] = marker(message_key, bot_email)
+    if bounce_token:
+        # The envelope sender (VERP): a bounce comes back to an address naming this
+        # delivery. seal() takes it as MAIL FROM and drops the header.
+        msg["Return-Path"] = f"<{bounce_address(bounce_token, reply_domain)}>"
+    if sender is None:
+        return ""
+    msg[SENDER_HEADER] = str(sender)
+    return f"{sender.value} on {sender.network.value.title()}"
 
 
 def compose_forward(*, bot_email: str, reply_domain: str, sender_name: str, to: Address,
@@ -85,18 +94,11 @@ def compose_forward(*, bot_email: str, reply_domain: str, sender_name: str, to: 
     if not subject.lower().startswith(("fwd:", "fw:")):
         subject = f"Fwd: {subject}"
     msg["Subject"] = " ".join(f"{subject} [sb:{token}]".split())
-    msg["Date"] = format_datetime(datetime.now(UTC))
-    msg["Message-ID"] = make_msgid(idstring=message_key, domain=reply_domain)
     original_id = original.meta.get("message_id", "")
     if original_id:
         msg["References"] = original_id  # as mail clients do: it names what it forwards
-    msg[MARKER] = marker(message_key, bot_email)
-    if bounce_token:
-        msg["Return-Path"] = f"<{bounce_address(bounce_token, reply_domain)}>"
-    account = ""
-    if sender is not None:
-        account = f"{sender.value} on {sender.network.value.title()}"
-        msg[SENDER_HEADER] = str(sender)
+    account = _relayed(msg, bot_email=bot_email, reply_domain=reply_domain,
+                       message_key=message_key, bounce_token=bounce_token, sender=sender)
     to_list, cc_list = original.meta.get("to", "").split(), original.meta.get("cc", "").split()
     context = {"name": sender_name, "account": account, "note": note, "original": original,
                "to": to_list, "cc": cc_list}

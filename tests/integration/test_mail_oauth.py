@@ -27,14 +27,6 @@ from tests.slackapi.client import SlackControl
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def auth(services: Services) -> AsyncIterator[AuthServer]:
-    server = AuthServer(app_user=services.email("switchboard"))
-    await server.start(int(services.env["SB_OAUTH_PORT"]))
-    yield server
-    await server.stop()
-
-
 def oauth_env(services: Services, auth: AuthServer, **more: str) -> dict[str, str]:
     """A mailbox reached with OAuth2 only: no IMAP or SMTP password anywhere."""
     return {"SWITCHBOARD_OAUTH2_TOKEN_URL":

@@ -26,14 +26,6 @@ DESK = "C0DESK0001"
 DANA = "U0DANA0001"  # a workspace admin: `status` is for admins
 
 
-@pytest.fixture
-async def auth(services: Services) -> AsyncIterator[AuthServer]:
-    server = AuthServer(app_user=services.email("switchboard"))
-    await server.start(int(services.env["SB_OAUTH_PORT"]))
-    yield server
-    await server.stop()
-
-
 def mailboxes_toml(services: Services, auth: AuthServer) -> str:
     """Dave's account logs in with OAuth2 (no password anywhere) and goes to #desk;
     Carol's has a wrong password. The environment form (Switchboard's own, by password)

@@ -85,6 +85,11 @@ async def test_found_from_both_sides_as_permissions_allow_until_forgotten(
     from_matrix = await matrix("search refund")
     assert "2 found" in from_matrix and "by Friday" in from_matrix
     assert "https://matrix.to/#/" in from_matrix
+    # Matrix shows the notice as plain text (no HTML part): the sender's markup is inert.
+    notices = [e["content"] for e in await bridge.alice.messages(bridge.room, 50)
+               if "2 found for refund" in str(e["content"].get("body", ""))]
+    assert notices and all("formatted_body" not in n for n in notices)
+    assert "<b>please</b" in notices[-1]["body"]
 
     # Phrases and filters.
     assert "1 found" in await bob('search "full amount"')
