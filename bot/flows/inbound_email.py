@@ -356,6 +356,10 @@ class InboundEmailFlow:
             assert bound is not None
             known = bound[0]
         routed = self._routed(mail)
+        stopped = [] if release else [b for t, _ in routed.values()
+                                      if (b := self._block_for(mail, t)) is not None]
+        if stopped and len(stopped) == len(routed) and known is None:
+            return await self._blocked(mail, stopped)  # before its rates: nobody is told
         holds = {} if release else {t.key: (r, h) for t, r in routed.values() if (
             h := hold_for(r, mail.sender, mail.auth.may_act, blocked)) is not None}
         if release is not None:

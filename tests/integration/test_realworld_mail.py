@@ -173,4 +173,5 @@ async def test_cards_show_one_field_per_line(bridge: Bridge) -> None:
     lines = post["blocks"][0]["text"]["text"].splitlines()
     assert lines[0] == "*From:* Bob &lt;bob@partner.test&gt;"
     assert lines[1].startswith(":warning: *Unverified sender*")
-    assert lines[2] == f"*Subject:* {subject}"
+    assert lines[2] == f"*To:* {services.email('support')}"
+    assert lines[3] == f"*Subject:* {subject}"

@@ -384,7 +384,23 @@ async def test_route_rules_rates_and_the_review_room(
         assert "rate limit" in str(notice["blocks"])
         actions = [e["action_id"] for b in notice["blocks"] if b["type"] == "actions"
                    for e in b["elements"]]
-        assert actions == ["held_post", "held_discard"]
+        assert actions == ["held_post", "held_discard", "held_block"]  # none to allow
+        # *Block sender* on it: discarded, and her next email is not held again, only
+        # counted (nobody is asked about a blocked sender).
+        before = await state_responses(runs)
+        await runs.slack_to("first").block_action(DANA, "dana", notice["channel"], notice,
+                                                  "held_block", button(notice, "held_block"))
+        decided = await responses_after(runs, before, 1)
+        assert f"Blocked {carol} on {billing}" in decided[0] and "Discarded" in decided[0]
+        mail = make_mail(carol, billing, "Fourth in an hour", "And more.")
+        await send_mail(services, mail, port=bridge.listener_port)
+
+        async def counted() -> str | None:
+            said = await slack_command(runs, "first", DANA, "status")
+            return said if "1 email stopped" in said else None
+        await eventually(counted, what="the blocked email counted")
+        assert not [m for m in await slack_dm(bridge, DANA) if "Fourth in an hour"
+                    in str(m["blocks"])]
 
         # No route: offered in the review room, and posted there when an admin says so.
         stray = f"nobody-{uuid.uuid4().hex[:6]}@{billing.partition('@')[2]}"
