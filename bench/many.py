@@ -115,43 +115,71 @@ def _burst(ports: list[int], to: str, count: int) -> float:
     return time.perf_counter() - started
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU a process has used (from /proc: Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def listener_throughput(env: dict[str, str], slack: RemoteSlack, report: Report,
                               count: int) -> None:
-    """The listener's throughput with one `switchboard run`, then with two (the second
-    its own process, as on a second machine), on the plain Redis."""
+    """The listener's throughput with one `switchboard run`, then with two, each its own
+    process (as on its own machine; this one only sends), on the plain Redis; with the
+    CPU each part used per email, which says what bounds it."""
     to = f"support@{env['SB_MAIL_DOMAIN']}"
-    rates = []
+    rates, costs = [], []
     for processes in (1, 2):
         await slack.fresh()
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
-        port = free_port()
-        settings, values = run.settings_for(
-            env, slack, prefix, SWITCHBOARD_SMTP_LISTEN=f"127.0.0.1:{port}",
-            SWITCHBOARD_IMAP_HOST="", SWITCHBOARD_SENDER_RATE="100000/60",
+        _, values = run.settings_for(
+            env, slack, prefix, SWITCHBOARD_IMAP_HOST="", SWITCHBOARD_SENDER_RATE="100000/60",
             SWITCHBOARD_CONVERSATION_RATE="100000/60")
-        others: list[subprocess.Popen[bytes]] = []
-        ports = [port]
-        async with run.serving(settings, prefix):
-            for _ in range(processes - 1):
-                other = free_port()
+        children: list[subprocess.Popen[bytes]] = []
+        ports = []
+        store = aioredis.Redis(host="127.0.0.1", port=int(env["SB_REDIS_PORT"]))
+        try:
+            for _ in range(processes):
+                port = free_port()
                 child = {k: v for k, v in os.environ.items()
                          if not k.startswith("SWITCHBOARD_")}
-                child.update(values, SWITCHBOARD_SMTP_LISTEN=f"127.0.0.1:{other}",
+                child.update(values, SWITCHBOARD_SMTP_LISTEN=f"127.0.0.1:{port}",
                              SWITCHBOARD_HTTP_LISTEN=f"127.0.0.1:{free_port()}")
-                others.append(await asyncio.to_thread(
+                children.append(await asyncio.to_thread(
                     subprocess.Popen, [str(Path(sys.executable).parent / "switchboard"), "run"],
                     env=child, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-                ports.append(other)
+                ports.append(port)
             for p in ports:
-                await asyncio.to_thread(wait_for_port, p)
-            try:
-                elapsed = await asyncio.to_thread(_burst, ports, to, count)
-            finally:
-                for child_process in others:
-                    child_process.terminate()
-                    child_process.wait(timeout=30)
+                await asyncio.to_thread(wait_for_port, p, 60)
+            before = [_cpu_seconds(c.pid) for c in children]
+            redis_before = await _redis_cpu(store)
+            assert slack.process is not None
+            slack_before, mine_before = _cpu_seconds(slack.process.pid), time.process_time()
+            elapsed = await asyncio.to_thread(_burst, ports, to, count)
+            used = [_cpu_seconds(c.pid) - b for c, b in zip(children, before, strict=True)]
+            redis_used = await _redis_cpu(store) - redis_before
+            harness = (_cpu_seconds(slack.process.pid) - slack_before
+                       + time.process_time() - mine_before)
+        finally:
+            for child_process in children:
+                child_process.terminate()
+                child_process.wait(timeout=30)
+            keys = [k async for k in store.scan_iter(match=f"{prefix}:*", count=5000)]
+            for i in range(0, len(keys), 5000):
+                await store.delete(*keys[i:i + 5000])
+            await store.aclose()
         rates.append(count / elapsed)
+        costs.append((sum(used) / count * 1000, redis_used / count * 1000,
+                      sum(used) / elapsed, redis_used / elapsed, harness / elapsed))
+        print(f"  {processes} process(es): {count / elapsed:.0f} msg/s; Switchboard "
+              f"{costs[-1][0]:.1f} ms CPU per email ({costs[-1][2]:.2f} cores busy), Redis "
+              f"{costs[-1][1]:.2f} ms ({costs[-1][3]:.2f} cores), the sender and the Slack "
+              f"stand-in {costs[-1][4]:.2f} cores", flush=True)
     report.add(Row(f"SMTP listener throughput ({count:,} emails), 1 / 2 `run` processes",
                    f"{rates[0]:.0f} / {rates[1]:.0f} msg/s", "", f"{rates[1] / rates[0]:.2f}",
                    ">= 1.5x with two", "yes" if rates[1] >= 1.5 * rates[0] else "no"),
-               one=rates[0], two=rates[1])
+               one=rates[0], two=rates[1], cpu=costs)
+
+
+async def _redis_cpu(client: aioredis.Redis) -> float:
+    info = await client.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
