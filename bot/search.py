@@ -258,7 +258,8 @@ def marked(snippet: str, query: SearchQuery) -> str:
     """A snippet as a notice shows it: the words searched for in *bold* (with their
     endings: the index matches "refunds" for "refund"); the sender's own formatting
     characters made inert (the networks escape the rest: <, >, &)."""
-    text = re.sub(r"[*_~`]", "", " ".join(snippet.split())[:SNIPPET_LIMIT])
+    text = re.sub(r"[*_~`\x00-\x08\x0e-\x1f\x7f]", "",
+                  " ".join(snippet.split())[:SNIPPET_LIMIT])
     words = {w.lower() for w in query.words} | {
         w.lower() for p in query.phrases for w in re.findall(r"\w+", p)}
     if not words:

@@ -29,14 +29,18 @@ SCHEMA = ("subject", "TEXT", "WEIGHT", "2.0", "text", "TEXT", "files", "TEXT",
           "from", "TAG", "to", "TAG", "viewers", "TAG", "rooms", "TAG", "kind", "TAG",
           "has", "TAG", "at", "NUMERIC", "SORTABLE")
 TEXT_INDEXED = 32 * 1024  # characters of a body the index reads
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
-# KEYS: the document, the conversation's viewers, its threads, its timeline.
+# KEYS: the document, the conversation's viewers, its threads, its timeline, its entries.
 # ARGV: mode ("addhash": tell the 1.x module; "hash": indexed by prefix), index, the
-# conversation's document prefix, this entry's participant tokens (comma-separated), then
-# the document's fields and values. New viewers reach every document of the conversation.
+# conversation's document prefix, this entry's participant tokens (comma-separated), the
+# entry's id, how much of its text is indexed. The document is made here from the entry's
+# record (written just before, in the same step): its text crosses the network once. New
+# viewers reach every document of the conversation.
 INDEX_ENTRY = """
 local mode, index, prefix = ARGV[1], ARGV[2], ARGV[3]
+local record = redis.call('HGET', KEYS[5], ARGV[5])
+if not record then return 0 end
+local e = cjson.decode(record)
 local added = 0
 for token in string.gmatch(ARGV[4], '[^,]+') do
   added = added + redis.call('SADD', KEYS[2], token)
@@ -51,9 +55,20 @@ for _, place in ipairs(redis.call('HKEYS', KEYS[3])) do
 end
 local viewers = table.concat(redis.call('SMEMBERS', KEYS[2]), ',')
 local roomlist = table.concat(rooms, ',')
-local fields = {}
-for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], 'viewers', viewers, 'rooms', roomlist, unpack(fields))
+local to, files = {}, {}
+for i, a in ipairs(e['to'] or {}) do
+  if i <= 100 then to[#to + 1] = string.lower((string.gsub(a, ',', ' '))) end
+end
+for _, a in ipairs(e['att'] or {}) do files[#files + 1] = a[1] end
+local meta = e['meta'] or {}
+local from = e['from'] or ''
+redis.call('HSET', KEYS[1], 'viewers', viewers, 'rooms', roomlist,
+  'text', string.sub(e['text'] or '', 1, tonumber(ARGV[6])),
+  'subject', string.sub(e['subj'] or '', 1, 500), 'files', table.concat(files, ' '),
+  'from', string.lower(from), 'sender', (string.gsub(from, '^[^:]*:', '', 1)),
+  'to', table.concat(to, ','), 'kind', e['k'],
+  'has', (#files > 0) and 'attachment' or 'none', 'at', tostring(e['at']),
+  'cid', e['c'], 'eid', e['id'], 'posted', meta['posted'] or '', 'name', meta['name'] or '')
 if mode == 'addhash' then redis.call('FT.ADDHASH', index, KEYS[1], 1.0, 'REPLACE') end
 if added > 0 then
   for _, entry in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
@@ -86,30 +101,8 @@ return removed
 """
 
 
-def _tags(values: Sequence[str]) -> str:
-    return ",".join(v.replace(",", " ") for v in values)
-
-
 def _escaped_tag(value: str) -> str:
     return re.sub(r"([^A-Za-z0-9_])", r"\\\1", value)
-
-
-def _clean(value: str, limit: int = 0) -> str:
-    cleaned = _CONTROL.sub(" ", value)
-    return cleaned[:limit] if limit else cleaned
-
-
-def document(entry: HistoryEntry) -> list[str]:
-    """The fields of ``entry``'s document, as HSET takes them."""
-    recipients = [str(a).lower() for a in entry.recipients]
-    return ["text", _clean(entry.text, TEXT_INDEXED), "subject", _clean(entry.subject, 500),
-            "files", _clean(" ".join(a.filename for a in entry.attachments), 2000),
-            "from", str(entry.sender).lower(), "sender", entry.sender.value,
-            "to", _tags(recipients[:100]),
-            "kind", entry.kind.value, "has", "attachment" if entry.attachments else "none",
-            "at", repr(entry.at), "cid", entry.conversation_id, "eid", entry.id,
-            "posted", entry.meta.get("posted", ""), "name", _clean(entry.meta.get("name", ""),
-                                                                     100)]
 
 
 def _phrase(words: str) -> str:
@@ -188,9 +181,10 @@ class RedisSearch(RedisBacked):
             return
         k, cid = self.keys, entry.conversation_id
         tokens = ",".join(viewer_token(a) for a in entry.participants)
-        pipe.eval(INDEX_ENTRY, 4, k.search_doc(cid, entry.id), k.conversation_viewers(cid),
-                  k.conversation_threads(cid), k.conversation_timeline(cid), mode,
-                  k.search_index(), k.search_doc(cid, ""), tokens, *document(entry))
+        pipe.eval(INDEX_ENTRY, 5, k.search_doc(cid, entry.id), k.conversation_viewers(cid),
+                  k.conversation_threads(cid), k.conversation_timeline(cid),
+                  k.conversation_entries(cid), mode, k.search_index(), k.search_doc(cid, ""),
+                  tokens, entry.id, TEXT_INDEXED)
 
     def remove(self, pipe: Pipeline, cid: str, eid: str, mode: str) -> None:
         if not mode:
