@@ -88,6 +88,11 @@ class BlockList:
         self._version = -1
         self._blocks: dict[tuple[str, str], Block] = {}
 
+    @property
+    def empty(self) -> bool:
+        """Whether nothing is blocked at all (the ingest path asks nothing more then)."""
+        return not self._blocks
+
     def blocked(self, sender: Address | None, scopes: Iterable[str]) -> Block | None:
         """The block that stops ``sender``'s mail to any of ``scopes`` (route addresses;
         the deployment-wide blocks always count), or None."""

@@ -10,6 +10,7 @@ a private conversation gives the same answer as no match.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import re
@@ -189,14 +190,17 @@ class Search:
         own = identity.addresses() if identity else [asker]
         tokens = [viewer_token(a) for a in dict.fromkeys([asker, *own])]
         network = self.networks.get(asker.network)
-        if network is not None:
-            for target in {t.key: t for t in self.rooms()
-                           if t.network is asker.network}.values():
-                try:
-                    if await network.is_member(target.room or "", asker):
-                        tokens.append(room_token(target.key))
-                except BridgeError:
-                    continue  # a room that cannot be asked about now is not searched
+        if network is None:
+            return tokens
+        rooms = list({t.key: t for t in self.rooms() if t.network is asker.network}.values())
+        # Side by side: one search asks every room's network once, not one after another.
+        members = await asyncio.gather(*(network.is_member(t.room or "", asker)
+                                         for t in rooms), return_exceptions=True)
+        for target, member in zip(rooms, members, strict=True):
+            if isinstance(member, BaseException) and not isinstance(member, BridgeError):
+                raise member
+            if member is True:  # a room that cannot be asked about now is not searched
+                tokens.append(room_token(target.key))
         return tokens
 
     async def run(self, asker: Address, text: str) -> Notice:

@@ -56,7 +56,7 @@ class RedisHistory(RedisBacked):
         keys = entry_keys(self.keys, entry)
         mode = await self.search.mode() if self.search is not None else ""
         async with self._translated(f"recording history of conversation {cid}"), \
-                self.redis.pipeline(transaction=True) as pipe:
+                self.redis.pipeline(transaction=bool(mode)) as pipe:
             pipe.eval(APPEND_ENTRY, len(keys), *keys, entry.id, dump_entry(entry),
                       repr(entry.at), f"{cid}{_SEP}{entry.id}",
                       repr(time.time() if arrived is None else arrived))

@@ -139,11 +139,14 @@ class RedisSearch(RedisBacked):
         super().__init__(client, keys)
         self._mode: str | None = None  # "addhash", "hash", or "" (no query engine)
 
+    async def _command(self, *args: Any) -> Any:
+        """A command redis-py has no typed method for (the query engine's, MODULE)."""
+        return await self.redis.execute_command(*args)  # type: ignore[no-untyped-call]
+
     async def mode(self) -> str:
         if self._mode is None:
             async with self._translated("asking Redis for its modules"):
-                modules = await self.redis.execute_command(  # type: ignore[no-untyped-call]
-                "MODULE", "LIST")
+                modules = await self._command("MODULE", "LIST")
             version = 0
             for module in modules or []:
                 found = dict(zip(module[::2], module[1::2], strict=False)) \
@@ -161,9 +164,8 @@ class RedisSearch(RedisBacked):
             if self._mode == "hash" else ()
         try:
             async with self._translated("creating the search index"):
-                await self.redis.execute_command(  # type: ignore[no-untyped-call]
-                "FT.CREATE", self.keys.search_index(),
-                                                 *prefix, "SCHEMA", *SCHEMA)
+                await self._command("FT.CREATE", self.keys.search_index(), *prefix,
+                                    "SCHEMA", *SCHEMA)
         except StoreError as exc:
             if "already exists" not in str(exc).lower():
                 raise
@@ -211,8 +213,7 @@ class RedisSearch(RedisBacked):
     async def search(self, query: SearchQuery, viewers: Sequence[str] | None,
                      offset: int, limit: int) -> SearchPage:
         async with self._translated("searching"):
-            found = await self.redis.execute_command(  # type: ignore[no-untyped-call]
-
+            found = await self._command(
                 "FT.SEARCH", self.keys.search_index(), query_text(query, viewers),
                 "RETURN", "9", "cid", "eid", "kind", "sender", "at", "subject", "posted", "name",
                 "text",
@@ -241,11 +242,9 @@ class RedisSearch(RedisBacked):
         async with self._translated("dropping the search index"):
             try:
                 if mode == "addhash":
-                    await self.redis.execute_command(  # type: ignore[no-untyped-call]
-                        "FT.DROP", self.keys.search_index(), "KEEPDOCS")
+                    await self._command("FT.DROP", self.keys.search_index(), "KEEPDOCS")
                 else:
-                    await self.redis.execute_command(  # type: ignore[no-untyped-call]
-                        "FT.DROPINDEX", self.keys.search_index())
+                    await self._command("FT.DROPINDEX", self.keys.search_index())
             except redis_errors.ResponseError:
                 pass  # there was none
         await self._create()

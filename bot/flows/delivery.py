@@ -247,13 +247,13 @@ class Lifecycle:
         answered = await self.history.entry(delivery.conversation_id, ctx.entry) \
             if ctx.entry else None
         forwarding = ctx.answering is Answering.FORWARD
+        if forwarding and answered is None:
+            return CannotReply("the email to forward is no longer in the history")
         # A forward starts mail to someone new: the outside-mail rule holds as for `email`.
         refused = await self.refused_mail(delivery.sender, to, None if forwarding else answered,
                                           delivery.id, copies=ctx.cc)
         if refused is not None:
             return refused
-        if forwarding and answered is None:
-            return CannotReply("the email to forward is no longer in the history")
         measure = self.meter.start()
         page = await self.history.conversation(delivery.conversation_id, 0, HISTORY_SHOWN)
         token = await self.tokens.issue(delivery.conversation_id, to,

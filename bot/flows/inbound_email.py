@@ -159,7 +159,7 @@ class InboundEmailFlow:
         self.arrivals = arrivals
         self.autoreply_every = autoreply_every
         self.reply_token_ttl = reply_token_ttl
-        self.blocks = blocks or BlockList()
+        self.blocks = blocks if blocks is not None else BlockList()
         self.reader = reader
         self.checks = checks  # None: sender checks are off, every From is believed
         self.meter = meter or Meter()
@@ -356,17 +356,17 @@ class InboundEmailFlow:
             assert bound is not None
             known = bound[0]
         routed = self._routed(mail)
-        stopped = [] if release else [b for t, _ in routed.values()
-                                      if (b := self._block_for(mail, t)) is not None]
+        stopped = {} if release else {key: b for key, (t, _) in routed.items()
+                                      if (b := self._block_for(mail, t)) is not None}
         if stopped and len(stopped) == len(routed) and known is None:
-            return await self._blocked(mail, stopped)  # before its rates: nobody is told
+            # Before its rates: nobody is told.
+            return await self._blocked(mail, list(stopped.values()))
         holds = {} if release else {t.key: (r, h) for t, r in routed.values() if (
             h := hold_for(r, mail.sender, mail.auth.may_act, blocked)) is not None}
         if release is not None:
             places = [release.target.key]
         else:
-            places = [key for key, (target, _) in routed.items()
-                      if key not in holds and self._block_for(mail, target) is None]
+            places = [key for key in routed if key not in holds and key not in stopped]
         arrival = await self.arrivals.arrive(
             message_id=mail.message_id, answers=mail.thread_ids, conversation=known,
             new_conversation=new_conversation_id(mail.message_id), sender=mail.sender,
@@ -417,7 +417,7 @@ class InboundEmailFlow:
     def _block_for(self, mail: InboundMail, target: ChatTarget) -> Block | None:
         """The block of one of ``target``'s routes that stops ``mail`` (a room's, or a
         thread's in it), or None; a person's DM follows only deployment-wide blocks."""
-        if target.user is not None:
+        if target.user is not None or self.blocks.empty:
             return None
         return self.blocks.blocked(mail.sender, [
             r.address for r in self.routes.in_room(target.network, target.room or "")])
@@ -603,10 +603,10 @@ class InboundEmailFlow:
         routes = self.routes.in_room(target.network, target.room or "")
         if not routes:
             return card
-        mine = {r.address for r in routes}
-        came_to = next((r.value for r in mail.recipients
-                        if self._address_of(r.value) in mine), "")
-        route = next((r for r in routes if r.address == self._address_of(came_to)), routes[0])
+        by_address = {r.address: r for r in routes}
+        came_to, route = next(((r.value, by_address[a]) for r in mail.recipients
+                               if (a := self._address_of(r.value)) in by_address),
+                              ("", routes[0]))
         if route.name:
             named = f"{route.name} <{route.address}>"
             card = replace(card, mailbox=named, to=tuple(
